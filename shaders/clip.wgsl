@@ -1,0 +1,68 @@
+// In-place clipping over the same tiles as the norm, reading its result on the device.
+//
+//   MODE 0  scale every element by the global clip coefficient (clip_grad_norm_)
+//   MODE 1  scale each segment by its own coefficient (per-tensor clipnorm)
+//   MODE 2  clamp each element to [-clip_value, clip_value] (clip_grad_value_), NaN kept
+// ZERO_NONFINITE replaces NaN and ±inf by 0 first (the norm already left them out).
+// When the norm stage flagged the step as skipped, nothing is written: a skipped step
+// loses no data.
+
+override MODE: u32 = 0u;
+override ZERO_NONFINITE: bool = false;
+override CLIP_VALUE: f32 = 1.0;
+
+const H_COEF: u32 = 1u;
+const H_SKIP: u32 = 2u;
+
+@group(0) @binding(0) var<storage, read_write> data4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> data1: array<f32>;
+@group(0) @binding(2) var<storage, read> tiles: array<Tile>;
+@group(0) @binding(3) var<storage, read> stats: array<u32>;
+@group(0) @binding(4) var<storage, read> segments: array<Acc>;
+
+fn nonfinite4(v: vec4<f32>) -> vec4<bool> {
+    return (bitcast<vec4<u32>>(v) & vec4(EXP_MASK)) == vec4(EXP_MASK);
+}
+
+fn clip4(v: vec4<f32>, coef: f32) -> vec4<f32> {
+    let bad = nonfinite4(v);
+    var x = v;
+    if (ZERO_NONFINITE) { x = select(x, vec4(0.0), bad); }
+    if (MODE == 2u) {
+        // clamp() leaves NaN implementation-defined; keep it NaN as torch.clamp does.
+        let is_nan = bad & ((bitcast<vec4<u32>>(x) & vec4(0x007fffffu)) != vec4(0u));
+        return select(clamp(x, vec4(-CLIP_VALUE), vec4(CLIP_VALUE)), x, is_nan);
+    }
+    return x * coef;
+}
+
+@compute @workgroup_size(256)
+fn clip(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let t = workgroup_index(wid, groups);
+    if (t >= arrayLength(&tiles) || stats[H_SKIP] != 0u) { return; }
+    let tile = tiles[t];
+    var coef = 1.0;
+    if (MODE == 0u) { coef = bitcast<f32>(stats[H_COEF]); }
+    if (MODE == 1u) { coef = segments[tile.segment].coef; }
+    // Scaling by exactly 1 changes nothing: skip the write traffic.
+    if (MODE != 2u && !ZERO_NONFINITE && coef == 1.0) { return; }
+
+    let end = tile.start + tile.count;
+    let body_start = min((tile.start + 3u) / 4u * 4u, end);
+    let body_end = max(end / 4u * 4u, body_start);
+    for (var i = body_start / 4u + local; i < body_end / 4u; i += WG) {
+        data4[i] = clip4(data4[i], coef);
+    }
+    if (local < 3u && tile.start + local < body_start) {
+        let j = tile.start + local;
+        data1[j] = clip4(vec4(data1[j]), coef).x;
+    }
+    if (local >= 3u && local < 6u && body_end + (local - 3u) < end) {
+        let j = body_end + (local - 3u);
+        data1[j] = clip4(vec4(data1[j]), coef).x;
+    }
+}

@@ -1,0 +1,133 @@
+// Shared by the norm, clip and AGC shaders; the registry prepends it to each of them
+// (WGSL has no includes). Holds the overflow-safe accumulator described in norm.wgsl.
+
+struct Tile {
+    segment: u32,
+    start: u32,   // first element, relative to the bound chunk
+    count: u32,
+    partial: u32, // index of this tile's accumulator in `partials`
+}
+
+// An accumulator: 8 words, the same layout in partials and per-segment scratch.
+struct Acc {
+    exponent: i32,
+    sumsq: f32,   // Σ (|x|·2^-exponent)²
+    abssum: f32,  // Σ |x|·2^-exponent
+    maxabs: f32,
+    nan: u32,
+    inf: u32,
+    coef: f32,    // per-segment clip coefficient (segment scratch only)
+    pad: u32,
+}
+
+const WG: u32 = 256u;
+const EXP_MASK: u32 = 0x7f800000u;
+const MIN_EXP: i32 = -126;
+const MAX_EXP: i32 = 126;   // 2^-126 is the smallest normal scale factor
+const NAN_BITS: u32 = 0x7fc00000u;
+const INF_BITS: u32 = 0x7f800000u;
+const NO_SEGMENT: u32 = 0xffffffffu;
+
+// ---- the accumulator --------------------------------------------------------------
+
+struct Running {
+    exponent: i32,
+    scale: f32,  // 2^-exponent
+    limit: f32,  // largest |x|·scale allowed before rescaling
+    sumsq: f32,
+    abssum: f32,
+    maxabs: f32,
+    nan: u32,
+    inf: u32,
+}
+
+fn running_new() -> Running {
+    return Running(MIN_EXP, ldexp(1.0, -MIN_EXP), 1.0, 0.0, 0.0, 0.0, 0u, 0u);
+}
+
+// Raise the exponent so that a·scale ≤ limit, shrinking the sums by an exact power of two.
+fn rescale(r: ptr<function, Running>, a: f32) {
+    let biased = i32((bitcast<u32>(a) >> 23u) & 0xffu);
+    let e = clamp(biased - 126, (*r).exponent, MAX_EXP);
+    let shift = (*r).exponent - e;
+    (*r).sumsq = ldexp((*r).sumsq, 2 * shift);
+    (*r).abssum = ldexp((*r).abssum, shift);
+    (*r).exponent = e;
+    (*r).scale = ldexp(1.0, -e);
+    (*r).limit = select(1.0, 4.0, e == MAX_EXP);
+}
+
+fn add1(r: ptr<function, Running>, x: f32) {
+    let bits = bitcast<u32>(x);
+    if ((bits & EXP_MASK) == EXP_MASK) {
+        if ((bits & 0x007fffffu) != 0u) { (*r).nan += 1u; } else { (*r).inf += 1u; }
+        return;
+    }
+    let a = abs(x);
+    if (a * (*r).scale > (*r).limit) { rescale(r, a); }
+    let y = a * (*r).scale;
+    (*r).sumsq += y * y;
+    (*r).abssum += y;
+    (*r).maxabs = max((*r).maxabs, a);
+}
+
+fn add4(r: ptr<function, Running>, v: vec4<f32>) {
+    let bad = (bitcast<vec4<u32>>(v) & vec4(EXP_MASK)) == vec4(EXP_MASK);
+    if (any(bad)) {
+        add1(r, v.x); add1(r, v.y); add1(r, v.z); add1(r, v.w);
+        return;
+    }
+    let a = abs(v);
+    let m = max(max(a.x, a.y), max(a.z, a.w));
+    if (m * (*r).scale > (*r).limit) { rescale(r, m); }
+    let y = a * (*r).scale;
+    (*r).sumsq += dot(y, y);
+    (*r).abssum += (y.x + y.y) + (y.z + y.w);
+    (*r).maxabs = max((*r).maxabs, m);
+}
+
+fn to_acc(r: Running) -> Acc {
+    return Acc(r.exponent, r.sumsq, r.abssum, r.maxabs, r.nan, r.inf, 1.0, 0u);
+}
+
+fn empty_acc() -> Acc {
+    return Acc(MIN_EXP, 0.0, 0.0, 0.0, 0u, 0u, 1.0, 0u);
+}
+
+// a ⊕ b at the larger exponent; exact up to the rounding of one addition per sum.
+fn combine(a: Acc, b: Acc) -> Acc {
+    let e = max(a.exponent, b.exponent);
+    let da = a.exponent - e;
+    let db = b.exponent - e;
+    return Acc(
+        e,
+        ldexp(a.sumsq, 2 * da) + ldexp(b.sumsq, 2 * db),
+        ldexp(a.abssum, da) + ldexp(b.abssum, db),
+        max(a.maxabs, b.maxabs),
+        a.nan + b.nan,
+        a.inf + b.inf,
+        1.0,
+        0u,
+    );
+}
+
+// ---- workgroup tree reduction (fixed order) ----------------------------------------
+
+var<workgroup> shared_acc: array<Acc, WG>;
+
+fn reduce_workgroup(local: u32, mine: Acc) -> Acc {
+    shared_acc[local] = mine;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (local < stride) {
+            shared_acc[local] = combine(shared_acc[local], shared_acc[local + stride]);
+        }
+        workgroupBarrier();
+    }
+    return shared_acc[0];
+}
+
+fn workgroup_index(wid: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return wid.y * groups.x + wid.x;
+}
+

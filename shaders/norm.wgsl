@@ -1,0 +1,196 @@
+// Gradient norm in three dispatches, with no float atomics and no CPU round trip.
+//
+//   norm_tiles     one workgroup per tile (a slice of one segment): a partial accumulator
+//   norm_segments  one workgroup per segment: combines its tiles' partials in a fixed order
+//   norm_global    one workgroup: combines every segment, writes NormStats and the clip
+//                  coefficient the clip kernels read on the device
+//
+// Overflow safety: an accumulator holds an exponent E and sums of |x|·2^-E and (|x|·2^-E)²,
+// where E grows (by powers of two, so exactly) whenever a larger |x| arrives. Elements of
+// 1e25 or 1e-25 neither overflow nor underflow; an L2 norm that fits in f32 comes out finite.
+// Non-finite elements are counted (NaN and ±inf apart) and kept out of the sums; the
+// final norms turn NaN or inf from those counts, as IEEE arithmetic would.
+// Determinism: the tile split and every reduction tree are fixed by the layout alone.
+
+struct SegmentRange {
+    first_partial: u32,
+    partial_count: u32,
+}
+
+struct Params {
+    segment_count: u32,
+    kind: u32,          // 0 = L2, 1 = L1, 2 = L∞
+    nonfinite: u32,     // 0 = propagate, 1 = error, 2 = skip step, 3 = zero non-finite
+    clipping: u32,      // 1 when max_norm bounds the norm (global or per segment)
+    max_norm: f32,
+    eps: f32,
+    pad0: u32,
+    pad1: u32,
+}
+
+// ---- stage 1: tiles -> partials ----------------------------------------------------
+
+@group(0) @binding(0) var<storage, read> data4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> data1: array<f32>;
+@group(0) @binding(2) var<storage, read> tiles: array<Tile>;
+@group(0) @binding(3) var<storage, read_write> partials: array<Acc>;
+
+@compute @workgroup_size(256)
+fn norm_tiles(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let t = workgroup_index(wid, groups);
+    // Uniform across the workgroup, so the barriers below stay in uniform control flow.
+    let live = t < arrayLength(&tiles);
+    var r = running_new();
+    var tile = Tile(0u, 0u, 0u, 0u);
+    if (live) {
+        tile = tiles[t];
+        let end = tile.start + tile.count;
+        // Body in aligned vec4s, head and tail (at most 3 elements each) as scalars.
+        let body_start = min((tile.start + 3u) / 4u * 4u, end);
+        let body_end = max(end / 4u * 4u, body_start);
+        for (var i = body_start / 4u + local; i < body_end / 4u; i += WG) {
+            add4(&r, data4[i]);
+        }
+        if (local < 3u && tile.start + local < body_start) {
+            add1(&r, data1[tile.start + local]);
+        }
+        if (local >= 3u && local < 6u && body_end + (local - 3u) < end) {
+            add1(&r, data1[body_end + (local - 3u)]);
+        }
+    }
+    let total = reduce_workgroup(local, to_acc(r));
+    if (live && local == 0u) {
+        partials[tile.partial] = total;
+    }
+}
+
+// ---- stage 2: partials -> segments --------------------------------------------------
+
+@group(0) @binding(0) var<storage, read> stage_partials: array<Acc>;
+@group(0) @binding(1) var<storage, read> ranges: array<SegmentRange>;
+@group(0) @binding(2) var<storage, read_write> segments: array<Acc>;
+@group(0) @binding(3) var<storage, read_write> stats: array<u32>;
+@group(0) @binding(4) var<uniform> params: Params;
+
+// NormStats layout (u32 words): a 16-word header, then 4 words per segment.
+const H_NORM: u32 = 0u;
+const H_COEF: u32 = 1u;
+const H_SKIP: u32 = 2u;
+const H_NONFINITE: u32 = 3u;
+const H_NAN: u32 = 4u;
+const H_INF: u32 = 5u;
+const H_FIRST_NONFINITE: u32 = 6u;
+const H_L2: u32 = 7u;
+const H_L1: u32 = 8u;
+const H_LINF: u32 = 9u;
+const H_SEGMENTS: u32 = 10u;
+const HEADER_WORDS: u32 = 16u;
+const SEGMENT_WORDS: u32 = 4u;
+
+struct Norms {
+    l2: u32,
+    l1: u32,
+    linf: u32,
+    chosen: u32,  // bits of the norm of params.kind
+    finite_chosen: f32, // the same norm over finite elements only
+}
+
+fn norms_of(a: Acc) -> Norms {
+    let unit = ldexp(1.0, a.exponent);
+    var l2 = sqrt(a.sumsq) * unit;
+    var l1 = a.abssum * unit;
+    var linf = a.maxabs;
+    let finite_chosen = select(select(linf, l1, params.kind == 1u), l2, params.kind == 0u);
+    var bits = vec3(bitcast<u32>(l2), bitcast<u32>(l1), bitcast<u32>(linf));
+    if (params.nonfinite != 3u) {
+        if (a.nan > 0u) {
+            bits = vec3(NAN_BITS);
+        } else if (a.inf > 0u) {
+            bits = vec3(INF_BITS);
+        }
+    }
+    let chosen = select(select(bits.z, bits.y, params.kind == 1u), bits.x, params.kind == 0u);
+    return Norms(bits.x, bits.y, bits.z, chosen, finite_chosen);
+}
+
+// min(1, max_norm / (norm + eps)), as torch.nn.utils.clip_grad_norm_, NaN propagating.
+fn clip_coef_bits(a: Acc, n: Norms) -> u32 {
+    if (params.clipping == 0u) { return bitcast<u32>(1.0); }
+    let nonfinite = a.nan + a.inf > 0u;
+    if (nonfinite && params.nonfinite != 3u) {
+        if (params.nonfinite != 0u) { return bitcast<u32>(1.0); } // error or skip: untouched
+        if (a.nan > 0u) { return NAN_BITS; }
+        return bitcast<u32>(0.0); // max_norm / inf
+    }
+    return bitcast<u32>(min(1.0, params.max_norm / (n.finite_chosen + params.eps)));
+}
+
+@compute @workgroup_size(256)
+fn norm_segments(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let s = workgroup_index(wid, groups);
+    let live = s < params.segment_count;
+    var mine = empty_acc();
+    if (live) {
+        let range = ranges[s];
+        for (var i = local; i < range.partial_count; i += WG) {
+            mine = combine(mine, stage_partials[range.first_partial + i]);
+        }
+    }
+    var total = reduce_workgroup(local, mine);
+    if (live && local == 0u) {
+        let n = norms_of(total);
+        total.coef = bitcast<f32>(clip_coef_bits(total, n));
+        segments[s] = total;
+        let base = HEADER_WORDS + s * SEGMENT_WORDS;
+        stats[base + 0u] = n.l2;
+        stats[base + 1u] = n.l1;
+        stats[base + 2u] = n.linf;
+        stats[base + 3u] = total.nan + total.inf;
+    }
+}
+
+// ---- stage 3: segments -> global ----------------------------------------------------
+
+var<workgroup> shared_first: array<u32, WG>;
+
+@compute @workgroup_size(256)
+fn norm_global(@builtin(local_invocation_index) local: u32) {
+    var mine = empty_acc();
+    var first = NO_SEGMENT;
+    for (var s = local; s < params.segment_count; s += WG) {
+        let seg = segments[s];
+        mine = combine(mine, seg);
+        if (seg.nan + seg.inf > 0u) { first = min(first, s); }
+    }
+    shared_first[local] = first;
+    let total = reduce_workgroup(local, mine);
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (local < stride) {
+            shared_first[local] = min(shared_first[local], shared_first[local + stride]);
+        }
+        workgroupBarrier();
+    }
+    if (local == 0u) {
+        let n = norms_of(total);
+        let nonfinite = total.nan + total.inf;
+        stats[H_NORM] = n.chosen;
+        stats[H_COEF] = clip_coef_bits(total, n);
+        stats[H_SKIP] = select(0u, 1u, nonfinite > 0u && (params.nonfinite == 1u || params.nonfinite == 2u));
+        stats[H_NONFINITE] = nonfinite;
+        stats[H_NAN] = total.nan;
+        stats[H_INF] = total.inf;
+        stats[H_FIRST_NONFINITE] = shared_first[0];
+        stats[H_L2] = n.l2;
+        stats[H_L1] = n.l1;
+        stats[H_LINF] = n.linf;
+        stats[H_SEGMENTS] = params.segment_count;
+    }
+}

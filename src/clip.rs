@@ -1,0 +1,177 @@
+//! `GradClip`: the norm, then in-place clipping that reads the norm's result on the device.
+
+use crate::error::{Error, Result};
+use crate::grad_set::GradSet;
+use crate::kernels::agc::AgcPlan;
+use crate::kernels::clip::{ClipKernel, ClipMode};
+use crate::kernels::scoped;
+use crate::norm::{GradNorm, NonFinitePolicy, NormConfig, NormKind};
+
+/// How gradients are clipped. Every policy reports the pre-clip norms in `NormStats`.
+#[derive(Clone, Debug)]
+pub enum ClipPolicy {
+    /// Only measure (and apply the non-finite policy).
+    None,
+    /// `torch.nn.utils.clip_grad_norm_`: scale all segments by
+    /// `min(1, max_norm / (total_norm + 1e-6))`.
+    GlobalNorm { max_norm: f32, kind: NormKind },
+    /// `torch.nn.utils.clip_grad_value_`: clamp each element to ±`clip_value`.
+    Value { clip_value: f32 },
+    /// Keras `clipnorm`: each segment scaled by its own `min(1, max_norm / (norm + 1e-6))`.
+    PerSegmentNorm { max_norm: f32, kind: NormKind },
+    /// optax `adaptive_grad_clip`: unit-wise against the parameter norm. `params` mirrors
+    /// the gradient set; `unit_lens[i]` (which must divide segment i's length) is the
+    /// length of one unit of segment i: a row of a row-major weight, or the whole bias.
+    Agc { clipping: f32, eps: f32, params: GradSet, unit_lens: Vec<u64> },
+}
+
+impl ClipPolicy {
+    fn norm_kind(&self) -> NormKind {
+        match self {
+            Self::GlobalNorm { kind, .. } | Self::PerSegmentNorm { kind, .. } => *kind,
+            _ => NormKind::L2,
+        }
+    }
+
+    fn max_norm(&self) -> Option<f32> {
+        match self {
+            Self::GlobalNorm { max_norm, .. } | Self::PerSegmentNorm { max_norm, .. } => Some(*max_norm),
+            _ => None,
+        }
+    }
+}
+
+enum Stage {
+    /// Nothing to write (measure only, or non-finite elements left as they are).
+    None,
+    Tiles { kernel: ClipKernel, groups: Vec<wgpu::BindGroup> },
+    Agc(AgcPlan),
+}
+
+/// Norm and clip for one gradient-set layout, built once; [`GradClip::encode`] records
+/// both into the caller's encoder with no CPU round trip in between.
+pub struct GradClip {
+    norm: GradNorm,
+    stage: Stage,
+}
+
+impl std::fmt::Debug for GradClip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GradClip").field("norm", &self.norm).finish_non_exhaustive()
+    }
+}
+
+impl GradClip {
+    /// Gradient buffers need `STORAGE` usage (add `COPY_SRC`/`COPY_DST` for your own use).
+    pub fn new(
+        device: &wgpu::Device,
+        grads: &GradSet,
+        policy: ClipPolicy,
+        nonfinite: NonFinitePolicy,
+    ) -> Result<Self> {
+        let config = NormConfig { kind: policy.norm_kind(), max_norm: policy.max_norm(), nonfinite, ..Default::default() };
+        Self::with_config(device, grads, policy, config)
+    }
+
+    /// As [`GradClip::new`], with the norm's tiling and chunking spelled out.
+    pub fn with_config(device: &wgpu::Device, grads: &GradSet, policy: ClipPolicy, config: NormConfig) -> Result<Self> {
+        let config = NormConfig { kind: policy.norm_kind(), max_norm: policy.max_norm(), ..config };
+        let norm = GradNorm::new(device, grads, &config)?;
+        let zero = config.nonfinite == NonFinitePolicy::ZeroNonFinite;
+        let mode = match &policy {
+            ClipPolicy::None if zero => Some(ClipMode::GlobalScale),
+            ClipPolicy::None => None,
+            ClipPolicy::GlobalNorm { .. } => Some(ClipMode::GlobalScale),
+            ClipPolicy::PerSegmentNorm { .. } => Some(ClipMode::SegmentScale),
+            ClipPolicy::Value { clip_value } => {
+                if !(clip_value.is_finite() && *clip_value > 0.0) {
+                    return Err(Error::NotPositive { what: "clip_value", value: *clip_value as f64 });
+                }
+                Some(ClipMode::Value(*clip_value))
+            }
+            ClipPolicy::Agc { .. } => None,
+        };
+        let stage = match (&policy, mode) {
+            (ClipPolicy::Agc { clipping, eps, params, unit_lens }, _) => {
+                Stage::Agc(AgcPlan::new(
+                device,
+                grads,
+                params,
+                unit_lens,
+                *clipping,
+                *eps,
+                zero,
+                norm.stats_buffer(),
+                norm.chunk_bytes(),
+            )?)
+            }
+            (_, None) => Stage::None,
+            (_, Some(mode)) => {
+                let kernel = ClipKernel::new(device, mode, zero)?;
+                let groups = scoped(device, "binding the gradient buffers", || {
+                    norm.plan
+                        .windows
+                        .iter()
+                        .map(|w| {
+                            let views = norm.plan.window_views(w, norm.tiles.as_ref(), &norm.placeholder);
+                            device.create_bind_group(&wgpu::BindGroupDescriptor {
+                                label: Some("clip"),
+                                layout: &kernel.layout,
+                                entries: &[
+                                    wgpu::BindGroupEntry { binding: 0, resource: views.vec4 },
+                                    wgpu::BindGroupEntry { binding: 1, resource: views.scalar },
+                                    wgpu::BindGroupEntry { binding: 2, resource: views.tiles },
+                                    wgpu::BindGroupEntry { binding: 3, resource: norm.stats_buffer().as_entire_binding() },
+                                    wgpu::BindGroupEntry { binding: 4, resource: norm.segments.as_entire_binding() },
+                                ],
+                            })
+                        })
+                        .collect()
+                })?;
+                Stage::Tiles { kernel, groups }
+            }
+        };
+        Ok(Self { norm, stage })
+    }
+
+    /// Records norm then clip into `encoder`. Never submits, never waits.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("gradguard clip"),
+            timestamp_writes: None,
+        });
+        self.encode_in_pass(&mut pass);
+    }
+
+    /// Records norm then clip into a compute pass the caller already has open.
+    pub fn encode_in_pass(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.norm.encode_in_pass(pass);
+        self.encode_clip_only(pass);
+    }
+
+    /// Records only the clip stage, using whatever the last norm wrote (for benchmarks).
+    pub fn encode_clip_only(&self, pass: &mut wgpu::ComputePass<'_>) {
+        match &self.stage {
+            Stage::None => {}
+            Stage::Tiles { kernel, groups } => {
+                for (w, group) in self.norm.plan.windows.iter().zip(groups) {
+                    kernel.encode(pass, group, w.tile_count);
+                }
+            }
+            Stage::Agc(plan) => plan.encode(pass),
+        }
+    }
+
+    pub fn norm(&self) -> &GradNorm {
+        &self.norm
+    }
+
+    pub fn norm_mut(&mut self) -> &mut GradNorm {
+        &mut self.norm
+    }
+
+    /// The device buffer holding `NormStats`; see [`GradNorm::stats_buffer`].
+    pub fn stats_buffer(&self) -> &wgpu::Buffer {
+        self.norm.stats_buffer()
+    }
+}

@@ -1,0 +1,123 @@
+//! Finding an adapter and opening a device, or wrapping one the caller already owns.
+
+use crate::error::{Error, Result};
+
+/// A device and its queue, with what the adapter said about itself.
+#[derive(Clone, Debug)]
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+}
+
+/// What `gradguard devices` prints about one adapter.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+    pub max_storage_binding_bytes: u64,
+    pub max_buffer_bytes: u64,
+    pub timestamp_queries: bool,
+}
+
+fn instance() -> wgpu::Instance {
+    // Reads WGPU_BACKEND (and the other WGPU_* instance variables).
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Native backends first; GL last, as a fallback that works on most Linux machines.
+fn preference(backend: wgpu::Backend) -> u8 {
+    match backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        wgpu::Backend::Gl => 1,
+        _ => 2,
+    }
+}
+
+impl Gpu {
+    /// Opens the best adapter: `WGPU_ADAPTER_NAME` (a case-insensitive substring) if set,
+    /// else the first native one (Vulkan, Metal, DX12), else GL. `WGPU_BACKEND` restricts
+    /// the backends searched. The device gets the adapter's own limits, so large bindings
+    /// work, and the optional features gradguard can use (timestamps, subgroups).
+    pub fn new() -> Result<Self> {
+        let instance = instance();
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let wanted = std::env::var("WGPU_ADAPTER_NAME").ok().map(|s| s.to_lowercase());
+        let mut candidates: Vec<_> = adapters
+            .into_iter()
+            .filter(|a| match &wanted {
+                Some(name) => a.get_info().name.to_lowercase().contains(name),
+                None => true,
+            })
+            .collect();
+        candidates.sort_by_key(|a| preference(a.get_info().backend));
+        let adapter = candidates.into_iter().next().ok_or_else(|| Error::NoAdapter {
+            detail: match (&wanted, std::env::var("WGPU_BACKEND")) {
+                (Some(name), _) => format!(" whose name contains `{name}` (WGPU_ADAPTER_NAME)"),
+                (None, Ok(b)) => format!(" for WGPU_BACKEND={b}"),
+                (None, Err(_)) => String::new(),
+            },
+        })?;
+        Self::open(&adapter)
+    }
+
+    fn open(adapter: &wgpu::Adapter) -> Result<Self> {
+        let info = adapter.get_info();
+        let optional = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::SUBGROUP;
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("gradguard"),
+            required_features: adapter.features() & optional,
+            required_limits: adapter.limits(),
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
+        log::info!("using {} ({:?}, {:?})", info.name, info.backend, info.device_type);
+        Ok(Self { device, queue, info })
+    }
+
+    /// Wraps a device the caller created. gradguard's kernels need no optional feature and
+    /// stay within `wgpu::Limits::default()`; higher storage-binding limits let them bind
+    /// larger chunks at once.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let info = device.adapter_info();
+        Self { device, queue, info }
+    }
+
+    /// Blocks until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Device { during: "waiting for the queue", message: e.to_string() })
+    }
+}
+
+/// Every adapter the instance can see, described.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    let adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    adapters
+        .iter()
+        .map(|a| {
+            let info = a.get_info();
+            let limits = a.limits();
+            AdapterSummary {
+                name: info.name,
+                backend: format!("{:?}", info.backend),
+                device_type: format!("{:?}", info.device_type),
+                driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+                subgroup_min_size: info.subgroup_min_size,
+                subgroup_max_size: info.subgroup_max_size,
+                max_storage_binding_bytes: limits.max_storage_buffer_binding_size as u64,
+                max_buffer_bytes: limits.max_buffer_size,
+                timestamp_queries: a.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+            }
+        })
+        .collect()
+}

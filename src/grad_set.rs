@@ -1,0 +1,222 @@
+//! A set of gradient tensors on the device, and how it is cut into tiles and bound chunks.
+
+use crate::error::{Error, Result};
+use crate::kernels::range;
+
+/// One gradient tensor (a *segment*): `len` f32 elements of `buffer` from byte `offset`.
+#[derive(Clone, Debug)]
+pub struct GradView {
+    pub buffer: wgpu::Buffer,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// The tensors one norm covers: separate buffers, one flat buffer cut by a segment table,
+/// or any mix. Segments keep the order given; per-segment results follow it.
+#[derive(Clone, Debug)]
+pub struct GradSet {
+    views: Vec<GradView>,
+}
+
+impl GradSet {
+    pub fn new(views: Vec<GradView>) -> Self {
+        Self { views }
+    }
+
+    /// Segments of `lens` elements laid end to end in `buffer` from offset 0.
+    pub fn packed(buffer: &wgpu::Buffer, lens: &[u64]) -> Self {
+        let mut offset = 0;
+        let views = lens
+            .iter()
+            .map(|&len| {
+                let view = GradView { buffer: buffer.clone(), offset, len };
+                offset += len * 4;
+                view
+            })
+            .collect();
+        Self { views }
+    }
+
+    pub fn views(&self) -> &[GradView] {
+        &self.views
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.views.len()
+    }
+
+    pub fn element_count(&self) -> u64 {
+        self.views.iter().map(|v| v.len).sum()
+    }
+
+    /// Checks what the kernels rely on; `usage` is what the buffers must allow.
+    pub fn validate(&self, usage: wgpu::BufferUsages) -> Result<()> {
+        if self.views.is_empty() {
+            return Err(Error::EmptySet);
+        }
+        if self.views.len() > u32::MAX as usize / 2 {
+            return Err(Error::Invalid(format!("{} segments is more than a u32 can index", self.views.len())));
+        }
+        for (segment, v) in self.views.iter().enumerate() {
+            if v.offset % 4 != 0 {
+                return Err(Error::MisalignedOffset { segment, offset: v.offset });
+            }
+            let end = v.len.checked_mul(4).and_then(|b| b.checked_add(v.offset)).unwrap_or(u64::MAX);
+            if end > v.buffer.size() {
+                return Err(Error::OutOfBounds { segment, start: v.offset, end, buffer_size: v.buffer.size() });
+            }
+            let missing = usage - v.buffer.usage();
+            if !missing.is_empty() {
+                return Err(Error::MissingUsage { segment, missing });
+            }
+        }
+        Ok(())
+    }
+
+    /// Mirrors of this set's shape: same segment count and lengths.
+    pub fn check_same_shape(&self, other: &GradSet, what: &str) -> Result<()> {
+        if self.views.len() != other.views.len() {
+            return Err(Error::LengthMismatch {
+                what: format!("{what}: segment count"),
+                expected: self.views.len() as u64,
+                actual: other.views.len() as u64,
+            });
+        }
+        for (i, (a, b)) in self.views.iter().zip(&other.views).enumerate() {
+            if a.len != b.len {
+                return Err(Error::LengthMismatch {
+                    what: format!("{what}: length of segment {i}"),
+                    expected: a.len,
+                    actual: b.len,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A slice of one segment processed by one workgroup. Matches `Tile` in the shaders.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Tile {
+    pub segment: u32,
+    /// First element, counted from the start of the bound chunk.
+    pub start: u32,
+    pub count: u32,
+    pub partial: u32,
+}
+
+/// One bound window of a buffer and the tiles that fall into it: one dispatch.
+#[derive(Clone, Debug)]
+pub struct Window {
+    pub buffer: wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+    /// Where this window's tiles start in the tile table, in entries (aligned for binding).
+    pub first_tile: u64,
+    pub tile_count: u32,
+}
+
+/// The tile cut of a set: a fixed function of the layout, so reductions are deterministic.
+#[derive(Clone, Debug)]
+pub struct TilePlan {
+    /// Tiles of all windows, each window's run starting at an aligned entry.
+    pub tiles: Vec<Tile>,
+    pub windows: Vec<Window>,
+    /// Per segment: (first partial, partial count); a segment's partials are contiguous.
+    pub ranges: Vec<[u32; 2]>,
+    pub partial_count: u32,
+}
+
+impl TilePlan {
+    /// Cuts every segment at `chunk_bytes` boundaries of its buffer (each chunk is bound on
+    /// its own) and then into tiles of at most `tile_elems` elements. `tile_align` is the
+    /// storage-offset alignment in tile entries.
+    pub fn new(set: &GradSet, tile_elems: u32, chunk_bytes: u64, tile_align: u64) -> Result<Self> {
+        assert!(tile_elems % 4 == 0 && chunk_bytes % 256 == 0 && chunk_bytes > 0);
+        // Distinct buffers in first-seen order; each (buffer, chunk) becomes one window.
+        let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
+        let mut per_window: std::collections::BTreeMap<(usize, u64), Vec<Tile>> = Default::default();
+        let mut ranges = Vec::with_capacity(set.views.len());
+        let mut partial: u32 = 0;
+        for (segment, v) in set.views.iter().enumerate() {
+            let b = match buffers.iter().position(|b| *b == &v.buffer) {
+                Some(i) => i,
+                None => {
+                    buffers.push(&v.buffer);
+                    buffers.len() - 1
+                }
+            };
+            let first = partial;
+            let (mut byte, end) = (v.offset, v.offset + v.len * 4);
+            while byte < end {
+                let chunk = byte / chunk_bytes;
+                let piece_end = end.min((chunk + 1) * chunk_bytes);
+                let chunk_start = chunk * chunk_bytes;
+                let mut e = byte;
+                while e < piece_end {
+                    let count = ((piece_end - e) / 4).min(tile_elems as u64);
+                    per_window.entry((b, chunk)).or_default().push(Tile {
+                        segment: segment as u32,
+                        start: ((e - chunk_start) / 4) as u32,
+                        count: count as u32,
+                        partial,
+                    });
+                    partial = partial
+                        .checked_add(1)
+                        .ok_or_else(|| Error::Invalid("more than 2^32 tiles: raise tile_elems".into()))?;
+                    e += count * 4;
+                }
+                byte = piece_end;
+            }
+            ranges.push([first, partial - first]);
+        }
+        let mut tiles = Vec::new();
+        let mut windows = Vec::new();
+        for ((b, chunk), run) in per_window {
+            let buffer = buffers[b];
+            let offset = chunk * chunk_bytes;
+            tiles.resize(tiles.len().next_multiple_of(tile_align as usize), Tile::default());
+            windows.push(Window {
+                buffer: buffer.clone(),
+                offset,
+                size: chunk_bytes.min(buffer.size() - offset),
+                first_tile: tiles.len() as u64,
+                tile_count: run.len() as u32,
+            });
+            tiles.extend(run);
+        }
+        Ok(Self { tiles, windows, ranges, partial_count: partial })
+    }
+}
+
+/// The three bindings of one window: the data as vec4s (the aligned body), as f32s (head
+/// and tail), and the window's run of the tile table.
+pub(crate) struct WindowViews<'a> {
+    pub vec4: wgpu::BindingResource<'a>,
+    pub scalar: wgpu::BindingResource<'a>,
+    pub tiles: wgpu::BindingResource<'a>,
+}
+
+impl TilePlan {
+    /// `tiles` is the uploaded tile table; `placeholder` (16 bytes) stands in for a vec4
+    /// view of a window too small to hold one, whose body is then empty.
+    pub(crate) fn window_views<'a>(
+        &self,
+        w: &'a Window,
+        tiles: Option<&'a wgpu::Buffer>,
+        placeholder: &'a wgpu::Buffer,
+    ) -> WindowViews<'a> {
+        let tiles = tiles.expect("a plan with windows has tiles");
+        let vec4_bytes = w.size / 16 * 16;
+        WindowViews {
+            vec4: if vec4_bytes == 0 {
+                placeholder.as_entire_binding()
+            } else {
+                range(&w.buffer, w.offset, vec4_bytes)
+            },
+            scalar: range(&w.buffer, w.offset, w.size / 4 * 4),
+            tiles: range(tiles, w.first_tile * 16, w.tile_count as u64 * 16),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! `shaders/agc.wgsl`: adaptive gradient clipping, one workgroup per unit.
+
+use super::{grid, layout, pipeline, range, scoped, storage_entry};
+use crate::error::{Error, Result};
+use crate::grad_set::GradSet;
+use crate::shaders;
+
+/// One unit, as `Unit` in the shader.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Unit {
+    grad_start: u32,
+    param_start: u32,
+    len: u32,
+    pad: u32,
+}
+
+/// Units whose gradients and parameters fit one bound window each: one dispatch.
+struct Group {
+    grads: (wgpu::Buffer, u64, u64),
+    params: (wgpu::Buffer, u64, u64),
+    first_unit: u64,
+    units: Vec<Unit>,
+}
+
+/// AGC over a gradient set and its mirror parameter set, bound once.
+pub struct AgcPlan {
+    pipeline: wgpu::ComputePipeline,
+    groups: Vec<(wgpu::BindGroup, u32)>,
+}
+
+impl AgcPlan {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        device: &wgpu::Device,
+        grads: &GradSet,
+        params: &GradSet,
+        unit_lens: &[u64],
+        clipping: f32,
+        eps: f32,
+        zero_nonfinite: bool,
+        stats: &wgpu::Buffer,
+        chunk_bytes: u64,
+    ) -> Result<Self> {
+        if !(clipping.is_finite() && clipping > 0.0) {
+            return Err(Error::NotPositive { what: "AGC clipping", value: clipping as f64 });
+        }
+        if !(eps.is_finite() && eps >= 0.0) {
+            return Err(Error::Invalid(format!("AGC eps must be finite and ≥ 0, got {eps}")));
+        }
+        params.validate(wgpu::BufferUsages::STORAGE)?;
+        grads.check_same_shape(params, "AGC parameters")?;
+        if unit_lens.len() != grads.segment_count() {
+            return Err(Error::LengthMismatch {
+                what: "AGC unit lengths (one per segment)".into(),
+                expected: grads.segment_count() as u64,
+                actual: unit_lens.len() as u64,
+            });
+        }
+        let align = device.limits().min_storage_buffer_offset_alignment.max(16) as u64;
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, ((g, p), &unit)) in grads.views().iter().zip(params.views()).zip(unit_lens).enumerate() {
+            if unit == 0 || g.len % unit != 0 || unit * 4 > chunk_bytes - align {
+                return Err(Error::Invalid(format!(
+                    "AGC unit length {unit} of segment {i} must be positive, divide its length {} and fit one binding",
+                    g.len
+                )));
+            }
+            for k in 0..g.len / unit {
+                let (gs, ps, bytes) = (g.offset + 4 * k * unit, p.offset + 4 * k * unit, 4 * unit);
+                let fits = groups.last().is_some_and(|last| {
+                    let within = |(buf, off, _): &(wgpu::Buffer, u64, u64), b: &wgpu::Buffer, s: u64| {
+                        buf == b && s >= *off && s + bytes - off <= chunk_bytes
+                    };
+                    within(&last.grads, &g.buffer, gs) && within(&last.params, &p.buffer, ps)
+                });
+                if !fits {
+                    groups.push(Group {
+                        grads: (g.buffer.clone(), gs / align * align, 0),
+                        params: (p.buffer.clone(), ps / align * align, 0),
+                        first_unit: 0,
+                        units: Vec::new(),
+                    });
+                }
+                let last = groups.last_mut().expect("pushed above");
+                last.grads.2 = last.grads.2.max(gs + bytes - last.grads.1);
+                last.params.2 = last.params.2.max(ps + bytes - last.params.1);
+                last.units.push(Unit {
+                    grad_start: ((gs - last.grads.1) / 4) as u32,
+                    param_start: ((ps - last.params.1) / 4) as u32,
+                    len: unit as u32,
+                    pad: 0,
+                });
+            }
+        }
+        // One table for all groups, each run starting at an aligned offset.
+        let mut table: Vec<Unit> = Vec::new();
+        for group in &mut groups {
+            table.resize(table.len().next_multiple_of(align as usize / 16), Unit::default());
+            group.first_unit = table.len() as u64;
+            table.extend(&group.units);
+        }
+        let layout = layout(
+            device,
+            "agc",
+            &[storage_entry(0, false), storage_entry(1, true), storage_entry(2, true), storage_entry(3, true)],
+        );
+        let constants =
+            [("CLIPPING", clipping as f64), ("EPS", eps as f64), ("ZERO_NONFINITE", zero_nonfinite as u8 as f64)];
+        let pipeline = pipeline(device, &shaders::AGC, "agc", &[&layout], &constants)?;
+        let table = wgpu::util::DeviceExt::create_buffer_init(
+            device,
+            &wgpu::util::BufferInitDescriptor {
+                label: Some("gradguard agc units"),
+                contents: bytemuck::cast_slice(&table),
+                usage: wgpu::BufferUsages::STORAGE,
+            },
+        );
+        let groups = scoped(device, "binding AGC buffers", || {
+            groups
+                .iter()
+                .map(|g| {
+                    let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some("agc"),
+                        layout: &layout,
+                        entries: &[
+                            wgpu::BindGroupEntry { binding: 0, resource: range(&g.grads.0, g.grads.1, g.grads.2) },
+                            wgpu::BindGroupEntry { binding: 1, resource: range(&g.params.0, g.params.1, g.params.2) },
+                            wgpu::BindGroupEntry {
+                                binding: 2,
+                                resource: range(&table, g.first_unit * 16, g.units.len() as u64 * 16),
+                            },
+                            wgpu::BindGroupEntry { binding: 3, resource: stats.as_entire_binding() },
+                        ],
+                    });
+                    (bind, g.units.len() as u32)
+                })
+                .collect()
+        })?;
+        Ok(Self { pipeline, groups })
+    }
+
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        for (group, units) in &self.groups {
+            let (x, y) = grid(*units);
+            pass.set_bind_group(0, group, &[]);
+            pass.dispatch_workgroups(x, y, 1);
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Pipelines of `shaders/norm.wgsl`: tiles → partials → segments → global NormStats.
+
+use super::{grid, layout, pipeline, storage_entry, uniform_entry};
+use crate::error::Result;
+use crate::shaders;
+
+/// Words of the NormStats header; 4 words per segment follow.
+pub const HEADER_WORDS: u64 = 16;
+pub const SEGMENT_WORDS: u64 = 4;
+/// Bytes of one accumulator (`Acc` in the shader).
+pub const ACC_BYTES: u64 = 32;
+
+/// The uniform block of the segment and global stages (`Params` in the shader).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct NormParams {
+    pub segment_count: u32,
+    pub kind: u32,
+    pub nonfinite: u32,
+    pub clipping: u32,
+    pub max_norm: f32,
+    pub eps: f32,
+    pub pad: [u32; 2],
+}
+
+/// Layouts and pipelines of the three norm stages, created once per device and plan.
+#[derive(Debug)]
+pub struct NormKernels {
+    /// Stage 1: 0 data as vec4, 1 data as f32, 2 tiles, 3 partials (read-write).
+    pub tiles_layout: wgpu::BindGroupLayout,
+    /// Stages 2 and 3: 0 partials, 1 segment ranges, 2 segment scratch, 3 stats, 4 params.
+    pub reduce_layout: wgpu::BindGroupLayout,
+    tiles: wgpu::ComputePipeline,
+    segments: wgpu::ComputePipeline,
+    global: wgpu::ComputePipeline,
+}
+
+impl NormKernels {
+    pub fn new(device: &wgpu::Device) -> Result<Self> {
+        let tiles_layout = layout(
+            device,
+            "norm tiles",
+            &[storage_entry(0, true), storage_entry(1, true), storage_entry(2, true), storage_entry(3, false)],
+        );
+        let reduce_layout = layout(
+            device,
+            "norm reduce",
+            &[
+                storage_entry(0, true),
+                storage_entry(1, true),
+                storage_entry(2, false),
+                storage_entry(3, false),
+                uniform_entry(4),
+            ],
+        );
+        let s = &shaders::NORM;
+        Ok(Self {
+            tiles: pipeline(device, s, "norm_tiles", &[&tiles_layout], &[])?,
+            segments: pipeline(device, s, "norm_segments", &[&reduce_layout], &[])?,
+            global: pipeline(device, s, "norm_global", &[&reduce_layout], &[])?,
+            tiles_layout,
+            reduce_layout,
+        })
+    }
+
+    /// Stage 1 over one bound window holding `tiles` tiles.
+    pub fn encode_tiles(&self, pass: &mut wgpu::ComputePass<'_>, bind_group: &wgpu::BindGroup, tiles: u32) {
+        let (x, y) = grid(tiles);
+        pass.set_pipeline(&self.tiles);
+        pass.set_bind_group(0, bind_group, &[]);
+        pass.dispatch_workgroups(x, y, 1);
+    }
+
+    /// Stages 2 and 3: per-segment and global results into the stats buffer.
+    pub fn encode_reduce(&self, pass: &mut wgpu::ComputePass<'_>, bind_group: &wgpu::BindGroup, segments: u32) {
+        let (x, y) = grid(segments);
+        pass.set_bind_group(0, bind_group, &[]);
+        pass.set_pipeline(&self.segments);
+        pass.dispatch_workgroups(x, y, 1);
+        pass.set_pipeline(&self.global);
+        pass.dispatch_workgroups(1, 1, 1);
+    }
+}

@@ -1,0 +1,337 @@
+//! `GradNorm`: the global and per-segment gradient norm of a `GradSet`, on the device.
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::grad_set::{GradSet, TilePlan};
+use crate::kernels::norm::{NormKernels, NormParams, ACC_BYTES, HEADER_WORDS, SEGMENT_WORDS};
+use crate::kernels::scoped;
+
+/// Which vector norm: `norm_type` 1, 2 or inf in `torch.nn.utils.clip_grad_norm_`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum NormKind {
+    L1,
+    #[default]
+    L2,
+    /// Max-abs. A NaN anywhere gives NaN, as in PyTorch.
+    Inf,
+}
+
+/// What a non-finite (NaN or ±inf) gradient element does to the step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum NonFinitePolicy {
+    /// PyTorch's default: the norm becomes NaN/inf and clipping spreads it.
+    #[default]
+    Propagate,
+    /// Gradients untouched, the skip flag set, and an error (naming the segment) on readback.
+    Error,
+    /// Gradients untouched and the skip flag set: optimizers leave weights and state alone.
+    SkipStep,
+    /// NaN and ±inf become 0 (as optax `zero_nans`, extended to inf); norms cover the rest.
+    ZeroNonFinite,
+}
+
+impl NonFinitePolicy {
+    fn code(self) -> u32 {
+        match self {
+            Self::Propagate => 0,
+            Self::Error => 1,
+            Self::SkipStep => 2,
+            Self::ZeroNonFinite => 3,
+        }
+    }
+}
+
+/// How a `GradNorm` is computed and cut up.
+#[derive(Clone, Debug)]
+pub struct NormConfig {
+    pub kind: NormKind,
+    /// When set, the clip coefficient `min(1, max_norm / (norm + eps))` is computed
+    /// (globally and per segment); otherwise it is 1.
+    pub max_norm: Option<f32>,
+    /// 1e-6, as `clip_grad_norm_`.
+    pub eps: f32,
+    pub nonfinite: NonFinitePolicy,
+    /// Elements per workgroup tile (a multiple of 4). Fixes the reduction tree.
+    pub tile_elems: u32,
+    /// Bytes bound at once; default: the device's `max_storage_buffer_binding_size`.
+    /// Lower it to exercise chunking on small data.
+    pub max_binding_bytes: Option<u64>,
+}
+
+impl Default for NormConfig {
+    fn default() -> Self {
+        Self {
+            kind: NormKind::L2,
+            max_norm: None,
+            eps: 1e-6,
+            nonfinite: NonFinitePolicy::Propagate,
+            tile_elems: 8192,
+            max_binding_bytes: None,
+        }
+    }
+}
+
+/// Byte offsets into the stats buffer that other kernels (optimizers) read on the device.
+pub const STATS_NORM_OFFSET: u64 = 0;
+pub const STATS_COEF_OFFSET: u64 = 4;
+/// A u32: 1 when the step must be skipped (non-finite gradients under `Error`/`SkipStep`).
+pub const STATS_SKIP_OFFSET: u64 = 8;
+
+/// A compiled norm over one gradient-set layout: scratch, bind groups and pipelines are
+/// made once here; [`GradNorm::encode`] only records. Scratch is O(segments + tiles).
+#[derive(Debug)]
+pub struct GradNorm {
+    kernels: NormKernels,
+    pub(crate) plan: TilePlan,
+    pub(crate) tiles: Option<wgpu::Buffer>,
+    pub(crate) segments: wgpu::Buffer,
+    stats: wgpu::Buffer,
+    params: wgpu::Buffer,
+    param_values: NormParams,
+    /// Bound when a window is too small to hold one vec4 (its vec4 body is then empty).
+    pub(crate) placeholder: wgpu::Buffer,
+    tile_groups: Vec<wgpu::BindGroup>,
+    reduce_group: wgpu::BindGroup,
+    segment_count: u32,
+    chunk_bytes: u64,
+}
+
+fn check_positive(what: &'static str, value: f32) -> Result<()> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::NotPositive { what, value: value as f64 })
+    }
+}
+
+impl GradNorm {
+    pub fn new(device: &wgpu::Device, set: &GradSet, config: &NormConfig) -> Result<Self> {
+        set.validate(wgpu::BufferUsages::STORAGE)?;
+        if let Some(m) = config.max_norm {
+            check_positive("max_norm", m)?;
+        }
+        if !(config.eps >= 0.0 && config.eps.is_finite()) {
+            return Err(Error::Invalid(format!("eps must be finite and ≥ 0, got {}", config.eps)));
+        }
+        if config.tile_elems == 0 || config.tile_elems % 4 != 0 {
+            return Err(Error::Invalid(format!("tile_elems must be a positive multiple of 4, got {}", config.tile_elems)));
+        }
+        let limits = device.limits();
+        let device_max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        // u32 element indices in the shaders cap a binding at 4 GiB.
+        let chunk = config.max_binding_bytes.unwrap_or(device_max).min(device_max).min(1 << 32) / 256 * 256;
+        if chunk < 4096 {
+            return Err(Error::Invalid(format!("max_binding_bytes must be at least 4096, got {chunk}")));
+        }
+        let tile_align = (limits.min_storage_buffer_offset_alignment as u64 / 16).max(1);
+        let plan = TilePlan::new(set, config.tile_elems, chunk, tile_align)?;
+        let kernels = NormKernels::new(device)?;
+        let segment_count = set.segment_count() as u32;
+
+        let storage = wgpu::BufferUsages::STORAGE;
+        let init = |label: &str, contents: &[u8], usage| {
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage })
+        };
+        let zeroed = |label: &str, size: u64, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
+        };
+        let tiles = (!plan.tiles.is_empty()).then(|| init("gradguard tiles", bytemuck::cast_slice(&plan.tiles), storage));
+        let ranges = init("gradguard segment ranges", bytemuck::cast_slice(&plan.ranges), storage);
+        let partials = zeroed("gradguard partials", ACC_BYTES * plan.partial_count.max(1) as u64, storage);
+        let segments = zeroed("gradguard segment norms", ACC_BYTES * segment_count as u64, storage);
+        let stats = zeroed(
+            "gradguard NormStats",
+            4 * (HEADER_WORDS + SEGMENT_WORDS * segment_count as u64),
+            storage | wgpu::BufferUsages::COPY_SRC,
+        );
+        let param_values = NormParams {
+            segment_count,
+            kind: match config.kind {
+                NormKind::L2 => 0,
+                NormKind::L1 => 1,
+                NormKind::Inf => 2,
+            },
+            nonfinite: config.nonfinite.code(),
+            clipping: config.max_norm.is_some() as u32,
+            max_norm: config.max_norm.unwrap_or(1.0),
+            eps: config.eps,
+            pad: [0; 2],
+        };
+        let params = init(
+            "gradguard norm params",
+            bytemuck::bytes_of(&param_values),
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
+        let placeholder = zeroed("gradguard placeholder", 16, storage);
+
+        let tile_groups = scoped(device, "binding the gradient buffers", || {
+            plan.windows
+                .iter()
+                .map(|w| {
+                    let views = plan.window_views(w, tiles.as_ref(), &placeholder);
+                    device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some("norm tiles"),
+                        layout: &kernels.tiles_layout,
+                        entries: &[
+                            wgpu::BindGroupEntry { binding: 0, resource: views.vec4 },
+                            wgpu::BindGroupEntry { binding: 1, resource: views.scalar },
+                            wgpu::BindGroupEntry { binding: 2, resource: views.tiles },
+                            wgpu::BindGroupEntry { binding: 3, resource: partials.as_entire_binding() },
+                        ],
+                    })
+                })
+                .collect::<Vec<_>>()
+        })?;
+        let reduce_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("norm reduce"),
+            layout: &kernels.reduce_layout,
+            entries: &[
+                wgpu::BindGroupEntry { binding: 0, resource: partials.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 1, resource: ranges.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 2, resource: segments.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 3, resource: stats.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 4, resource: params.as_entire_binding() },
+            ],
+        });
+        Ok(Self {
+            kernels,
+            plan,
+            tiles,
+            segments,
+            stats,
+            params,
+            param_values,
+            placeholder,
+            tile_groups,
+            reduce_group,
+            segment_count,
+            chunk_bytes: chunk,
+        })
+    }
+}
+
+impl GradNorm {
+    /// Records the norm (at most 2 + one dispatch per bound window) into `encoder`.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("gradguard norm"),
+            timestamp_writes: None,
+        });
+        self.encode_in_pass(&mut pass);
+    }
+
+    /// Records the norm into a compute pass the caller already has open.
+    pub fn encode_in_pass(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for (w, group) in self.plan.windows.iter().zip(&self.tile_groups) {
+            self.kernels.encode_tiles(pass, group, w.tile_count);
+        }
+        self.kernels.encode_reduce(pass, &self.reduce_group, self.segment_count);
+    }
+
+    /// The device buffer holding [`NormStats`] (usage STORAGE | COPY_SRC).
+    pub fn stats_buffer(&self) -> &wgpu::Buffer {
+        &self.stats
+    }
+
+    /// Size of the stats buffer in bytes.
+    pub fn stats_size(&self) -> u64 {
+        self.stats.size()
+    }
+
+    pub fn segment_count(&self) -> u32 {
+        self.segment_count
+    }
+
+    /// Bytes of a gradient buffer bound at once.
+    pub fn chunk_bytes(&self) -> u64 {
+        self.chunk_bytes
+    }
+
+    /// Compute dispatches one [`GradNorm::encode`] records.
+    pub fn dispatch_count(&self) -> usize {
+        self.plan.windows.len() + 2
+    }
+
+    /// Changes the clip threshold for later steps (adaptive clipping) without a new pipeline.
+    pub fn set_max_norm(&mut self, queue: &wgpu::Queue, max_norm: f32) -> Result<()> {
+        check_positive("max_norm", max_norm)?;
+        self.param_values.max_norm = max_norm;
+        self.param_values.clipping = 1;
+        queue.write_buffer(&self.params, 0, bytemuck::bytes_of(&self.param_values));
+        Ok(())
+    }
+}
+
+/// Norms of one segment.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct SegmentNorms {
+    pub l2: f32,
+    pub l1: f32,
+    pub linf: f32,
+    /// NaN plus ±inf elements.
+    pub nonfinite: u32,
+}
+
+/// What the norm stage wrote: the device's `NormStats`, decoded.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct NormStats {
+    /// The global norm of the configured kind, before clipping (as `clip_grad_norm_` returns).
+    pub norm: f32,
+    /// `min(1, max_norm / (norm + eps))`, or 1 when no norm clipping is configured.
+    pub clip_coef: f32,
+    /// The optimizer must skip this step.
+    pub skipped: bool,
+    pub nan_count: u32,
+    pub inf_count: u32,
+    pub first_nonfinite_segment: Option<u32>,
+    pub l2: f32,
+    pub l1: f32,
+    pub linf: f32,
+    pub segments: Vec<SegmentNorms>,
+}
+
+impl NormStats {
+    /// Decodes the stats buffer's words.
+    pub fn from_words(words: &[u32]) -> Result<Self> {
+        let header = HEADER_WORDS as usize;
+        let bad = || Error::Readback(format!("a NormStats buffer of {} words is malformed", words.len()));
+        if words.len() < header {
+            return Err(bad());
+        }
+        let count = words[10] as usize;
+        if words.len() < header + count * SEGMENT_WORDS as usize {
+            return Err(bad());
+        }
+        let f = |i: usize| f32::from_bits(words[i]);
+        let segments = words[header..header + count * SEGMENT_WORDS as usize]
+            .chunks_exact(SEGMENT_WORDS as usize)
+            .map(|w| SegmentNorms {
+                l2: f32::from_bits(w[0]),
+                l1: f32::from_bits(w[1]),
+                linf: f32::from_bits(w[2]),
+                nonfinite: w[3],
+            })
+            .collect();
+        Ok(Self {
+            norm: f(0),
+            clip_coef: f(1),
+            skipped: words[2] != 0,
+            nan_count: words[4],
+            inf_count: words[5],
+            first_nonfinite_segment: (words[6] != u32::MAX).then_some(words[6]),
+            l2: f(7),
+            l1: f(8),
+            linf: f(9),
+            segments,
+        })
+    }
+
+    /// `Err(Error::NonFinite)` naming the first bad segment, when there is one.
+    pub fn check_finite(&self) -> Result<()> {
+        match self.first_nonfinite_segment {
+            None => Ok(()),
+            Some(segment) => Err(Error::NonFinite { segment, nan: self.nan_count, inf: self.inf_count }),
+        }
+    }
+}
