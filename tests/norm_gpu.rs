@@ -1,0 +1,194 @@
+//! GPU norm against its CPU twin: sizes, segments, non-finite values, huge and tiny
+//! magnitudes, chunking past the binding limit, determinism.
+
+mod common;
+
+use common::*;
+use gradguard::norm::{NonFinitePolicy, NormConfig, NormKind, NormStats};
+use gradguard::readback::read_stats_blocking;
+use gradguard::{cpu, GradNorm, GradSet, GradView};
+
+fn run(set: &GradSet, config: &NormConfig) -> NormStats {
+    let g = gpu();
+    let norm = GradNorm::new(&g.device, set, config).unwrap();
+    let mut encoder = g.device.create_command_encoder(&Default::default());
+    norm.encode(&mut encoder);
+    g.queue.submit([encoder.finish()]);
+    read_stats_blocking(&g.device, &g.queue, norm.stats_buffer()).unwrap()
+}
+
+fn twin(segments: &[&[f32]], config: &NormConfig) -> NormStats {
+    cpu::norm::norm(segments, config.kind, config.max_norm, config.eps, config.nonfinite)
+}
+
+fn assert_stats(gpu: &NormStats, cpu: &NormStats, rel: f32) {
+    assert_close(gpu.norm, cpu.norm, rel, "norm");
+    assert_close(gpu.l2, cpu.l2, rel, "l2");
+    assert_close(gpu.l1, cpu.l1, rel, "l1");
+    assert_close(gpu.linf, cpu.linf, 0.0, "linf");
+    assert_close(gpu.clip_coef, cpu.clip_coef, rel, "clip_coef");
+    assert_eq!(
+        (gpu.skipped, gpu.nan_count, gpu.inf_count, gpu.first_nonfinite_segment),
+        (cpu.skipped, cpu.nan_count, cpu.inf_count, cpu.first_nonfinite_segment)
+    );
+    assert_eq!(gpu.segments.len(), cpu.segments.len());
+    for (i, (g, c)) in gpu.segments.iter().zip(&cpu.segments).enumerate() {
+        assert_close(g.l2, c.l2, rel, &format!("segment {i} l2"));
+        assert_close(g.l1, c.l1, rel, &format!("segment {i} l1"));
+        assert_close(g.linf, c.linf, 0.0, &format!("segment {i} linf"));
+        assert_eq!(g.nonfinite, c.nonfinite, "segment {i} non-finite count");
+    }
+}
+
+fn packed<'a>(data: &'a [f32], lens: &[u64]) -> (GradSet, Vec<&'a [f32]>) {
+    let buffer = upload(data);
+    let mut views = Vec::new();
+    let mut at = 0;
+    for &len in lens {
+        views.push(&data[at..at + len as usize]);
+        at += len as usize;
+    }
+    (GradSet::packed(&buffer, lens), views)
+}
+
+#[test]
+fn single_segment_sizes_match_twin() {
+    let mut r = rng(1);
+    for n in [0usize, 1, 3, 4, 5, 255, 256, 257, 8191, 8192, 8193, (1 << 20) + 3] {
+        let data = random(&mut r, n, 1.0);
+        let (set, views) = packed(&data, &[n as u64]);
+        for kind in [NormKind::L2, NormKind::L1, NormKind::Inf] {
+            let config = NormConfig { kind, max_norm: Some(1.0), ..Default::default() };
+            assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
+        }
+    }
+}
+
+#[test]
+fn thousand_mixed_segments_match_twin() {
+    let mut r = rng(2);
+    let lens = mixed_lens(&mut r, 1000);
+    let total: u64 = lens.iter().sum();
+    let data = random(&mut r, total as usize, 3.0);
+    let (set, views) = packed(&data, &lens);
+    let config = NormConfig { max_norm: Some(5.0), ..Default::default() };
+    let gpu_stats = run(&set, &config);
+    assert_stats(&gpu_stats, &twin(&views, &config), 1e-5);
+    assert!(gpu_stats.clip_coef < 1.0, "the test should clip");
+}
+
+#[test]
+fn separate_buffers_with_offsets_match_twin() {
+    let mut r = rng(3);
+    let chunks: Vec<Vec<f32>> = [17usize, 1000, 3, 70_001].iter().map(|&n| random(&mut r, n, 2.0)).collect();
+    // Each buffer holds its tensor after a few padding floats, at a 4-byte-aligned offset.
+    let mut views = Vec::new();
+    let mut slices = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        let pad = i + 1;
+        let mut host = vec![1e9f32; pad];
+        host.extend(c);
+        host.push(1e9);
+        views.push(GradView { buffer: upload(&host), offset: 4 * pad as u64, len: c.len() as u64 });
+        slices.push(c.as_slice());
+    }
+    let set = GradSet::new(views);
+    let config = NormConfig::default();
+    assert_stats(&run(&set, &config), &twin(&slices, &config), 1e-5);
+}
+
+#[test]
+fn nonfinite_in_a_middle_segment_is_counted_and_named() {
+    let mut r = rng(4);
+    let lens = [100u64, 5000, 300, 7];
+    let mut data = random(&mut r, lens.iter().sum::<u64>() as usize, 1.0);
+    data[100 + 2500] = f32::NAN;
+    data[100 + 2501] = f32::INFINITY;
+    data[100 + 5000 + 10] = f32::NEG_INFINITY;
+    let (set, views) = packed(&data, &lens);
+    for nonfinite in
+        [NonFinitePolicy::Propagate, NonFinitePolicy::Error, NonFinitePolicy::SkipStep, NonFinitePolicy::ZeroNonFinite]
+    {
+        for kind in [NormKind::L2, NormKind::L1, NormKind::Inf] {
+            let config = NormConfig { kind, nonfinite, max_norm: Some(1.0), ..Default::default() };
+            let stats = run(&set, &config);
+            assert_stats(&stats, &twin(&views, &config), 1e-5);
+            assert_eq!(stats.first_nonfinite_segment, Some(1));
+            assert_eq!((stats.nan_count, stats.inf_count), (1, 2));
+            assert_eq!(stats.segments[2].nonfinite, 1);
+        }
+    }
+    // PyTorch semantics under Propagate: NaN wins over inf.
+    let stats = run(&set, &NormConfig::default());
+    assert!(stats.norm.is_nan() && stats.segments[1].l2.is_nan() && stats.segments[2].l2.is_infinite());
+    assert!(run(&set, &NormConfig { nonfinite: NonFinitePolicy::Error, ..Default::default() }).check_finite().is_err());
+}
+
+#[test]
+fn huge_and_tiny_elements_do_not_overflow_or_underflow() {
+    for (value, n) in [(1e25f32, 1000usize), (1e-25, 1000), (1e38, 3), (3e38, 1), (1e-40, 5), (1e19, (1 << 20) + 3)] {
+        let data: Vec<f32> = (0..n).map(|i| if i % 2 == 0 { value } else { -value }).collect();
+        let (set, views) = packed(&data, &[n as u64]);
+        let config = NormConfig::default();
+        let stats = run(&set, &config);
+        let expect = twin(&views, &config);
+        assert!(stats.l2.is_finite() && stats.l2 > 0.0 || value < f32::MIN_POSITIVE, "{value}: {}", stats.l2);
+        if value >= f32::MIN_POSITIVE {
+            // The f64 reference: |value|·sqrt(n).
+            assert_close(stats.l2, (value as f64 * (n as f64).sqrt()) as f32, 1e-5, &format!("l2 of {n}×{value}"));
+            assert_stats(&stats, &expect, 1e-5);
+        }
+    }
+    // Mixed magnitudes across segments: the global reduction rescales exactly.
+    let data = vec![1e30f32, 1e-30, 2.0, 1e20, -1e-20, 3e-38];
+    let (set, views) = packed(&data, &[1, 1, 1, 1, 1, 1]);
+    let config = NormConfig::default();
+    assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
+}
+
+#[test]
+fn norm_is_bitwise_deterministic() {
+    let mut r = rng(5);
+    let lens = mixed_lens(&mut r, 300);
+    let data = random(&mut r, lens.iter().sum::<u64>() as usize, 1.0);
+    let (set, _) = packed(&data, &lens);
+    let config = NormConfig::default();
+    let first = run(&set, &config);
+    for _ in 0..3 {
+        let again = run(&set, &config);
+        assert_eq!(again.norm.to_bits(), first.norm.to_bits());
+        for (a, b) in again.segments.iter().zip(&first.segments) {
+            assert_eq!((a.l2.to_bits(), a.l1.to_bits()), (b.l2.to_bits(), b.l1.to_bits()));
+        }
+    }
+}
+
+#[test]
+fn chunked_binding_matches_unchunked() {
+    let mut r = rng(6);
+    let lens = [5000u64, 1, 20_003, 0, 777, 40_000];
+    let data = random(&mut r, lens.iter().sum::<u64>() as usize, 1.0);
+    let (set, views) = packed(&data, &lens);
+    let config = NormConfig { max_binding_bytes: Some(4096), tile_elems: 512, ..Default::default() };
+    let norm = GradNorm::new(&gpu().device, &set, &config).unwrap();
+    assert!(norm.dispatch_count() > 10, "the set must span many bound chunks");
+    assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
+}
+
+#[test]
+fn set_larger_than_the_binding_limit() {
+    let g = gpu();
+    let limit = g.device.limits().max_storage_buffer_binding_size.min(g.device.limits().max_buffer_size);
+    let n = (limit / 4 + 1000).min(1 << 28) as usize;
+    if (n as u64) * 4 > g.device.limits().max_buffer_size {
+        panic!("the device cannot hold a buffer larger than its binding limit ({limit} bytes)");
+    }
+    let mut r = rng(7);
+    let data = random(&mut r, n, 1.0);
+    let lens = [3u64, n as u64 - 10, 7];
+    let (set, views) = packed(&data, &lens);
+    let config = NormConfig::default();
+    let norm = GradNorm::new(&g.device, &set, &config).unwrap();
+    assert!(norm.dispatch_count() >= 4, "a set above the binding limit needs at least two windows");
+    assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
+}
