@@ -1,0 +1,127 @@
+//! Clipping in place against the CPU twin, for every policy and non-finite policy.
+
+mod common;
+
+use common::*;
+use gradguard::readback::read_stats_blocking;
+use gradguard::{cpu, ClipPolicy, GradClip, GradSet, NonFinitePolicy, NormKind, NormStats};
+
+/// Packs `segments` into one buffer, clips on the GPU, returns (clipped data, stats).
+fn clip_gpu(segments: &[Vec<f32>], policy: ClipPolicy, nonfinite: NonFinitePolicy, buffer: &gradguard::wgpu::Buffer) -> (Vec<Vec<f32>>, NormStats) {
+    let g = gpu();
+    let lens: Vec<u64> = segments.iter().map(|s| s.len() as u64).collect();
+    let set = GradSet::packed(buffer, &lens);
+    let clip = GradClip::new(&g.device, &set, policy, nonfinite).unwrap();
+    let mut encoder = g.device.create_command_encoder(&Default::default());
+    clip.encode(&mut encoder);
+    g.queue.submit([encoder.finish()]);
+    let stats = read_stats_blocking(&g.device, &g.queue, clip.stats_buffer()).unwrap();
+    let flat = download(buffer);
+    let mut at = 0;
+    let out = segments
+        .iter()
+        .map(|s| {
+            at += s.len();
+            flat[at - s.len()..at].to_vec()
+        })
+        .collect();
+    (out, stats)
+}
+
+fn check(segments: &[Vec<f32>], policy: ClipPolicy, params: Option<&[Vec<f32>]>, nonfinite: NonFinitePolicy) -> NormStats {
+    let buffer = upload(&segments.concat());
+    let (got, stats) = clip_gpu(segments, policy.clone(), nonfinite, &buffer);
+    let mut expect = segments.to_vec();
+    let expect_stats = cpu::clip::clip(&mut expect, &policy, params, nonfinite);
+    assert_close(stats.norm, expect_stats.norm, 1e-5, "pre-clip norm");
+    assert_eq!(stats.skipped, expect_stats.skipped);
+    for (i, (g, e)) in got.iter().zip(&expect).enumerate() {
+        assert_all_close(g, e, 2e-5, &format!("{policy:?} / {nonfinite:?}: segment {i}"));
+    }
+    stats
+}
+
+fn segments(seed: u64, lens: &[usize], scale: f32) -> Vec<Vec<f32>> {
+    let mut r = rng(seed);
+    lens.iter().map(|&n| random(&mut r, n, scale)).collect()
+}
+
+#[test]
+fn global_norm_clip_matches_twin_for_every_kind() {
+    let segs = segments(10, &[1, 255, 256, 257, 10_000, 3], 2.0);
+    for kind in [NormKind::L2, NormKind::L1, NormKind::Inf] {
+        let stats = check(&segs, ClipPolicy::GlobalNorm { max_norm: 0.5, kind }, None, NonFinitePolicy::Propagate);
+        assert!(stats.clip_coef < 1.0);
+    }
+    // Below the threshold nothing changes, bit for bit.
+    check(&segs, ClipPolicy::GlobalNorm { max_norm: 1e9, kind: NormKind::L2 }, None, NonFinitePolicy::Propagate);
+}
+
+#[test]
+fn value_and_per_segment_clip_match_twin() {
+    let mut segs = segments(11, &[7, 1000, 4099, 1], 3.0);
+    check(&segs, ClipPolicy::Value { clip_value: 0.75 }, None, NonFinitePolicy::Propagate);
+    check(&segs, ClipPolicy::PerSegmentNorm { max_norm: 2.0, kind: NormKind::L2 }, None, NonFinitePolicy::Propagate);
+    // NaN stays NaN under value clipping, inf is clamped (torch.clamp).
+    segs[1][3] = f32::NAN;
+    segs[1][4] = f32::NEG_INFINITY;
+    check(&segs, ClipPolicy::Value { clip_value: 0.75 }, None, NonFinitePolicy::Propagate);
+}
+
+#[test]
+fn agc_matches_twin() {
+    let grads = segments(12, &[6 * 5, 6, 4 * 17], 1.0);
+    let params = segments(13, &[6 * 5, 6, 4 * 17], 0.1);
+    let pbuf = upload(&params.concat());
+    let lens: Vec<u64> = params.iter().map(|s| s.len() as u64).collect();
+    let policy = ClipPolicy::Agc {
+        clipping: 0.05,
+        eps: 1e-3,
+        params: GradSet::packed(&pbuf, &lens),
+        unit_lens: vec![5, 6, 17],
+    };
+    check(&grads, policy, Some(&params), NonFinitePolicy::Propagate);
+}
+
+#[test]
+fn nonfinite_policies() {
+    let mut segs = segments(14, &[300, 2000, 50], 1.0);
+    segs[1][1234] = f32::NAN;
+    segs[1][5] = f32::INFINITY;
+    let policy = ClipPolicy::GlobalNorm { max_norm: 0.1, kind: NormKind::L2 };
+
+    // Skip and error: the gradients are left exactly as they were.
+    for nonfinite in [NonFinitePolicy::SkipStep, NonFinitePolicy::Error] {
+        let buffer = upload(&segs.concat());
+        let (got, stats) = clip_gpu(&segs, policy.clone(), nonfinite, &buffer);
+        assert!(stats.skipped);
+        for (g, s) in got.iter().zip(&segs) {
+            assert!(g.iter().zip(s).all(|(a, b)| a.to_bits() == b.to_bits()), "{nonfinite:?} changed gradients");
+        }
+        assert_eq!(stats.check_finite().unwrap_err().to_string().contains("segment 1"), true);
+    }
+    // Propagate: as clip_grad_norm_, a NaN norm turns every gradient NaN.
+    let stats = check(&segs, policy.clone(), None, NonFinitePolicy::Propagate);
+    assert!(stats.norm.is_nan() && stats.clip_coef.is_nan());
+    // Zero: non-finite elements become 0 and the rest is clipped by the finite norm.
+    let stats = check(&segs, policy, None, NonFinitePolicy::ZeroNonFinite);
+    assert!(stats.norm.is_finite() && stats.clip_coef < 1.0 && !stats.skipped);
+    check(&segs, ClipPolicy::None, None, NonFinitePolicy::ZeroNonFinite);
+}
+
+#[test]
+fn chunked_clip_matches_twin() {
+    let segs = segments(15, &[9000, 1, 3, 20_001], 1.0);
+    let buffer = upload(&segs.concat());
+    let lens: Vec<u64> = segs.iter().map(|s| s.len() as u64).collect();
+    let g = gpu();
+    let config = gradguard::NormConfig { max_binding_bytes: Some(4096), tile_elems: 256, ..Default::default() };
+    let policy = ClipPolicy::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 };
+    let clip = GradClip::with_config(&g.device, &GradSet::packed(&buffer, &lens), policy.clone(), config).unwrap();
+    let mut encoder = g.device.create_command_encoder(&Default::default());
+    clip.encode(&mut encoder);
+    g.queue.submit([encoder.finish()]);
+    let mut expect = segs.clone();
+    cpu::clip::clip(&mut expect, &policy, None, NonFinitePolicy::Propagate);
+    assert_all_close(&download(&buffer), &expect.concat(), 2e-5, "chunked clip");
+}
