@@ -49,7 +49,7 @@ fn agc(
         add1(&p, weights[unit.param_start + i]);
     }
     var gacc = reduce_workgroup(local, to_acc(g));
-    workgroupBarrier();
+    workgroupBarrier(); // invocation 0 has read shared_acc before it is reused
     let pacc = reduce_workgroup(local, to_acc(p));
     if (local == 0u) {
         if (ZERO_NONFINITE) { gacc.nan = 0u; gacc.inf = 0u; }

@@ -115,16 +115,30 @@ fn combine(a: Acc, b: Acc) -> Acc {
 
 var<workgroup> shared_acc: array<Acc, WG>;
 
+const FAN: u32 = 16u; // WG = FAN * FAN
+
+// Combines every invocation's accumulator in a fixed order with two barriers: FAN
+// invocations each fold FAN neighbours, then invocation 0 folds those. (Barriers are
+// what a workgroup pays for most on CPU implementations such as lavapipe.)
+// The result is valid in invocation 0 only.
 fn reduce_workgroup(local: u32, mine: Acc) -> Acc {
     shared_acc[local] = mine;
     workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (local < stride) {
-            shared_acc[local] = combine(shared_acc[local], shared_acc[local + stride]);
+    if (local < FAN) {
+        var acc = shared_acc[local * FAN];
+        for (var i = 1u; i < FAN; i++) {
+            acc = combine(acc, shared_acc[local * FAN + i]);
         }
-        workgroupBarrier();
+        shared_acc[local * FAN] = acc;
     }
-    return shared_acc[0];
+    workgroupBarrier();
+    var total = shared_acc[0];
+    if (local == 0u) {
+        for (var i = 1u; i < FAN; i++) {
+            total = combine(total, shared_acc[i * FAN]);
+        }
+    }
+    return total;
 }
 
 fn workgroup_index(wid: vec3<u32>, groups: vec3<u32>) -> u32 {

@@ -35,6 +35,26 @@ struct Params {
 @group(0) @binding(2) var<storage, read> tiles: array<Tile>;
 @group(0) @binding(3) var<storage, read_write> partials: array<Acc>;
 
+fn finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & EXP_MASK) != EXP_MASK;
+}
+
+// Plain f32 sums of at most 2^12 elements are as good as the rescaling ones when no sum
+// overflowed (a sum of non-negative terms that overflows stays inf), no element was NaN
+// or inf, and the largest |x| is at least 2^-40, so squares that flush to zero are below
+// 2^-126 and weigh less than 2^12·2^-126/2^-80 = 2^-34 of the sum.
+fn plain_sums_exact(sumsq: f32, abssum: f32, maxabs: f32) -> bool {
+    return finite(sumsq) && finite(abssum) && (maxabs == 0.0 || maxabs >= 0x1p-40f);
+}
+
+// Plain sums as an accumulator at the exponent of their largest element.
+fn normalized(sumsq: f32, abssum: f32, maxabs: f32) -> Acc {
+    let biased = i32((bitcast<u32>(maxabs) >> 23u) & 0xffu);
+    let e = clamp(biased - 126, MIN_EXP, MAX_EXP);
+    // Two steps: ldexp is only defined for exponents up to 128.
+    return Acc(e, ldexp(ldexp(sumsq, -e), -e), ldexp(abssum, -e), maxabs, 0u, 0u, 1.0, 0u);
+}
+
 @compute @workgroup_size(256)
 fn norm_tiles(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -44,7 +64,7 @@ fn norm_tiles(
     let t = workgroup_index(wid, groups);
     // Uniform across the workgroup, so the barriers below stay in uniform control flow.
     let live = t < arrayLength(&tiles);
-    var r = running_new();
+    var mine = empty_acc();
     var tile = Tile(0u, 0u, 0u, 0u);
     if (live) {
         tile = tiles[t];
@@ -52,17 +72,39 @@ fn norm_tiles(
         // Body in aligned vec4s, head and tail (at most 3 elements each) as scalars.
         let body_start = min((tile.start + 3u) / 4u * 4u, end);
         let body_end = max(end / 4u * 4u, body_start);
-        for (var i = body_start / 4u + local; i < body_end / 4u; i += WG) {
-            add4(&r, data4[i]);
+        let first = body_start / 4u + local;
+        let last = body_end / 4u;
+        // Fast path: plain sums. They are exact enough unless something overflowed, was
+        // non-finite, or squares fell towards subnormals; then redo with the rescaling
+        // accumulator, which classifies every element.
+        var sumsq = 0.0;
+        var abssum = 0.0;
+        var maxabs = 0.0;
+        for (var i = first; i < last; i += WG) {
+            let a = abs(data4[i]);
+            sumsq += dot(a, a);
+            abssum += (a.x + a.y) + (a.z + a.w);
+            maxabs = max(maxabs, max(max(a.x, a.y), max(a.z, a.w)));
         }
+        if (plain_sums_exact(sumsq, abssum, maxabs)) {
+            mine = normalized(sumsq, abssum, maxabs);
+        } else {
+            var r = running_new();
+            for (var i = first; i < last; i += WG) {
+                add4(&r, data4[i]);
+            }
+            mine = to_acc(r);
+        }
+        var edge = running_new();
         if (local < 3u && tile.start + local < body_start) {
-            add1(&r, data1[tile.start + local]);
+            add1(&edge, data1[tile.start + local]);
         }
         if (local >= 3u && local < 6u && body_end + (local - 3u) < end) {
-            add1(&r, data1[body_end + (local - 3u)]);
+            add1(&edge, data1[body_end + (local - 3u)]);
         }
+        mine = combine(mine, to_acc(edge));
     }
-    let total = reduce_workgroup(local, to_acc(r));
+    let total = reduce_workgroup(local, mine);
     if (live && local == 0u) {
         partials[tile.partial] = total;
     }
@@ -172,11 +214,9 @@ fn norm_global(@builtin(local_invocation_index) local: u32) {
     }
     shared_first[local] = first;
     let total = reduce_workgroup(local, mine);
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (local < stride) {
-            shared_first[local] = min(shared_first[local], shared_first[local + stride]);
-        }
-        workgroupBarrier();
+    // reduce_workgroup's barriers made every shared_first visible.
+    if (local == 0u) {
+        for (var i = 1u; i < WG; i++) { first = min(first, shared_first[i]); }
     }
     if (local == 0u) {
         let n = norms_of(total);
@@ -187,7 +227,7 @@ fn norm_global(@builtin(local_invocation_index) local: u32) {
         stats[H_NONFINITE] = nonfinite;
         stats[H_NAN] = total.nan;
         stats[H_INF] = total.inf;
-        stats[H_FIRST_NONFINITE] = shared_first[0];
+        stats[H_FIRST_NONFINITE] = first;
         stats[H_L2] = n.l2;
         stats[H_L1] = n.l1;
         stats[H_LINF] = n.linf;

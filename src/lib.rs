@@ -30,6 +30,7 @@ pub mod cpu;
 pub mod error;
 pub mod gpu;
 pub mod grad_set;
+pub mod init;
 pub mod kernels;
 pub mod norm;
 pub mod readback;

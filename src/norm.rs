@@ -52,8 +52,10 @@ pub struct NormConfig {
     /// 1e-6, as `clip_grad_norm_`.
     pub eps: f32,
     pub nonfinite: NonFinitePolicy,
-    /// Elements per workgroup tile (a multiple of 4). Fixes the reduction tree.
-    pub tile_elems: u32,
+    /// Elements per workgroup tile (a multiple of 4, at most 2^20); it fixes the reduction
+    /// tree. `None` picks by device: 65,536 on CPU implementations (lavapipe), where each
+    /// workgroup's barriers are costly, and 8,192 on GPUs, which want many workgroups.
+    pub tile_elems: Option<u32>,
     /// Bytes bound at once; default: the device's `max_storage_buffer_binding_size`.
     /// Lower it to exercise chunking on small data.
     pub max_binding_bytes: Option<u64>,
@@ -66,7 +68,7 @@ impl Default for NormConfig {
             max_norm: None,
             eps: 1e-6,
             nonfinite: NonFinitePolicy::Propagate,
-            tile_elems: 8192,
+            tile_elems: None,
             max_binding_bytes: None,
         }
     }
@@ -114,8 +116,12 @@ impl GradNorm {
         if !(config.eps >= 0.0 && config.eps.is_finite()) {
             return Err(Error::Invalid(format!("eps must be finite and ≥ 0, got {}", config.eps)));
         }
-        if config.tile_elems == 0 || config.tile_elems % 4 != 0 {
-            return Err(Error::Invalid(format!("tile_elems must be a positive multiple of 4, got {}", config.tile_elems)));
+        let tile_elems = config.tile_elems.unwrap_or(match device.adapter_info().device_type {
+            wgpu::DeviceType::Cpu => 1 << 16,
+            _ => 1 << 13,
+        });
+        if tile_elems == 0 || tile_elems % 4 != 0 || tile_elems > 1 << 20 {
+            return Err(Error::Invalid(format!("tile_elems must be a multiple of 4 in 4..=2^20, got {tile_elems}")));
         }
         let limits = device.limits();
         let device_max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
@@ -125,7 +131,7 @@ impl GradNorm {
             return Err(Error::Invalid(format!("max_binding_bytes must be at least 4096, got {chunk}")));
         }
         let tile_align = (limits.min_storage_buffer_offset_alignment as u64 / 16).max(1);
-        let plan = TilePlan::new(set, config.tile_elems, chunk, tile_align)?;
+        let plan = TilePlan::new(set, tile_elems, chunk, tile_align)?;
         let kernels = NormKernels::new(device)?;
         let segment_count = set.segment_count() as u32;
 

@@ -50,18 +50,27 @@ fn map_and_wait(device: &wgpu::Device, buffer: &wgpu::Buffer) -> Result<()> {
         .map_err(|e| Error::Readback(e.to_string()))
 }
 
-/// Reads a whole f32 buffer back (it needs COPY_SRC). Submits and waits: for tests,
+/// Reads a whole buffer back as `T`s (it needs COPY_SRC). Submits and waits: for tests,
 /// tools and checkpoints, never inside a training step.
-pub fn read_f32s(device: &wgpu::Device, queue: &wgpu::Queue, buffer: &wgpu::Buffer) -> Result<Vec<f32>> {
+pub fn read_buffer<T: bytemuck::Pod>(device: &wgpu::Device, queue: &wgpu::Queue, buffer: &wgpu::Buffer) -> Result<Vec<T>> {
     let staging = staging(device, buffer.size());
     let mut encoder = device.create_command_encoder(&Default::default());
     encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
     queue.submit([encoder.finish()]);
     map_and_wait(device, &staging)?;
-    let values = bytemuck::cast_slice(&staging.slice(..).get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?)
-        .to_vec();
+    let values = bytemuck::pod_collect_to_vec(&staging.slice(..).get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?);
     staging.unmap();
     Ok(values)
+}
+
+/// [`read_buffer`] for f32 data.
+pub fn read_f32s(device: &wgpu::Device, queue: &wgpu::Queue, buffer: &wgpu::Buffer) -> Result<Vec<f32>> {
+    read_buffer(device, queue, buffer)
+}
+
+/// [`read_buffer`] for u64 data (timestamps).
+pub fn read_u64s(device: &wgpu::Device, queue: &wgpu::Queue, buffer: &wgpu::Buffer) -> Result<Vec<u64>> {
+    read_buffer(device, queue, buffer)
 }
 
 const FREE: u8 = 0;

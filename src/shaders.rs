@@ -35,5 +35,35 @@ pub const COPY: Shader = Shader {
     entry_points: &["copy"],
 };
 
+pub const MATMUL: Shader = Shader {
+    name: "matmul",
+    source: include_str!("../shaders/matmul.wgsl"),
+    entry_points: &["matmul_tiled", "matmul_naive", "bias_grad"],
+};
+
+pub const ACTIVATION: Shader = Shader {
+    name: "activation",
+    source: include_str!("../shaders/activation.wgsl"),
+    entry_points: &["forward", "backward"],
+};
+
+pub const LOSS: Shader = Shader {
+    name: "loss",
+    source: include_str!("../shaders/loss.wgsl"),
+    entry_points: &["cross_entropy", "mse", "mean"],
+};
+
+pub const OPTIMIZER: Shader = Shader {
+    name: "optimizer",
+    source: include_str!("../shaders/optimizer.wgsl"),
+    entry_points: &["sgd", "adamw", "advance"],
+};
+
+pub const BATCHNORM: Shader = Shader {
+    name: "batchnorm",
+    source: include_str!("../shaders/batchnorm.wgsl"),
+    entry_points: &["train", "eval", "backward"],
+};
+
 /// Every shader the crate ships.
-pub const ALL: &[Shader] = &[NORM, CLIP, AGC, COPY];
+pub const ALL: &[Shader] = &[NORM, CLIP, AGC, COPY, MATMUL, ACTIVATION, LOSS, OPTIMIZER, BATCHNORM];

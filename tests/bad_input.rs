@@ -79,8 +79,8 @@ fn bad_tiling_config() {
     let buffer = upload(&[1.0; 16]);
     let set = GradSet::packed(&buffer, &[16]);
     for config in [
-        NormConfig { tile_elems: 0, ..Default::default() },
-        NormConfig { tile_elems: 6, ..Default::default() },
+        NormConfig { tile_elems: Some(0), ..Default::default() },
+        NormConfig { tile_elems: Some(6), ..Default::default() },
         NormConfig { max_binding_bytes: Some(100), ..Default::default() },
         NormConfig { eps: -1.0, ..Default::default() },
     ] {

@@ -115,7 +115,7 @@ fn chunked_clip_matches_twin() {
     let buffer = upload(&segs.concat());
     let lens: Vec<u64> = segs.iter().map(|s| s.len() as u64).collect();
     let g = gpu();
-    let config = gradguard::NormConfig { max_binding_bytes: Some(4096), tile_elems: 256, ..Default::default() };
+    let config = gradguard::NormConfig { max_binding_bytes: Some(4096), tile_elems: Some(256), ..Default::default() };
     let policy = ClipPolicy::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 };
     let clip = GradClip::with_config(&g.device, &GradSet::packed(&buffer, &lens), policy.clone(), config).unwrap();
     let mut encoder = g.device.create_command_encoder(&Default::default());

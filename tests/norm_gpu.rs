@@ -169,7 +169,7 @@ fn chunked_binding_matches_unchunked() {
     let lens = [5000u64, 1, 20_003, 0, 777, 40_000];
     let data = random(&mut r, lens.iter().sum::<u64>() as usize, 1.0);
     let (set, views) = packed(&data, &lens);
-    let config = NormConfig { max_binding_bytes: Some(4096), tile_elems: 512, ..Default::default() };
+    let config = NormConfig { max_binding_bytes: Some(4096), tile_elems: Some(512), ..Default::default() };
     let norm = GradNorm::new(&gpu().device, &set, &config).unwrap();
     assert!(norm.dispatch_count() > 10, "the set must span many bound chunks");
     assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);

@@ -1,10 +1,15 @@
 //! One module per shader: explicit bind-group layouts, pipelines, and `encode_*`
 //! functions that record into the caller's encoder. Nothing here submits or waits.
 
+pub mod activation;
 pub mod agc;
+pub mod batchnorm;
 pub mod clip;
 pub mod copy;
+pub mod loss;
+pub mod matmul;
 pub mod norm;
+pub mod optimizer;
 
 use crate::error::{Error, Result};
 use crate::shaders::Shader;

@@ -1,0 +1,80 @@
+//! Twin of `shaders/activation.wgsl`, elementwise in f64 with the same formulas (including
+//! the same erfc approximation for GELU).
+
+use crate::kernels::activation::Activation;
+
+/// Numerical Recipes' erfcc for z ≥ 0 (fractional error < 1.2e-7), as the shader.
+fn erfc_nonneg(z: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let p = [
+        -1.26551223,
+        1.00002368,
+        0.37409196,
+        0.09678418,
+        -0.18628806,
+        0.27886807,
+        -1.13520398,
+        1.48851587,
+        -0.82215223,
+        0.17087277,
+    ]
+    .iter()
+    .rev()
+    .fold(0.0, |acc, c| c + t * acc);
+    t * (p - z * z).exp()
+}
+
+fn normal_cdf(x: f64) -> f64 {
+    let tail = 0.5 * erfc_nonneg(x.abs() * std::f64::consts::FRAC_1_SQRT_2);
+    if x > 0.0 {
+        1.0 - tail
+    } else {
+        tail
+    }
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// f(x): the `forward` entry point.
+pub fn forward(activation: Activation, x: f64) -> f64 {
+    match activation {
+        Activation::Identity => x,
+        Activation::Relu => x.max(0.0),
+        Activation::LeakyRelu(slope) => {
+            if x > 0.0 {
+                x
+            } else {
+                slope as f64 * x
+            }
+        }
+        Activation::Tanh => x.tanh(),
+        Activation::Sigmoid => sigmoid(x),
+        Activation::Gelu => x * normal_cdf(x),
+    }
+}
+
+/// f'(x); the `backward` entry point computes `dy·f'(x)` (0 where f'(x) is 0).
+pub fn derivative(activation: Activation, x: f64) -> f64 {
+    match activation {
+        Activation::Identity => 1.0,
+        Activation::Relu => {
+            if x > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        Activation::LeakyRelu(slope) => {
+            if x > 0.0 {
+                1.0
+            } else {
+                slope as f64
+            }
+        }
+        Activation::Tanh => 1.0 - x.tanh().powi(2),
+        Activation::Sigmoid => sigmoid(x) * (1.0 - sigmoid(x)),
+        Activation::Gelu => normal_cdf(x) + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt(),
+    }
+}

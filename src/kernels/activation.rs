@@ -1,0 +1,134 @@
+//! `shaders/activation.wgsl`: elementwise activations, forward and backward.
+
+use super::matmul::{bind_group, check_distinct, dispatch, index_range, placeholder, storage_words, uniform};
+use super::{layout, pipeline, storage_entry, uniform_entry};
+use crate::error::{Error, Result};
+use crate::shaders;
+
+/// An activation function, as in `torch.nn.functional`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Activation {
+    Identity,
+    /// `max(x, 0)`; derivative 0 at x = 0.
+    Relu,
+    /// `x` for x > 0, else `negative_slope·x` (torch default slope 0.01).
+    LeakyRelu(f32),
+    Tanh,
+    /// `1 / (1 + e^-x)`.
+    Sigmoid,
+    /// `x·Φ(x)` with the exact normal CDF `Φ(x) = (1 + erf(x/√2))/2`: torch's default
+    /// `approximate='none'`, not the tanh approximation. erf is evaluated in f32 with a
+    /// relative error below about 2e-7.
+    Gelu,
+}
+
+impl Activation {
+    fn code(self) -> (u32, f32) {
+        match self {
+            Self::Identity => (0, 0.0),
+            Self::Relu => (1, 0.0),
+            Self::LeakyRelu(slope) => (2, slope),
+            Self::Tanh => (3, 0.0),
+            Self::Sigmoid => (4, 0.0),
+            Self::Gelu => (5, 0.0),
+        }
+    }
+}
+
+/// A bound forward or backward pass over `len` elements.
+#[derive(Debug)]
+pub struct ActivationBinding {
+    group: wgpu::BindGroup,
+    backward: bool,
+    len: u32,
+}
+
+#[derive(Debug)]
+pub struct ActivationKernel {
+    /// 0 x, 1 dy (read-only; a placeholder in forward), 2 output (read-write), 3 params.
+    pub layout: wgpu::BindGroupLayout,
+    forward: wgpu::ComputePipeline,
+    backward: wgpu::ComputePipeline,
+    placeholder: wgpu::Buffer,
+}
+
+impl ActivationKernel {
+    pub fn new(device: &wgpu::Device) -> Result<Self> {
+        let layout = layout(
+            device,
+            "activation",
+            &[storage_entry(0, true), storage_entry(1, true), storage_entry(2, false), uniform_entry(3)],
+        );
+        let s = &shaders::ACTIVATION;
+        Ok(Self {
+            forward: pipeline(device, s, "forward", &[&layout], &[])?,
+            backward: pipeline(device, s, "backward", &[&layout], &[])?,
+            placeholder: placeholder(device),
+            layout,
+        })
+    }
+
+    /// Binds `y = f(x)` over the first `len` elements (`y` must not be `x`).
+    pub fn bind_forward(
+        &self,
+        device: &wgpu::Device,
+        activation: Activation,
+        len: u64,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Result<ActivationBinding> {
+        self.bind(device, activation, len, x, None, y)
+    }
+
+    /// Binds `dx = dy·f'(x)` from the forward input `x`.
+    pub fn bind_backward(
+        &self,
+        device: &wgpu::Device,
+        activation: Activation,
+        len: u64,
+        x: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+    ) -> Result<ActivationBinding> {
+        self.bind(device, activation, len, x, Some(dy), dx)
+    }
+
+    fn bind(
+        &self,
+        device: &wgpu::Device,
+        activation: Activation,
+        len: u64,
+        x: &wgpu::Buffer,
+        dy: Option<&wgpu::Buffer>,
+        out: &wgpu::Buffer,
+    ) -> Result<ActivationBinding> {
+        let (kind, slope) = activation.code();
+        if !slope.is_finite() {
+            return Err(Error::Invalid(format!("leaky relu slope must be finite, got {slope}")));
+        }
+        if len == 0 {
+            return Err(Error::Invalid("activation: zero elements".into()));
+        }
+        let len = index_range("activation", len)?;
+        let mut buffers = vec![("activation input", x, false), ("activation output", out, true)];
+        buffers.extend(dy.map(|dy| ("activation upstream gradient", dy, false)));
+        check_distinct(&buffers)?;
+        let params = uniform(device, "activation params", &[len, kind, slope.to_bits(), 0]);
+        let resources = vec![
+            storage_words("activation input", x, len as u64)?,
+            match dy {
+                Some(dy) => storage_words("activation upstream gradient", dy, len as u64)?,
+                None => self.placeholder.as_entire_binding(),
+            },
+            storage_words("activation output", out, len as u64)?,
+            params.as_entire_binding(),
+        ];
+        let group = bind_group(device, &self.layout, "activation", resources)?;
+        Ok(ActivationBinding { group, backward: dy.is_some(), len })
+    }
+
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, binding: &ActivationBinding) {
+        let pipeline = if binding.backward { &self.backward } else { &self.forward };
+        dispatch(pass, pipeline, &binding.group, binding.len.div_ceil(256));
+    }
+}

@@ -1,0 +1,145 @@
+//! Activation kernels against their CPU twin, the twin's derivatives against finite
+//! differences, GELU against exact values, and bad input.
+
+use gradguard::cpu::activation as twin;
+use gradguard::kernels::activation::{Activation, ActivationKernel};
+use gradguard::readback::read_f32s;
+use gradguard::wgpu::{self, util::DeviceExt};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+fn gpu() -> &'static gradguard::Gpu {
+    static G: std::sync::OnceLock<gradguard::Gpu> = std::sync::OnceLock::new();
+    G.get_or_init(|| gradguard::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")))
+}
+
+fn upload(data: &[f32]) -> wgpu::Buffer {
+    gpu().device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: None,
+        contents: bytemuck::cast_slice(data),
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+    })
+}
+
+fn run(kernel: &ActivationKernel, binding: &gradguard::kernels::activation::ActivationBinding) {
+    let mut encoder = gpu().device.create_command_encoder(&Default::default());
+    kernel.encode(&mut encoder.begin_compute_pass(&Default::default()), binding);
+    gpu().queue.submit([encoder.finish()]);
+}
+
+const ALL: [Activation; 7] = [
+    Activation::Identity,
+    Activation::Relu,
+    Activation::LeakyRelu(0.01),
+    Activation::LeakyRelu(-0.3),
+    Activation::Tanh,
+    Activation::Sigmoid,
+    Activation::Gelu,
+];
+
+fn inputs(len: usize, seed: u64) -> Vec<f32> {
+    let special = [0.0, -0.0, 1e-4, -1e-4, 0.3, -0.3, 0.7, -0.7, 5.0, -5.0, 12.0, -12.0, 100.0, -100.0, 1e30, -1e30];
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..len).map(|i| if i < special.len() { special[i] } else { rng.random_range(-8.0..8.0) }).collect()
+}
+
+fn close(got: f32, want: f64) -> bool {
+    (got as f64 - want).abs() <= 1e-6 + 4e-6 * want.abs()
+}
+
+#[test]
+fn forward_and_backward_match_twin() {
+    let device = &gpu().device;
+    let kernel = ActivationKernel::new(device).unwrap();
+    for len in [1usize, 255, 257, 100_003] {
+        let x = inputs(len, len as u64);
+        let dy: Vec<f32> = inputs(len, 7).iter().map(|v| v.clamp(-3.0, 3.0)).collect();
+        let (gx, gdy, gy, gdx) = (upload(&x), upload(&dy), upload(&vec![0.0; len]), upload(&vec![0.0; len]));
+        for act in ALL {
+            run(&kernel, &kernel.bind_forward(device, act, len as u64, &gx, &gy).unwrap());
+            run(&kernel, &kernel.bind_backward(device, act, len as u64, &gx, &gdy, &gdx).unwrap());
+            let y = read_f32s(device, &gpu().queue, &gy).unwrap();
+            let dx = read_f32s(device, &gpu().queue, &gdx).unwrap();
+            for i in 0..len {
+                let xi = x[i] as f64;
+                let want_y = twin::forward(act, xi);
+                let want_dx = dy[i] as f64 * twin::derivative(act, xi);
+                assert!(close(y[i], want_y), "{act:?} forward x={xi}: gpu {} twin {want_y}", y[i]);
+                assert!(close(dx[i], want_dx), "{act:?} backward x={xi} dy={}: gpu {} twin {want_dx}", dy[i], dx[i]);
+            }
+        }
+    }
+}
+
+#[test]
+fn twin_derivatives_match_finite_differences() {
+    let h = 1e-5;
+    for act in ALL {
+        for x in inputs(2000, 3) {
+            let x = x as f64;
+            if x.abs() > 50.0 || x.abs() < 2.0 * h {
+                continue; // the kink of relu at 0; flat tails
+            }
+            let fd = (twin::forward(act, x + h) - twin::forward(act, x - h)) / (2.0 * h);
+            let d = twin::derivative(act, x);
+            assert!((fd - d).abs() < 1e-5 * (1.0 + d.abs()), "{act:?} at {x}: f' {d}, finite difference {fd}");
+        }
+    }
+}
+
+/// x·Φ(x) and its derivative from Python's math.erf (what torch computes in f64).
+#[test]
+fn gelu_is_the_exact_erf_form() {
+    let device = &gpu().device;
+    let kernel = ActivationKernel::new(device).unwrap();
+    let cases: [(f32, f64, f64); 8] = [
+        (1.0, 0.8413447460685429, 1.0833154705876864),
+        (-1.0, -0.15865525393145707, -0.08331547058768629),
+        (2.0, 1.9544997361036416, 1.085231801078197),
+        (-3.0, -0.00404969409489031, -0.011945647204183918),
+        (0.5, 0.34573123063700656, 0.8674951246561629),
+        (-0.5, -0.15426876936299344, 0.13250487534383712),
+        (5.0, 4.999998566742141, 1.000007146946002),
+        (-5.0, -1.4332578593401202e-06, -7.146946001803465e-06),
+    ];
+    let x: Vec<f32> = cases.iter().map(|c| c.0).collect();
+    let n = x.len() as u64;
+    let (gx, gdy, gy, gdx) =
+        (upload(&x), upload(&vec![1.0; x.len()]), upload(&vec![0.0; x.len()]), upload(&vec![0.0; x.len()]));
+    run(&kernel, &kernel.bind_forward(device, Activation::Gelu, n, &gx, &gy).unwrap());
+    run(&kernel, &kernel.bind_backward(device, Activation::Gelu, n, &gx, &gdy, &gdx).unwrap());
+    let y = read_f32s(device, &gpu().queue, &gy).unwrap();
+    let dx = read_f32s(device, &gpu().queue, &gdx).unwrap();
+    for (i, (x, want_y, want_d)) in cases.iter().enumerate() {
+        assert!((y[i] as f64 - want_y).abs() <= 1e-6 * want_y.abs().max(1e-3), "gelu({x}) = {} want {want_y}", y[i]);
+        assert!((dx[i] as f64 - want_d).abs() <= 1e-6 * want_d.abs().max(1e-3), "gelu'({x}) = {} want {want_d}", dx[i]);
+    }
+}
+
+#[test]
+fn relu_masks_infinite_upstream_gradients() {
+    let device = &gpu().device;
+    let kernel = ActivationKernel::new(device).unwrap();
+    let (gx, gdy, gdx) = (upload(&[-1.0, 2.0]), upload(&[f32::INFINITY, 3.0]), upload(&[9.0, 9.0]));
+    run(&kernel, &kernel.bind_backward(device, Activation::Relu, 2, &gx, &gdy, &gdx).unwrap());
+    assert_eq!(read_f32s(device, &gpu().queue, &gdx).unwrap(), vec![0.0, 3.0]);
+}
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    use gradguard::Error;
+    let device = &gpu().device;
+    let kernel = ActivationKernel::new(device).unwrap();
+    let (a, b, small) = (upload(&[0.0; 8]), upload(&[0.0; 8]), upload(&[0.0; 4]));
+    let no_storage = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 32,
+        usage: wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    assert!(matches!(kernel.bind_forward(device, Activation::Relu, 0, &a, &b), Err(Error::Invalid(_))));
+    assert!(matches!(kernel.bind_forward(device, Activation::Relu, 8, &a, &small), Err(Error::LengthMismatch { .. })));
+    assert!(matches!(kernel.bind_forward(device, Activation::Relu, 8, &a, &a), Err(Error::Invalid(_))));
+    assert!(matches!(kernel.bind_forward(device, Activation::Relu, 8, &no_storage, &b), Err(Error::Invalid(_))));
+    assert!(matches!(kernel.bind_forward(device, Activation::LeakyRelu(f32::NAN), 8, &a, &b), Err(Error::Invalid(_))));
+    assert!(matches!(kernel.bind_backward(device, Activation::Tanh, 8, &a, &b, &b), Err(Error::Invalid(_))));
+}

@@ -1,0 +1,207 @@
+//! BatchNorm1d kernels against their CPU twin, the twin's backward against finite
+//! differences, the running stats after one hand-computed step, and bad input.
+
+use gradguard::cpu::batchnorm as twin;
+use gradguard::kernels::batchnorm::{
+    BatchNorm, BatchNormBackward, BatchNormBinding, BatchNormEval, BatchNormKernel, BatchNormTrain,
+};
+use gradguard::readback::read_f32s;
+use gradguard::wgpu::{self, util::DeviceExt};
+use gradguard::Error;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+fn gpu() -> &'static gradguard::Gpu {
+    static G: std::sync::OnceLock<gradguard::Gpu> = std::sync::OnceLock::new();
+    G.get_or_init(|| gradguard::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")))
+}
+
+fn upload(data: &[f32]) -> wgpu::Buffer {
+    gpu().device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: None,
+        contents: bytemuck::cast_slice(data),
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+    })
+}
+
+fn read(buffer: &wgpu::Buffer) -> Vec<f32> {
+    read_f32s(&gpu().device, &gpu().queue, buffer).unwrap()
+}
+
+fn run(kernel: &BatchNormKernel, binding: &BatchNormBinding) {
+    let mut encoder = gpu().device.create_command_encoder(&Default::default());
+    kernel.encode(&mut encoder.begin_compute_pass(&Default::default()), binding);
+    gpu().queue.submit([encoder.finish()]);
+}
+
+fn widen(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|x| *x as f64).collect()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((*g as f64 - w).abs() <= tol * (1.0 + w.abs()), "{what}[{i}]: gpu {g}, twin {w}");
+    }
+}
+
+#[test]
+fn train_eval_backward_match_twin() {
+    let device = &gpu().device;
+    let kernel = BatchNormKernel::new(device).unwrap();
+    let mut rng = StdRng::seed_from_u64(1);
+    for (batch, features) in [(2u32, 1u32), (7, 13), (255, 257), (1000, 3)] {
+        let bn = BatchNorm::new(batch, features);
+        let (len, nf) = ((batch * features) as usize, features as usize);
+        let mut random = |n: usize, lo: f32, hi: f32| (0..n).map(|_| rng.random_range(lo..hi)).collect::<Vec<f32>>();
+        // An offset mean stresses the two-pass variance.
+        let x: Vec<f32> = random(len, -1.0, 1.0).iter().map(|v| v * 3.0 + 5.0).collect();
+        let (gamma, beta, dy) = (random(nf, 0.5, 1.5), random(nf, -1.0, 1.0), random(len, -1.0, 1.0));
+        let (rm0, rv0) = (random(nf, -1.0, 1.0), random(nf, 0.5, 2.0));
+        let (gx, ggamma, gbeta, gdy) = (upload(&x), upload(&gamma), upload(&beta), upload(&dy));
+        let (gy, gsaved, grm, grv) = (upload(&vec![0.0; len]), upload(&vec![0.0; 2 * nf]), upload(&rm0), upload(&rv0));
+        let (gdx, gdgamma, gdbeta, gy_eval) =
+            (upload(&vec![0.0; len]), upload(&vec![0.0; nf]), upload(&vec![0.0; nf]), upload(&vec![0.0; len]));
+        let train = BatchNormTrain {
+            x: &gx,
+            gamma: &ggamma,
+            beta: &gbeta,
+            y: &gy,
+            saved: &gsaved,
+            running_mean: &grm,
+            running_var: &grv,
+        };
+        run(&kernel, &kernel.bind_train(device, &bn, train).unwrap());
+        let back = BatchNormBackward {
+            x: &gx,
+            gamma: &ggamma,
+            saved: &gsaved,
+            dy: &gdy,
+            dx: &gdx,
+            dgamma: &gdgamma,
+            dbeta: &gdbeta,
+        };
+        run(&kernel, &kernel.bind_backward(device, &bn, back).unwrap());
+        let eval =
+            BatchNormEval { x: &gx, gamma: &ggamma, beta: &gbeta, y: &gy_eval, running_mean: &grm, running_var: &grv };
+        run(&kernel, &kernel.bind_eval(device, &bn, eval).unwrap());
+
+        let (mut rm, mut rv) = (widen(&rm0), widen(&rv0));
+        let (xd, gd, bd) = (widen(&x), widen(&gamma), widen(&beta));
+        let (y, mean, inv_std) = twin::train(&bn, &xd, &gd, &bd, &mut rm, &mut rv);
+        let (dx, dgamma, dbeta) = twin::backward(&bn, &xd, &gd, &mean, &inv_std, &widen(&dy));
+        let y_eval = twin::eval(&bn, &xd, &gd, &bd, &rm, &rv);
+        let what = |s: &str| format!("{batch}x{features} {s}");
+        assert_close(&what("y"), &read(&gy), &y, 1e-5);
+        assert_close(&what("saved"), &read(&gsaved), &[mean, inv_std].concat(), 1e-5);
+        assert_close(&what("running mean"), &read(&grm), &rm, 1e-5);
+        assert_close(&what("running var"), &read(&grv), &rv, 1e-5);
+        assert_close(&what("eval y"), &read(&gy_eval), &y_eval, 1e-5);
+        // Sums over the batch lose about √batch·ε relative to the summed magnitudes.
+        let tol = 1e-6 * (batch as f64).sqrt() * 4.0;
+        assert_close(&what("dx"), &read(&gdx), &dx, tol);
+        assert_close(&what("dgamma"), &read(&gdgamma), &dgamma, tol);
+        assert_close(&what("dbeta"), &read(&gdbeta), &dbeta, tol);
+    }
+}
+
+/// One training step on a feature [1, 2, 3, 4]: mean 2.5, biased variance 1.25 (used to
+/// normalize), unbiased 5/3 (used for the running variance): running mean 0.25 and running
+/// variance 0.9·1 + 0.1·5/3 from torch's initial (0, 1).
+#[test]
+fn running_stats_after_one_step() {
+    let device = &gpu().device;
+    let kernel = BatchNormKernel::new(device).unwrap();
+    let bn = BatchNorm::new(4, 1);
+    let (gx, ggamma, gbeta) = (upload(&[1.0, 2.0, 3.0, 4.0]), upload(&[1.0]), upload(&[0.0]));
+    let (gy, gsaved, grm, grv) = (upload(&[0.0; 4]), upload(&[0.0; 2]), upload(&[0.0]), upload(&[1.0]));
+    let train = BatchNormTrain {
+        x: &gx,
+        gamma: &ggamma,
+        beta: &gbeta,
+        y: &gy,
+        saved: &gsaved,
+        running_mean: &grm,
+        running_var: &grv,
+    };
+    run(&kernel, &kernel.bind_train(device, &bn, train).unwrap());
+    let inv_std = 1.0 / (1.25f64 + 1e-5).sqrt();
+    assert_close("running mean", &read(&grm), &[0.25], 1e-7);
+    assert_close("running var", &read(&grv), &[0.9 + 0.1 * 5.0 / 3.0], 1e-7);
+    assert_close("saved", &read(&gsaved), &[2.5, inv_std], 1e-7);
+    assert_close("y", &read(&gy), &[-1.5 * inv_std, -0.5 * inv_std, 0.5 * inv_std, 1.5 * inv_std], 1e-6);
+}
+
+/// The twin's backward against central differences of L = Σ G ⊙ y(x, γ, β), y the training
+/// forward with batch statistics.
+#[test]
+fn twin_backward_matches_finite_differences() {
+    let bn = BatchNorm::new(5, 3);
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut random = |n: usize| (0..n).map(|_| rng.random_range(-1.0..1.0)).collect::<Vec<f64>>();
+    let (x, gamma, beta, g) = (random(15), random(3), random(3), random(15));
+    let loss = |v: &[Vec<f64>]| {
+        let (mut rm, mut rv) = (vec![0.0; 3], vec![1.0; 3]);
+        let y = twin::train(&bn, &v[0], &v[1], &v[2], &mut rm, &mut rv).0;
+        y.iter().zip(&g).map(|(y, g)| y * g).sum::<f64>()
+    };
+    let base = vec![x.clone(), gamma.clone(), beta.clone()];
+    let (_, mean, inv_std) = twin::train(&bn, &x, &gamma, &beta, &mut [0.0; 3], &mut [1.0; 3]);
+    let (dx, dgamma, dbeta) = twin::backward(&bn, &x, &gamma, &mean, &inv_std, &g);
+    for (which, analytic) in [(0usize, dx), (1, dgamma), (2, dbeta)] {
+        for (i, a) in analytic.iter().enumerate() {
+            let at = |h: f64| {
+                let mut v = base.clone();
+                v[which][i] += h;
+                loss(&v)
+            };
+            let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
+            assert!(
+                (a - numeric).abs() < 1e-6 * (1.0 + a.abs()),
+                "operand {which}[{i}]: analytic {a}, finite difference {numeric}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    let device = &gpu().device;
+    let kernel = BatchNormKernel::new(device).unwrap();
+    let (x, y, f1, f2, f3, f4, saved) = (
+        upload(&[0.0; 8]),
+        upload(&[0.0; 8]),
+        upload(&[0.0; 4]),
+        upload(&[0.0; 4]),
+        upload(&[0.0; 4]),
+        upload(&[0.0; 4]),
+        upload(&[0.0; 8]),
+    );
+    let no_storage = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 32,
+        usage: wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let train =
+        BatchNormTrain { x: &x, gamma: &f1, beta: &f2, y: &y, saved: &saved, running_mean: &f3, running_var: &f4 };
+    assert!(kernel.bind_train(device, &BatchNorm::new(2, 4), train).is_ok());
+    assert!(matches!(kernel.bind_train(device, &BatchNorm::new(1, 4), train), Err(Error::Invalid(_))));
+    assert!(matches!(kernel.bind_train(device, &BatchNorm::new(0, 4), train), Err(Error::Invalid(_))));
+    assert!(matches!(kernel.bind_train(device, &BatchNorm::new(4, 4), train), Err(Error::LengthMismatch { .. })));
+    assert!(matches!(
+        kernel.bind_train(device, &BatchNorm::new(2, 4), BatchNormTrain { y: &x, ..train }),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        kernel.bind_train(device, &BatchNorm::new(2, 4), BatchNormTrain { x: &no_storage, ..train }),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        kernel.bind_train(device, &BatchNorm { eps: 0.0, ..BatchNorm::new(2, 4) }, train),
+        Err(Error::Invalid(_))
+    ));
+    let eval = BatchNormEval { x: &x, gamma: &f1, beta: &f2, y: &y, running_mean: &f3, running_var: &f4 };
+    assert!(kernel.bind_eval(device, &BatchNorm::new(1, 4), eval).is_ok(), "eval works on a batch of one");
+    let back = BatchNormBackward { x: &x, gamma: &f1, saved: &saved, dy: &y, dx: &no_storage, dgamma: &f3, dbeta: &f4 };
+    assert!(matches!(kernel.bind_backward(device, &BatchNorm::new(2, 4), back), Err(Error::Invalid(_))));
+}
