@@ -1,7 +1,7 @@
 //! The `gradguard` command line.
 
 use clap::{Parser, Subcommand};
-use gradguard::bench::{self, Which};
+use gradguard::bench::clip::Which;
 use gradguard::Gpu;
 
 #[derive(Parser)]
@@ -9,6 +9,15 @@ use gradguard::Gpu;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// What `gradguard bench` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BenchKind {
+    Norm,
+    Clip,
+    /// Norm and clip.
+    All,
 }
 
 #[derive(Subcommand)]
@@ -21,7 +30,7 @@ enum Command {
     /// Norm and clip throughput against the device's copy bandwidth, in one run.
     Bench {
         #[arg(value_enum, default_value = "all")]
-        which: Which,
+        which: BenchKind,
         /// Elements (f32) in the gradient set.
         #[arg(long, default_value_t = 1 << 24)]
         elems: u64,
@@ -72,7 +81,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Bench { which, elems, segments, reps, json } => {
             let gpu = Gpu::new()?;
             let segments = if segments.is_empty() { vec![1, 1000] } else { segments };
-            let report = bench::run(&gpu, which, elems, &segments, reps.max(1))?;
+            let which = match which {
+                BenchKind::Norm => Which::Norm,
+                BenchKind::Clip => Which::Clip,
+                BenchKind::All => Which::All,
+            };
+            let report = gradguard::bench::clip::run(&gpu, which, elems, &segments, reps.max(1))?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -1,8 +1,9 @@
 //! Throughput of the norm and clip kernels against our own copy kernel (the roofline),
-//! all measured in one run on the same data. Shared by `gradguard bench` and `cargo bench`.
+//! all measured in one run on the same data.
 
 use wgpu::util::DeviceExt;
 
+use super::{BenchReport, BenchResult, Timer};
 use crate::clip::{ClipPolicy, GradClip};
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -11,30 +12,8 @@ use crate::kernels::copy::CopyKernel;
 use crate::norm::{NonFinitePolicy, NormKind};
 use crate::readback::read_stats_blocking;
 
-/// One measured kernel.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct BenchResult {
-    pub kernel: String,
-    pub elements: u64,
-    pub segments: u32,
-    /// Median over the repetitions.
-    pub millis: f64,
-    /// The kernel's minimum traffic (see [`BenchResult::kernel`]) over its time.
-    pub gbytes_per_s: f64,
-    pub ratio_to_copy: f64,
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct BenchReport {
-    pub adapter: String,
-    pub backend: String,
-    /// "timestamp" (GPU timestamp queries) or "wall" (submit-to-idle wall clock).
-    pub timing: &'static str,
-    pub results: Vec<BenchResult>,
-}
-
-/// Which kernels `gradguard bench` measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Which of the memory-bound kernels to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Which {
     Norm,
     Clip,
@@ -56,72 +35,6 @@ pub fn segment_lens(total: u64, count: u32) -> Vec<u64> {
 /// Deterministic values in [-1, 1).
 fn data(n: u64) -> Vec<f32> {
     (0..n).map(|i| ((i.wrapping_mul(2_654_435_761) >> 8) % 65_536) as f32 / 32_768.0 - 1.0).collect()
-}
-
-struct Timer {
-    queries: Option<(wgpu::QuerySet, wgpu::Buffer, f64)>,
-}
-
-impl Timer {
-    fn new(gpu: &Gpu) -> Self {
-        let queries = gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY).then(|| {
-            let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("bench timestamps"),
-                ty: wgpu::QueryType::Timestamp,
-                count: 2,
-            });
-            let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("bench timestamps"),
-                size: 16,
-                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            });
-            (set, resolve, gpu.queue.get_timestamp_period() as f64)
-        });
-        Self { queries }
-    }
-
-    fn kind(&self) -> &'static str {
-        if self.queries.is_some() { "timestamp" } else { "wall" }
-    }
-
-    /// Milliseconds per call of `record`, the median of `reps` passes of `inner` calls each.
-    fn time(&self, gpu: &Gpu, reps: u32, inner: u32, record: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<f64> {
-        let mut samples = Vec::with_capacity(reps as usize);
-        for rep in 0..reps + 1 {
-            let mut encoder = gpu.device.create_command_encoder(&Default::default());
-            {
-                let timestamp_writes = self.queries.as_ref().map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
-                    query_set: set,
-                    beginning_of_pass_write_index: Some(0),
-                    end_of_pass_write_index: Some(1),
-                });
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("bench"), timestamp_writes });
-                for _ in 0..inner {
-                    record(&mut pass);
-                }
-            }
-            if let Some((set, resolve, _)) = &self.queries {
-                encoder.resolve_query_set(set, 0..2, resolve, 0);
-            }
-            let start = std::time::Instant::now();
-            gpu.queue.submit([encoder.finish()]);
-            gpu.wait()?;
-            let wall = start.elapsed().as_secs_f64() * 1e3;
-            let ms = match &self.queries {
-                None => wall,
-                Some((_, resolve, period)) => {
-                    let ticks = crate::readback::read_u64s(&gpu.device, &gpu.queue, resolve)?;
-                    ticks[1].saturating_sub(ticks[0]) as f64 * period / 1e6
-                }
-            };
-            if rep > 0 {
-                samples.push(ms / inner as f64); // rep 0 warms up
-            }
-        }
-        samples.sort_by(f64::total_cmp);
-        Ok(samples[samples.len() / 2])
-    }
 }
 
 /// Measures copy, then the chosen kernels, on `elements` floats cut into `segments`.
@@ -193,17 +106,3 @@ pub fn run(gpu: &Gpu, which: Which, elements: u64, segment_counts: &[u32], reps:
     })
 }
 
-impl BenchReport {
-    /// A plain-text table.
-    pub fn table(&self) -> String {
-        let mut out = format!("{} ({}, {} timing)\n", self.adapter, self.backend, self.timing);
-        out += &format!("{:<16} {:>12} {:>9} {:>10} {:>10} {:>8}\n", "kernel", "elements", "segments", "ms", "GB/s", "vs copy");
-        for r in &self.results {
-            out += &format!(
-                "{:<16} {:>12} {:>9} {:>10.3} {:>10.2} {:>8.2}\n",
-                r.kernel, r.elements, r.segments, r.millis, r.gbytes_per_s, r.ratio_to_copy
-            );
-        }
-        out
-    }
-}

@@ -1,0 +1,111 @@
+//! Benchmarks shared by `gradguard bench` and `cargo bench`: each kernel against a
+//! reference measured in the same run (the copy kernel for memory-bound kernels).
+
+pub mod clip;
+
+use crate::error::Result;
+use crate::gpu::Gpu;
+
+/// One measured kernel.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchResult {
+    pub kernel: String,
+    pub elements: u64,
+    pub segments: u32,
+    /// Median over the repetitions.
+    pub millis: f64,
+    /// The kernel's minimum traffic (see [`BenchResult::kernel`]) over its time.
+    pub gbytes_per_s: f64,
+    pub ratio_to_copy: f64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchReport {
+    pub adapter: String,
+    pub backend: String,
+    /// "timestamp" (GPU timestamp queries) or "wall" (submit-to-idle wall clock).
+    pub timing: &'static str,
+    pub results: Vec<BenchResult>,
+}
+
+/// Times recorded GPU work: timestamp queries when the device has them, else wall clock.
+pub struct Timer {
+    queries: Option<(wgpu::QuerySet, wgpu::Buffer, f64)>,
+}
+
+impl Timer {
+    pub fn new(gpu: &Gpu) -> Self {
+        let queries = gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY).then(|| {
+            let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("bench timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("bench timestamps"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            (set, resolve, gpu.queue.get_timestamp_period() as f64)
+        });
+        Self { queries }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        if self.queries.is_some() { "timestamp" } else { "wall" }
+    }
+
+    /// Milliseconds per call of `record`, the median of `reps` passes of `inner` calls each.
+    pub fn time(&self, gpu: &Gpu, reps: u32, inner: u32, record: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<f64> {
+        let mut samples = Vec::with_capacity(reps as usize);
+        for rep in 0..reps + 1 {
+            let mut encoder = gpu.device.create_command_encoder(&Default::default());
+            {
+                let timestamp_writes = self.queries.as_ref().map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
+                    query_set: set,
+                    beginning_of_pass_write_index: Some(0),
+                    end_of_pass_write_index: Some(1),
+                });
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("bench"), timestamp_writes });
+                for _ in 0..inner {
+                    record(&mut pass);
+                }
+            }
+            if let Some((set, resolve, _)) = &self.queries {
+                encoder.resolve_query_set(set, 0..2, resolve, 0);
+            }
+            let start = std::time::Instant::now();
+            gpu.queue.submit([encoder.finish()]);
+            gpu.wait()?;
+            let wall = start.elapsed().as_secs_f64() * 1e3;
+            let ms = match &self.queries {
+                None => wall,
+                Some((_, resolve, period)) => {
+                    let ticks = crate::readback::read_u64s(&gpu.device, &gpu.queue, resolve)?;
+                    ticks[1].saturating_sub(ticks[0]) as f64 * period / 1e6
+                }
+            };
+            if rep > 0 {
+                samples.push(ms / inner as f64); // rep 0 warms up
+            }
+        }
+        samples.sort_by(f64::total_cmp);
+        Ok(samples[samples.len() / 2])
+    }
+}
+
+impl BenchReport {
+    /// A plain-text table.
+    pub fn table(&self) -> String {
+        let mut out = format!("{} ({}, {} timing)\n", self.adapter, self.backend, self.timing);
+        out += &format!("{:<16} {:>12} {:>9} {:>10} {:>10} {:>8}\n", "kernel", "elements", "segments", "ms", "GB/s", "vs copy");
+        for r in &self.results {
+            out += &format!(
+                "{:<16} {:>12} {:>9} {:>10.3} {:>10.2} {:>8.2}\n",
+                r.kernel, r.elements, r.segments, r.millis, r.gbytes_per_s, r.ratio_to_copy
+            );
+        }
+        out
+    }
+}
