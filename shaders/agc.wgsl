@@ -31,7 +31,7 @@ fn l2_bits(a: Acc) -> u32 {
     return bitcast<u32>(sqrt(a.sumsq) * ldexp(1.0, a.exponent));
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn agc(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,

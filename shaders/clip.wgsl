@@ -36,7 +36,7 @@ fn clip4(v: vec4<f32>, coef: f32) -> vec4<f32> {
     return x * coef;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn clip(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
@@ -51,18 +51,12 @@ fn clip(
     // Scaling by exactly 1 changes nothing: skip the write traffic.
     if (MODE != 2u && !ZERO_NONFINITE && coef == 1.0) { return; }
 
-    let end = tile.start + tile.count;
-    let body_start = min((tile.start + 3u) / 4u * 4u, end);
-    let body_end = max(end / 4u * 4u, body_start);
-    for (var i = body_start / 4u + local; i < body_end / 4u; i += WG) {
+    let s = span(tile);
+    for (var i = s.body_start / 4u + local; i < s.body_end / 4u; i += WG) {
         data4[i] = clip4(data4[i], coef);
     }
-    if (local < 3u && tile.start + local < body_start) {
-        let j = tile.start + local;
-        data1[j] = clip4(vec4(data1[j]), coef).x;
-    }
-    if (local >= 3u && local < 6u && body_end + (local - 3u) < end) {
-        let j = body_end + (local - 3u);
-        data1[j] = clip4(vec4(data1[j]), coef).x;
+    for (var e = local; e < 6u; e += WG) {
+        let j = edge_index(s, e);
+        if (j < s.end) { data1[j] = clip4(vec4(data1[j]), coef).x; }
     }
 }

@@ -20,7 +20,10 @@ struct Acc {
     pad: u32,
 }
 
-const WG: u32 = 256u;
+// Invocations per workgroup: 256 on GPUs. The host picks fewer on CPU implementations
+// such as lavapipe, where every barrier switches context once per SIMD group.
+override WG: u32 = 256u;
+const MAX_WG: u32 = 256u;
 const EXP_MASK: u32 = 0x7f800000u;
 const MIN_EXP: i32 = -126;
 const MAX_EXP: i32 = 126;   // 2^-126 is the smallest normal scale factor
@@ -113,32 +116,58 @@ fn combine(a: Acc, b: Acc) -> Acc {
 
 // ---- workgroup tree reduction (fixed order) ----------------------------------------
 
-var<workgroup> shared_acc: array<Acc, WG>;
+var<workgroup> shared_acc: array<Acc, MAX_WG>;
 
-const FAN: u32 = 16u; // WG = FAN * FAN
+const FAN: u32 = 16u;
 
-// Combines every invocation's accumulator in a fixed order with two barriers: FAN
-// invocations each fold FAN neighbours, then invocation 0 folds those. (Barriers are
-// what a workgroup pays for most on CPU implementations such as lavapipe.)
-// The result is valid in invocation 0 only.
+// Combines every invocation's accumulator in a fixed order: up to FAN invocations each
+// fold FAN neighbours, then invocation 0 folds those (small workgroups skip the first
+// level and its barrier). The result is valid in invocation 0 only.
 fn reduce_workgroup(local: u32, mine: Acc) -> Acc {
     shared_acc[local] = mine;
     workgroupBarrier();
-    if (local < FAN) {
-        var acc = shared_acc[local * FAN];
-        for (var i = 1u; i < FAN; i++) {
-            acc = combine(acc, shared_acc[local * FAN + i]);
+    var stride = 1u;
+    if (WG > FAN) {
+        stride = FAN;
+        if (local * FAN < WG) {
+            var acc = shared_acc[local * FAN];
+            for (var i = 1u; i < FAN && local * FAN + i < WG; i++) {
+                acc = combine(acc, shared_acc[local * FAN + i]);
+            }
+            shared_acc[local * FAN] = acc;
         }
-        shared_acc[local * FAN] = acc;
+        workgroupBarrier();
     }
-    workgroupBarrier();
     var total = shared_acc[0];
     if (local == 0u) {
-        for (var i = 1u; i < FAN; i++) {
-            total = combine(total, shared_acc[i * FAN]);
+        for (var i = stride; i < WG; i += stride) {
+            total = combine(total, shared_acc[i]);
         }
     }
     return total;
+}
+
+// A tile cut into an aligned vec4 body and unaligned head and tail (≤ 3 elements each).
+struct Span {
+    start: u32,
+    end: u32,
+    body_start: u32,  // element index, a multiple of 4
+    body_end: u32,
+}
+
+fn span(tile: Tile) -> Span {
+    let end = tile.start + tile.count;
+    let body_start = min((tile.start + 3u) / 4u * 4u, end);
+    return Span(tile.start, end, body_start, max(end / 4u * 4u, body_start));
+}
+
+// Element `e` (0..6) of the edges: 0..3 the head, 3..6 the tail. An index ≥ `end` means
+// there is no such element.
+fn edge_index(s: Span, e: u32) -> u32 {
+    if (e < 3u) {
+        return select(s.end, s.start + e, s.start + e < s.body_start);
+    }
+    return s.body_end + e - 3u;
 }
 
 fn workgroup_index(wid: vec3<u32>, groups: vec3<u32>) -> u32 {

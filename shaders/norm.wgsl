@@ -39,10 +39,12 @@ fn finite(x: f32) -> bool {
     return (bitcast<u32>(x) & EXP_MASK) != EXP_MASK;
 }
 
-// Plain f32 sums of at most 2^12 elements are as good as the rescaling ones when no sum
-// overflowed (a sum of non-negative terms that overflows stays inf), no element was NaN
-// or inf, and the largest |x| is at least 2^-40, so squares that flush to zero are below
-// 2^-126 and weigh less than 2^12·2^-126/2^-80 = 2^-34 of the sum.
+const BLOCK: u32 = 16u;
+
+// Plain f32 sums (of at most 64 elements, one block) are as good as the rescaling
+// ones when no sum overflowed (a sum of non-negative terms that overflows stays inf), no
+// element was NaN or inf, and the largest |x| is at least 2^-40, so squares that flush to
+// zero are below 2^-126 and weigh less than 64·2^-126/2^-80 = 2^-40 of the sum.
 fn plain_sums_exact(sumsq: f32, abssum: f32, maxabs: f32) -> bool {
     return finite(sumsq) && finite(abssum) && (maxabs == 0.0 || maxabs >= 0x1p-40f);
 }
@@ -55,7 +57,7 @@ fn normalized(sumsq: f32, abssum: f32, maxabs: f32) -> Acc {
     return Acc(e, ldexp(ldexp(sumsq, -e), -e), ldexp(abssum, -e), maxabs, 0u, 0u, 1.0, 0u);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn norm_tiles(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
@@ -68,39 +70,39 @@ fn norm_tiles(
     var tile = Tile(0u, 0u, 0u, 0u);
     if (live) {
         tile = tiles[t];
-        let end = tile.start + tile.count;
-        // Body in aligned vec4s, head and tail (at most 3 elements each) as scalars.
-        let body_start = min((tile.start + 3u) / 4u * 4u, end);
-        let body_end = max(end / 4u * 4u, body_start);
-        let first = body_start / 4u + local;
-        let last = body_end / 4u;
-        // Fast path: plain sums. They are exact enough unless something overflowed, was
-        // non-finite, or squares fell towards subnormals; then redo with the rescaling
-        // accumulator, which classifies every element.
-        var sumsq = 0.0;
-        var abssum = 0.0;
-        var maxabs = 0.0;
-        for (var i = first; i < last; i += WG) {
-            let a = abs(data4[i]);
-            sumsq += dot(a, a);
-            abssum += (a.x + a.y) + (a.z + a.w);
-            maxabs = max(maxabs, max(max(a.x, a.y), max(a.z, a.w)));
-        }
-        if (plain_sums_exact(sumsq, abssum, maxabs)) {
-            mine = normalized(sumsq, abssum, maxabs);
-        } else {
-            var r = running_new();
-            for (var i = first; i < last; i += WG) {
-                add4(&r, data4[i]);
+        let s = span(tile);
+        let first = s.body_start / 4u + local;
+        let last = s.body_end / 4u;
+        // Blocks of BLOCK vec4 steps keep f32 rounding short (the blocks then fold into
+        // `mine` exactly, by powers of two). Each block takes the fast path, plain sums,
+        // unless something overflowed, was non-finite, or squares fell towards
+        // subnormals; then it is redone with the rescaling accumulator, which classifies
+        // every element.
+        for (var block = first; block < last; block += BLOCK * WG) {
+            let stop = min(block + BLOCK * WG, last);
+            var sumsq = 0.0;
+            var abssum = 0.0;
+            var maxabs = 0.0;
+            for (var i = block; i < stop; i += WG) {
+                let a = abs(data4[i]);
+                sumsq += dot(a, a);
+                abssum += (a.x + a.y) + (a.z + a.w);
+                maxabs = max(maxabs, max(max(a.x, a.y), max(a.z, a.w)));
             }
-            mine = to_acc(r);
+            if (plain_sums_exact(sumsq, abssum, maxabs)) {
+                mine = combine(mine, normalized(sumsq, abssum, maxabs));
+            } else {
+                var r = running_new();
+                for (var i = block; i < stop; i += WG) {
+                    add4(&r, data4[i]);
+                }
+                mine = combine(mine, to_acc(r));
+            }
         }
         var edge = running_new();
-        if (local < 3u && tile.start + local < body_start) {
-            add1(&edge, data1[tile.start + local]);
-        }
-        if (local >= 3u && local < 6u && body_end + (local - 3u) < end) {
-            add1(&edge, data1[body_end + (local - 3u)]);
+        for (var e = local; e < 6u; e += WG) {
+            let j = edge_index(s, e);
+            if (j < s.end) { add1(&edge, data1[j]); }
         }
         mine = combine(mine, to_acc(edge));
     }
@@ -171,7 +173,7 @@ fn clip_coef_bits(a: Acc, n: Norms) -> u32 {
     return bitcast<u32>(min(1.0, params.max_norm / (n.finite_chosen + params.eps)));
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn norm_segments(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
@@ -201,9 +203,9 @@ fn norm_segments(
 
 // ---- stage 3: segments -> global ----------------------------------------------------
 
-var<workgroup> shared_first: array<u32, WG>;
+var<workgroup> shared_first: array<u32, MAX_WG>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn norm_global(@builtin(local_invocation_index) local: u32) {
     var mine = empty_acc();
     var first = NO_SEGMENT;

@@ -103,11 +103,12 @@ impl GradClip {
                 zero,
                 norm.stats_buffer(),
                 norm.chunk_bytes(),
+                norm.workgroup_size(),
             )?)
             }
             (_, None) => Stage::None,
             (_, Some(mode)) => {
-                let kernel = ClipKernel::new(device, mode, zero)?;
+                let kernel = ClipKernel::new(device, mode, zero, norm.workgroup_size())?;
                 let groups = scoped(device, "binding the gradient buffers", || {
                     norm.plan
                         .windows

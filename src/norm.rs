@@ -4,7 +4,7 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::grad_set::{GradSet, TilePlan};
-use crate::kernels::norm::{NormKernels, NormParams, ACC_BYTES, HEADER_WORDS, SEGMENT_WORDS};
+use crate::kernels::norm::{default_workgroup_size, NormKernels, NormParams, ACC_BYTES, HEADER_WORDS, SEGMENT_WORDS};
 use crate::kernels::scoped;
 
 /// Which vector norm: `norm_type` 1, 2 or inf in `torch.nn.utils.clip_grad_norm_`.
@@ -53,9 +53,12 @@ pub struct NormConfig {
     pub eps: f32,
     pub nonfinite: NonFinitePolicy,
     /// Elements per workgroup tile (a multiple of 4, at most 2^20); it fixes the reduction
-    /// tree. `None` picks by device: 65,536 on CPU implementations (lavapipe), where each
-    /// workgroup's barriers are costly, and 8,192 on GPUs, which want many workgroups.
+    /// tree. `None` picks by device: 32,768 on CPU implementations (lavapipe), where each
+    /// workgroup costs a barrier, and 8,192 on GPUs, which want many workgroups.
     pub tile_elems: Option<u32>,
+    /// Invocations per workgroup (1..=256); it fixes the in-workgroup reduction order.
+    /// `None`: 256 on GPUs, 16 on CPU implementations (see `kernels::norm`).
+    pub workgroup_size: Option<u32>,
     /// Bytes bound at once; default: the device's `max_storage_buffer_binding_size`.
     /// Lower it to exercise chunking on small data.
     pub max_binding_bytes: Option<u64>,
@@ -69,6 +72,7 @@ impl Default for NormConfig {
             eps: 1e-6,
             nonfinite: NonFinitePolicy::Propagate,
             tile_elems: None,
+            workgroup_size: None,
             max_binding_bytes: None,
         }
     }
@@ -97,6 +101,7 @@ pub struct GradNorm {
     reduce_group: wgpu::BindGroup,
     segment_count: u32,
     chunk_bytes: u64,
+    workgroup_size: u32,
 }
 
 fn check_positive(what: &'static str, value: f32) -> Result<()> {
@@ -117,11 +122,15 @@ impl GradNorm {
             return Err(Error::Invalid(format!("eps must be finite and ≥ 0, got {}", config.eps)));
         }
         let tile_elems = config.tile_elems.unwrap_or(match device.adapter_info().device_type {
-            wgpu::DeviceType::Cpu => 1 << 16,
+            wgpu::DeviceType::Cpu => 1 << 15,
             _ => 1 << 13,
         });
         if tile_elems == 0 || tile_elems % 4 != 0 || tile_elems > 1 << 20 {
             return Err(Error::Invalid(format!("tile_elems must be a multiple of 4 in 4..=2^20, got {tile_elems}")));
+        }
+        let workgroup_size = config.workgroup_size.unwrap_or_else(|| default_workgroup_size(device));
+        if !(1..=256).contains(&workgroup_size) {
+            return Err(Error::Invalid(format!("workgroup_size must be in 1..=256, got {workgroup_size}")));
         }
         let limits = device.limits();
         let device_max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
@@ -132,7 +141,7 @@ impl GradNorm {
         }
         let tile_align = (limits.min_storage_buffer_offset_alignment as u64 / 16).max(1);
         let plan = TilePlan::new(set, tile_elems, chunk, tile_align)?;
-        let kernels = NormKernels::new(device)?;
+        let kernels = NormKernels::new(device, workgroup_size)?;
         let segment_count = set.segment_count() as u32;
 
         let storage = wgpu::BufferUsages::STORAGE;
@@ -213,6 +222,7 @@ impl GradNorm {
             reduce_group,
             segment_count,
             chunk_bytes: chunk,
+            workgroup_size,
         })
     }
 }
@@ -247,6 +257,11 @@ impl GradNorm {
 
     pub fn segment_count(&self) -> u32 {
         self.segment_count
+    }
+
+    /// Invocations per workgroup of the norm (and of the clip kernels built on it).
+    pub fn workgroup_size(&self) -> u32 {
+        self.workgroup_size
     }
 
     /// Bytes of a gradient buffer bound at once.

@@ -115,7 +115,12 @@ fn chunked_clip_matches_twin() {
     let buffer = upload(&segs.concat());
     let lens: Vec<u64> = segs.iter().map(|s| s.len() as u64).collect();
     let g = gpu();
-    let config = gradguard::NormConfig { max_binding_bytes: Some(4096), tile_elems: Some(256), ..Default::default() };
+    let config = gradguard::NormConfig {
+        max_binding_bytes: Some(4096),
+        tile_elems: Some(256),
+        workgroup_size: Some(256),
+        ..Default::default()
+    };
     let policy = ClipPolicy::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 };
     let clip = GradClip::with_config(&g.device, &GradSet::packed(&buffer, &lens), policy.clone(), config).unwrap();
     let mut encoder = g.device.create_command_encoder(&Default::default());
@@ -124,4 +129,22 @@ fn chunked_clip_matches_twin() {
     let mut expect = segs.clone();
     cpu::clip::clip(&mut expect, &policy, None, NonFinitePolicy::Propagate);
     assert_all_close(&download(&buffer), &expect.concat(), 2e-5, "chunked clip");
+}
+
+#[test]
+fn agc_with_gpu_sized_workgroups_matches_twin() {
+    let grads = segments(16, &[64 * 9, 9], 1.0);
+    let params = segments(17, &[64 * 9, 9], 0.1);
+    let (gbuf, pbuf) = (upload(&grads.concat()), upload(&params.concat()));
+    let lens = [64 * 9, 9];
+    let policy = ClipPolicy::Agc { clipping: 0.05, eps: 1e-3, params: GradSet::packed(&pbuf, &lens), unit_lens: vec![64, 9] };
+    let config = gradguard::NormConfig { workgroup_size: Some(256), ..Default::default() };
+    let g = gpu();
+    let clip = GradClip::with_config(&g.device, &GradSet::packed(&gbuf, &lens), policy.clone(), config).unwrap();
+    let mut encoder = g.device.create_command_encoder(&Default::default());
+    clip.encode(&mut encoder);
+    g.queue.submit([encoder.finish()]);
+    let mut expect = grads.clone();
+    cpu::clip::clip(&mut expect, &policy, Some(&params), NonFinitePolicy::Propagate);
+    assert_all_close(&download(&gbuf), &expect.concat(), 2e-5, "AGC, 256 invocations");
 }

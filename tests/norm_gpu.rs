@@ -192,3 +192,22 @@ fn set_larger_than_the_binding_limit() {
     assert!(norm.dispatch_count() >= 4, "a set above the binding limit needs at least two windows");
     assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
 }
+
+#[test]
+fn every_workgroup_size_matches_twin() {
+    // The default differs by device (256 on GPUs, 16 on lavapipe): test them all here.
+    let mut r = rng(8);
+    let lens = mixed_lens(&mut r, 60);
+    let mut data = random(&mut r, lens.iter().sum::<u64>() as usize, 1.0);
+    data[5000] = 1e30;
+    data[7000] = 1e-30;
+    let (set, views) = packed(&data, &lens);
+    for workgroup_size in [1, 7, 16, 64, 255, 256] {
+        let config = NormConfig { workgroup_size: Some(workgroup_size), max_norm: Some(1.0), ..Default::default() };
+        assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
+    }
+    data[9000] = f32::NAN;
+    let (set, views) = packed(&data, &lens);
+    let config = NormConfig { workgroup_size: Some(256), ..Default::default() };
+    assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
+}

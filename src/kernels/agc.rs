@@ -41,6 +41,7 @@ impl AgcPlan {
         zero_nonfinite: bool,
         stats: &wgpu::Buffer,
         chunk_bytes: u64,
+        workgroup_size: u32,
     ) -> Result<Self> {
         if !(clipping.is_finite() && clipping > 0.0) {
             return Err(Error::NotPositive { what: "AGC clipping", value: clipping as f64 });
@@ -105,8 +106,12 @@ impl AgcPlan {
             "agc",
             &[storage_entry(0, false), storage_entry(1, true), storage_entry(2, true), storage_entry(3, true)],
         );
-        let constants =
-            [("CLIPPING", clipping as f64), ("EPS", eps as f64), ("ZERO_NONFINITE", zero_nonfinite as u8 as f64)];
+        let constants = [
+            ("CLIPPING", clipping as f64),
+            ("EPS", eps as f64),
+            ("ZERO_NONFINITE", zero_nonfinite as u8 as f64),
+            ("WG", workgroup_size as f64),
+        ];
         let pipeline = pipeline(device, &shaders::AGC, "agc", &[&layout], &constants)?;
         let table = wgpu::util::DeviceExt::create_buffer_init(
             device,

@@ -10,6 +10,16 @@ pub const SEGMENT_WORDS: u64 = 4;
 /// Bytes of one accumulator (`Acc` in the shader).
 pub const ACC_BYTES: u64 = 32;
 
+/// The default invocations per workgroup for the shaders built on `common.wgsl` (its
+/// `WG`): 256 on GPUs; 16 on CPU implementations such as lavapipe, where each barrier
+/// costs a context switch per SIMD group and a wide workgroup mostly waits.
+pub fn default_workgroup_size(device: &wgpu::Device) -> u32 {
+    match device.adapter_info().device_type {
+        wgpu::DeviceType::Cpu => 16,
+        _ => 256,
+    }
+}
+
 /// The uniform block of the segment and global stages (`Params` in the shader).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -36,7 +46,8 @@ pub struct NormKernels {
 }
 
 impl NormKernels {
-    pub fn new(device: &wgpu::Device) -> Result<Self> {
+    /// `workgroup_size` is `WG` (1..=256).
+    pub fn new(device: &wgpu::Device, workgroup_size: u32) -> Result<Self> {
         let tiles_layout = layout(
             device,
             "norm tiles",
@@ -54,10 +65,11 @@ impl NormKernels {
             ],
         );
         let s = &shaders::NORM;
+        let wg = [("WG", workgroup_size as f64)];
         Ok(Self {
-            tiles: pipeline(device, s, "norm_tiles", &[&tiles_layout], &[])?,
-            segments: pipeline(device, s, "norm_segments", &[&reduce_layout], &[])?,
-            global: pipeline(device, s, "norm_global", &[&reduce_layout], &[])?,
+            tiles: pipeline(device, s, "norm_tiles", &[&tiles_layout], &wg)?,
+            segments: pipeline(device, s, "norm_segments", &[&reduce_layout], &wg)?,
+            global: pipeline(device, s, "norm_global", &[&reduce_layout], &wg)?,
             tiles_layout,
             reduce_layout,
         })
