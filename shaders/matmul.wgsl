@@ -10,53 +10,158 @@ struct Shape {
     flags: u32,
 }
 
-const TRANS_A: u32 = 1u;
-const TRANS_B: u32 = 2u;
-const BIAS: u32 = 4u;
-const ACCUMULATE: u32 = 8u;
+const FLAG_TRANS_A: u32 = 1u;
+const FLAG_TRANS_B: u32 = 2u;
+const FLAG_BIAS: u32 = 4u;
+const FLAG_ACCUMULATE: u32 = 8u;
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<uniform> shape: Shape;
+// A and B again, 4 floats at a time (bound only where VEC_A / VEC_B hold).
+@group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
 
-// Tiled kernel: a workgroup of WG_M x WG_N threads computes a (WG_M·TM) x (WG_N·TN) tile of C,
-// each thread a TM x TN register block, stepping through k TILE_K at a time via
-// workgroup memory. TN is 4 so that a thread's row of outputs is one vec4.
+// The tiled kernels are specialized per pipeline: transposes and vector loads are
+// constants, so each combination compiles to code without run-time branches on them.
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+// Read the operand as vec4 along its contiguous dimension, which must then be a multiple
+// of 4: op(A) along k (along m when TRANS_A), op(B) along n (along k when TRANS_B).
+override VEC_A: bool = false;
+override VEC_B: bool = false;
+// A workgroup is WG_M x WG_N threads; matmul_tiled steps through k TILE_K at a time.
 override WG_M: u32 = 16u;
 override WG_N: u32 = 16u;
 override TILE_K: u32 = 16u;
-const TM: u32 = 4u;
-const TN: u32 = 4u;
-
-var<workgroup> tile_a: array<f32, TILE_K * WG_M * TM>; // [TILE_K][BM]
-var<workgroup> tile_b: array<f32, TILE_K * WG_N * TN>; // [TILE_K][BN]
 
 fn has(flag: u32) -> bool {
     return (shape.flags & flag) != 0u;
 }
 
 // op(A)[row, kk], 0 outside the matrix (so partial tiles need no special case).
-fn load_a(row: u32, kk: u32) -> f32 {
+fn load_a(row: u32, kk: u32, trans: bool) -> f32 {
     if (row >= shape.m || kk >= shape.k) { return 0.0; }
-    if (has(TRANS_A)) { return a[kk * shape.m + row]; }
+    if (trans) { return a[kk * shape.m + row]; }
     return a[row * shape.k + kk];
 }
 
 // op(B)[kk, col], 0 outside the matrix.
-fn load_b(kk: u32, col: u32) -> f32 {
+fn load_b(kk: u32, col: u32, trans: bool) -> f32 {
     if (kk >= shape.k || col >= shape.n) { return 0.0; }
-    if (has(TRANS_B)) { return b[col * shape.k + kk]; }
+    if (trans) { return b[col * shape.k + kk]; }
     return b[kk * shape.n + col];
+}
+
+// op(A)[row, kk..kk+4], or op(A)[row..row+4, kk] when TRANS_A; 0 outside. The vector
+// index is a multiple of 4 and its dimension too, so the vector is wholly in or out.
+fn vec_a(row: u32, kk: u32) -> vec4<f32> {
+    if (row >= shape.m || kk >= shape.k) { return vec4(0.0); }
+    if (TRANS_A) { return a4[(kk * shape.m + row) / 4u]; }
+    return a4[(row * shape.k + kk) / 4u];
+}
+
+// op(B)[kk, col..col+4], or op(B)[kk..kk+4, col] when TRANS_B; 0 outside.
+fn vec_b(kk: u32, col: u32) -> vec4<f32> {
+    if (kk >= shape.k || col >= shape.n) { return vec4(0.0); }
+    if (TRANS_B) { return b4[(col * shape.k + kk) / 4u]; }
+    return b4[(kk * shape.n + col) / 4u];
 }
 
 // The value stored at C[row, col] for the product `sum`.
 fn epilogue(row: u32, col: u32, sum: f32) -> f32 {
     var v = sum;
-    if (has(BIAS)) { v += bias[col]; }
-    if (has(ACCUMULATE)) { v += c[row * shape.n + col]; }
+    if (has(FLAG_BIAS)) { v += bias[col]; }
+    if (has(FLAG_ACCUMULATE)) { v += c[row * shape.n + col]; }
     return v;
+}
+
+// Stores C[row, col..col+4] from `v`, skipping what lies outside C.
+fn store_row(row: u32, col: u32, v: vec4<f32>) {
+    if (row >= shape.m) { return; }
+    let at = row * shape.n + col;
+    if (col < shape.n) { c[at] = epilogue(row, col, v.x); }
+    if (col + 1u < shape.n) { c[at + 1u] = epilogue(row, col + 1u, v.y); }
+    if (col + 2u < shape.n) { c[at + 2u] = epilogue(row, col + 2u, v.z); }
+    if (col + 3u < shape.n) { c[at + 3u] = epilogue(row, col + 3u, v.w); }
+}
+
+// The first row and column of the C tile of workgroup `t` (tiles of bm x bn, row-major),
+// or m when `t` is past the last tile (the grid overshoots).
+fn tile_origin(t: u32, bm: u32, bn: u32) -> vec2<u32> {
+    let tiles_n = (shape.n + bn - 1u) / bn;
+    if (t >= tiles_n * ((shape.m + bm - 1u) / bm)) { return vec2(shape.m, 0u); }
+    return vec2((t / tiles_n) * bm, (t % tiles_n) * bn);
+}
+
+// ---- matmul_tiled: operand tiles shared through workgroup memory (GPUs) ----------------
+// A workgroup of WG_M x WG_N threads computes a 4·WG_M x 4·WG_N tile of C, each thread a
+// 4 x 4 register block, stepping through k TILE_K at a time. Each tile holds vec4s so that
+// a thread reads its 4 rows of op(A) and 4 columns of op(B) at one k in two loads.
+
+// tile_a[kk * WG_M + i][j] = op(A)[row0 + 4i + j, k0 + kk]
+var<workgroup> tile_a: array<vec4<f32>, TILE_K * WG_M>;
+// tile_b[kk * WG_N + i][j] = op(B)[k0 + kk, col0 + 4i + j]
+var<workgroup> tile_b: array<vec4<f32>, TILE_K * WG_N>;
+
+// Copies op(A)[row0.., k0..] and op(B)[k0.., col0..] into the tiles, reading each
+// operand along its contiguous dimension (vec4 where VEC_A / VEC_B allow).
+fn stage_tiles(local: u32, row0: u32, col0: u32, k0: u32) {
+    let threads = WG_M * WG_N;
+    let bm = 4u * WG_M;
+    let bn = 4u * WG_N;
+    let k4 = TILE_K / 4u; // VEC along k needs TILE_K % 4 == 0 (the host checks)
+    if (VEC_A && TRANS_A) {
+        for (var u = local; u < TILE_K * WG_M; u += threads) {
+            tile_a[u] = vec_a(row0 + 4u * (u % WG_M), k0 + u / WG_M);
+        }
+    } else if (VEC_A) {
+        for (var u = local; u < bm * k4; u += threads) {
+            let r = u / k4;
+            let q = u % k4;
+            let v = vec_a(row0 + r, k0 + 4u * q);
+            let at = 4u * q * WG_M + r / 4u;
+            let j = r % 4u;
+            tile_a[at][j] = v.x;
+            tile_a[at + WG_M][j] = v.y;
+            tile_a[at + 2u * WG_M][j] = v.z;
+            tile_a[at + 3u * WG_M][j] = v.w;
+        }
+    } else {
+        for (var u = local; u < TILE_K * bm; u += threads) {
+            var r = u / TILE_K;
+            var kk = u % TILE_K;
+            if (TRANS_A) { r = u % bm; kk = u / bm; }
+            tile_a[kk * WG_M + r / 4u][r % 4u] = load_a(row0 + r, k0 + kk, TRANS_A);
+        }
+    }
+    if (VEC_B && !TRANS_B) {
+        for (var u = local; u < TILE_K * WG_N; u += threads) {
+            tile_b[u] = vec_b(k0 + u / WG_N, col0 + 4u * (u % WG_N));
+        }
+    } else if (VEC_B) {
+        for (var u = local; u < bn * k4; u += threads) {
+            let col = u / k4;
+            let q = u % k4;
+            let v = vec_b(k0 + 4u * q, col0 + col);
+            let at = 4u * q * WG_N + col / 4u;
+            let j = col % 4u;
+            tile_b[at][j] = v.x;
+            tile_b[at + WG_N][j] = v.y;
+            tile_b[at + 2u * WG_N][j] = v.z;
+            tile_b[at + 3u * WG_N][j] = v.w;
+        }
+    } else {
+        // Consecutive threads read consecutive addresses of B as it is stored.
+        for (var u = local; u < TILE_K * bn; u += threads) {
+            var col = u % bn;
+            var kk = u / bn;
+            if (TRANS_B) { col = u / TILE_K; kk = u % TILE_K; }
+            tile_b[kk * WG_N + col / 4u][col % 4u] = load_b(k0 + kk, col0 + col, TRANS_B);
+        }
+    }
 }
 
 @compute @workgroup_size(WG_N, WG_M)
@@ -66,53 +171,117 @@ fn matmul_tiled(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let bm = WG_M * TM;
-    let bn = WG_N * TN;
-    let tiles_n = (shape.n + bn - 1u) / bn;
-    let t = wid.y * groups.x + wid.x;
-    if (t >= tiles_n * ((shape.m + bm - 1u) / bm)) { return; }
-    let row0 = (t / tiles_n) * bm;
-    let col0 = (t % tiles_n) * bn;
-    let threads = WG_M * WG_N;
-
-    var acc: array<vec4<f32>, TM>;
+    let origin = tile_origin(wid.y * groups.x + wid.x, 4u * WG_M, 4u * WG_N);
+    if (origin.x >= shape.m) { return; } // uniform per workgroup: no barrier is skipped by half
+    var acc0 = vec4(0.0);
+    var acc1 = vec4(0.0);
+    var acc2 = vec4(0.0);
+    var acc3 = vec4(0.0);
     for (var k0 = 0u; k0 < shape.k; k0 += TILE_K) {
-        // Consecutive threads read consecutive addresses of each operand as it is stored.
-        for (var i = local; i < TILE_K * bm; i += threads) {
-            var r = i / TILE_K;
-            var kk = i % TILE_K;
-            if (has(TRANS_A)) { r = i % bm; kk = i / bm; }
-            tile_a[kk * bm + r] = load_a(row0 + r, k0 + kk);
-        }
-        for (var i = local; i < TILE_K * bn; i += threads) {
-            var col = i % bn;
-            var kk = i / bn;
-            if (has(TRANS_B)) { col = i / TILE_K; kk = i % TILE_K; }
-            tile_b[kk * bn + col] = load_b(k0 + kk, col0 + col);
-        }
+        stage_tiles(local, origin.x, origin.y, k0);
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
-            let bo = kk * bn + lid.x * TN;
-            let bv = vec4(tile_b[bo], tile_b[bo + 1u], tile_b[bo + 2u], tile_b[bo + 3u]);
-            let ao = kk * bm + lid.y * TM;
-            for (var r = 0u; r < TM; r++) {
-                acc[r] += tile_a[ao + r] * bv;
-            }
+            let av = tile_a[kk * WG_M + lid.y];
+            let bv = tile_b[kk * WG_N + lid.x];
+            acc0 += av.x * bv;
+            acc1 += av.y * bv;
+            acc2 += av.z * bv;
+            acc3 += av.w * bv;
         }
         workgroupBarrier();
     }
-    for (var r = 0u; r < TM; r++) {
-        let row = row0 + lid.y * TM + r;
-        for (var j = 0u; j < TN; j++) {
-            let col = col0 + lid.x * TN + j;
-            if (row < shape.m && col < shape.n) {
-                c[row * shape.n + col] = epilogue(row, col, acc[r][j]);
-            }
-        }
-    }
+    let row = origin.x + 4u * lid.y;
+    let col = origin.y + 4u * lid.x;
+    store_row(row, col, acc0);
+    store_row(row + 1u, col, acc1);
+    store_row(row + 2u, col, acc2);
+    store_row(row + 3u, col, acc3);
 }
 
-// The baseline the benchmark compares against: one thread per output, no reuse.
+// ---- matmul_direct: no workgroup memory (CPU adapters) ---------------------------------
+// Each thread computes an 8 x 8 block of C, reading 4 x 4 blocks of op(A) and op(B)
+// straight from the buffers; a CPU's caches do the sharing, and there is no barrier (on
+// lavapipe a barrier turns every invocation into a coroutine, which costs more than the
+// loads it saves). A workgroup covers 8·WG_M x 8·WG_N outputs.
+
+// op(A)[row0..row0+4, k0..k0+4] as a matrix whose column q is op(A)[row0.., k0 + q].
+fn block_a(row0: u32, k0: u32) -> mat4x4<f32> {
+    if (VEC_A && TRANS_A) {
+        return mat4x4(vec_a(row0, k0), vec_a(row0, k0 + 1u), vec_a(row0, k0 + 2u), vec_a(row0, k0 + 3u));
+    }
+    if (VEC_A) {
+        return transpose(mat4x4(vec_a(row0, k0), vec_a(row0 + 1u, k0), vec_a(row0 + 2u, k0), vec_a(row0 + 3u, k0)));
+    }
+    let t = TRANS_A;
+    return mat4x4(
+        vec4(load_a(row0, k0, t), load_a(row0 + 1u, k0, t), load_a(row0 + 2u, k0, t), load_a(row0 + 3u, k0, t)),
+        vec4(load_a(row0, k0 + 1u, t), load_a(row0 + 1u, k0 + 1u, t), load_a(row0 + 2u, k0 + 1u, t), load_a(row0 + 3u, k0 + 1u, t)),
+        vec4(load_a(row0, k0 + 2u, t), load_a(row0 + 1u, k0 + 2u, t), load_a(row0 + 2u, k0 + 2u, t), load_a(row0 + 3u, k0 + 2u, t)),
+        vec4(load_a(row0, k0 + 3u, t), load_a(row0 + 1u, k0 + 3u, t), load_a(row0 + 2u, k0 + 3u, t), load_a(row0 + 3u, k0 + 3u, t)),
+    );
+}
+
+// op(B)[k0..k0+4, col0..col0+4] as a matrix whose column j is op(B)[k0.., col0 + j].
+fn block_b(k0: u32, col0: u32) -> mat4x4<f32> {
+    if (VEC_B && TRANS_B) {
+        return mat4x4(vec_b(k0, col0), vec_b(k0, col0 + 1u), vec_b(k0, col0 + 2u), vec_b(k0, col0 + 3u));
+    }
+    if (VEC_B) {
+        return transpose(mat4x4(vec_b(k0, col0), vec_b(k0 + 1u, col0), vec_b(k0 + 2u, col0), vec_b(k0 + 3u, col0)));
+    }
+    let t = TRANS_B;
+    return mat4x4(
+        vec4(load_b(k0, col0, t), load_b(k0 + 1u, col0, t), load_b(k0 + 2u, col0, t), load_b(k0 + 3u, col0, t)),
+        vec4(load_b(k0, col0 + 1u, t), load_b(k0 + 1u, col0 + 1u, t), load_b(k0 + 2u, col0 + 1u, t), load_b(k0 + 3u, col0 + 1u, t)),
+        vec4(load_b(k0, col0 + 2u, t), load_b(k0 + 1u, col0 + 2u, t), load_b(k0 + 2u, col0 + 2u, t), load_b(k0 + 3u, col0 + 2u, t)),
+        vec4(load_b(k0, col0 + 3u, t), load_b(k0 + 1u, col0 + 3u, t), load_b(k0 + 2u, col0 + 3u, t), load_b(k0 + 3u, col0 + 3u, t)),
+    );
+}
+
+// Stores the 4 x 4 block `acc` (column j is C[row0.., col0 + j]) at C[row0.., col0..].
+fn store_block(row0: u32, col0: u32, acc: mat4x4<f32>) {
+    let rows = transpose(acc);
+    store_row(row0, col0, rows[0]);
+    store_row(row0 + 1u, col0, rows[1]);
+    store_row(row0 + 2u, col0, rows[2]);
+    store_row(row0 + 3u, col0, rows[3]);
+}
+
+@compute @workgroup_size(WG_N, WG_M)
+fn matmul_direct(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let origin = tile_origin(wid.y * groups.x + wid.x, 8u * WG_M, 8u * WG_N);
+    if (origin.x >= shape.m) { return; }
+    let row0 = origin.x + 8u * lid.y;
+    let col0 = origin.y + 8u * lid.x;
+    // Separate variables, not an array: dynamically indexed arrays live in memory on CPUs.
+    var c00 = mat4x4<f32>();
+    var c01 = mat4x4<f32>();
+    var c10 = mat4x4<f32>();
+    var c11 = mat4x4<f32>();
+    for (var k0 = 0u; k0 < shape.k; k0 += 4u) {
+        let b0 = block_b(k0, col0);
+        let b1 = block_b(k0, col0 + 4u);
+        let a0 = block_a(row0, k0);
+        let a1 = block_a(row0 + 4u, k0);
+        c00 += a0 * b0;
+        c01 += a0 * b1;
+        c10 += a1 * b0;
+        c11 += a1 * b1;
+    }
+    store_block(row0, col0, c00);
+    store_block(row0, col0 + 4u, c01);
+    store_block(row0 + 4u, col0, c10);
+    store_block(row0 + 4u, col0 + 4u, c11);
+}
+
+// ---- baselines and the bias gradient ----------------------------------------------------
+
+// The baseline the benchmark compares against: one thread per output, no reuse, the
+// transposes read from the shape's flags at run time.
 @compute @workgroup_size(256)
 fn matmul_naive(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -123,9 +292,11 @@ fn matmul_naive(
     if (i >= shape.m * shape.n) { return; }
     let row = i / shape.n;
     let col = i % shape.n;
+    let trans_a = has(FLAG_TRANS_A);
+    let trans_b = has(FLAG_TRANS_B);
     var sum = 0.0;
     for (var kk = 0u; kk < shape.k; kk++) {
-        sum += load_a(row, kk) * load_b(kk, col);
+        sum += load_a(row, kk, trans_a) * load_b(kk, col, trans_b);
     }
     c[i] = epilogue(row, col, sum);
 }
@@ -144,6 +315,6 @@ fn bias_grad(
     for (var row = 0u; row < shape.m; row++) {
         sum += a[row * shape.n + col];
     }
-    if (has(ACCUMULATE)) { sum += c[col]; }
+    if (has(FLAG_ACCUMULATE)) { sum += c[col]; }
     c[col] = sum;
 }

@@ -29,6 +29,11 @@ pub enum Error {
     #[error("segment {segment}: its buffer lacks usage {missing:?} (create it with BufferUsages::{missing:?})")]
     MissingUsage { segment: usize, missing: wgpu::BufferUsages },
 
+    /// A kernel operand (named by `what`, e.g. "matmul C") lacks a usage flag its binding
+    /// needs. [`Error::MissingUsage`] is the same refusal for a gradient-set segment.
+    #[error("{what}: the buffer lacks usage {missing:?} (create it with BufferUsages::{missing:?})")]
+    MissingBufferUsage { what: String, missing: wgpu::BufferUsages },
+
     #[error("{what} must be a positive finite number, got {value}")]
     NotPositive { what: &'static str, value: f64 },
 
@@ -46,6 +51,11 @@ pub enum Error {
 
     #[error("invalid argument: {0}")]
     Invalid(String),
+
+    /// A checkpoint that cannot be written, read or resumed from (corrupt, or written by
+    /// another configuration).
+    #[error("checkpoint {}: {reason}", path.display())]
+    Checkpoint { path: std::path::PathBuf, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

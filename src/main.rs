@@ -18,6 +18,8 @@ enum BenchKind {
     Clip,
     /// Norm and clip.
     All,
+    /// GEMM: the tiled kernel against a naive WGSL kernel and a CPU sgemm.
+    Matmul,
 }
 
 #[derive(Subcommand)]
@@ -27,7 +29,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Norm and clip throughput against the device's copy bandwidth, in one run.
+    /// Norm and clip throughput against the device's copy bandwidth, or matmul against a
+    /// CPU sgemm and a naive kernel, in one run.
     Bench {
         #[arg(value_enum, default_value = "all")]
         which: BenchKind,
@@ -37,12 +40,30 @@ enum Command {
         /// Segments (tensors) the set is cut into; repeat for several (default: 1 and 1000).
         #[arg(long)]
         segments: Vec<u32>,
-        /// Timed repetitions; the median is reported.
+        /// Matmul: comma-separated sizes, each an edge (square), MxNxK or `mlp` (a 256-wide
+        /// layer at batch 512); all four transpose cases each [default: 256,512,1024,2048,mlp]
+        #[arg(long, value_delimiter = ',')]
+        sizes: Vec<gradguard::bench::matmul::Size>,
+        /// Timed repetitions; the median is reported (matmul: at most this many, fewer where
+        /// they would take over ~0.6 s).
         #[arg(long, default_value_t = 15)]
         reps: u32,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Train an MLP or a vanilla RNN on the GPU, watching every layer's gradient norm.
+    Train(gradguard::train::args::TrainArgs),
+    /// Run an exploding configuration and every remedy from the same seed; compare.
+    Lab {
+        /// Longer runs (minutes) instead of the quick default.
+        #[arg(long)]
+        full: bool,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Where the table, comparison.svg and summary.json go.
+        #[arg(long, default_value = "gradguard-lab")]
+        out: std::path::PathBuf,
     },
 }
 
@@ -56,6 +77,17 @@ fn main() {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Train(args) => {
+            let summary = gradguard::train::args::run(&Gpu::new()?, &args)?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Command::Lab { full, seed, out } => {
+            let gpu = Gpu::new()?;
+            println!("{}", gradguard::lab::table_header());
+            let runs = gradguard::lab::run(&gpu, full, seed, |r| println!("{}", gradguard::lab::table_row(r)))?;
+            gradguard::lab::write(&out, &runs)?;
+            println!("wrote {}/table.txt, comparison.svg and summary.json", out.display());
+        }
         Command::Devices { json } => {
             let adapters = gradguard::gpu::list_adapters();
             if json {
@@ -78,13 +110,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
-        Command::Bench { which, elems, segments, reps, json } => {
+        Command::Bench { which, elems, segments, sizes, reps, json } => {
             let gpu = Gpu::new()?;
             let segments = if segments.is_empty() { vec![1, 1000] } else { segments };
             let which = match which {
                 BenchKind::Norm => Which::Norm,
                 BenchKind::Clip => Which::Clip,
                 BenchKind::All => Which::All,
+                BenchKind::Matmul => return bench_matmul(&gpu, sizes, reps, json),
             };
             let report = gradguard::bench::clip::run(&gpu, which, elems, &segments, reps.max(1))?;
             if json {
@@ -93,6 +126,25 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 print!("{}", report.table());
             }
         }
+    }
+    Ok(())
+}
+
+fn bench_matmul(
+    gpu: &Gpu,
+    sizes: Vec<gradguard::bench::matmul::Size>,
+    reps: u32,
+    json: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = gradguard::bench::matmul::MatmulConfig { max_reps: reps.max(1), ..Default::default() };
+    if !sizes.is_empty() {
+        config.sizes = sizes;
+    }
+    let report = gradguard::bench::matmul::run(gpu, &config, &mut |line| eprintln!("{line}"))?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
     }
     Ok(())
 }

@@ -38,7 +38,7 @@ pub const COPY: Shader = Shader {
 pub const MATMUL: Shader = Shader {
     name: "matmul",
     source: include_str!("../shaders/matmul.wgsl"),
-    entry_points: &["matmul_tiled", "matmul_naive", "bias_grad"],
+    entry_points: &["matmul_tiled", "matmul_direct", "matmul_naive", "bias_grad"],
 };
 
 pub const ACTIVATION: Shader = Shader {

@@ -139,7 +139,10 @@ fn bad_input_is_a_typed_error() {
     assert!(matches!(kernel.bind_forward(device, Activation::Relu, 0, &a, &b), Err(Error::Invalid(_))));
     assert!(matches!(kernel.bind_forward(device, Activation::Relu, 8, &a, &small), Err(Error::LengthMismatch { .. })));
     assert!(matches!(kernel.bind_forward(device, Activation::Relu, 8, &a, &a), Err(Error::Invalid(_))));
-    assert!(matches!(kernel.bind_forward(device, Activation::Relu, 8, &no_storage, &b), Err(Error::Invalid(_))));
+    assert!(matches!(
+        kernel.bind_forward(device, Activation::Relu, 8, &no_storage, &b),
+        Err(Error::MissingBufferUsage { .. })
+    ));
     assert!(matches!(kernel.bind_forward(device, Activation::LeakyRelu(f32::NAN), 8, &a, &b), Err(Error::Invalid(_))));
     assert!(matches!(kernel.bind_backward(device, Activation::Tanh, 8, &a, &b, &b), Err(Error::Invalid(_))));
 }

@@ -146,7 +146,10 @@ fn bad_input_is_a_typed_error() {
     });
     assert!(matches!(kernel.bind_cross_entropy(device, 0, 3, &x, &t, &g, &l), Err(Error::Invalid(_))));
     assert!(matches!(kernel.bind_cross_entropy(device, 3, 3, &x, &t, &g, &l), Err(Error::LengthMismatch { .. })));
-    assert!(matches!(kernel.bind_cross_entropy(device, 2, 3, &x, &t, &g, &no_storage), Err(Error::Invalid(_))));
+    assert!(matches!(
+        kernel.bind_cross_entropy(device, 2, 3, &x, &t, &g, &no_storage),
+        Err(Error::MissingBufferUsage { .. })
+    ));
     assert!(matches!(kernel.bind_cross_entropy(device, 2, 3, &x, &t, &g, &g), Err(Error::Invalid(_))));
     assert!(matches!(kernel.bind_mse(device, 0, &x, &x, &g, &l), Err(Error::Invalid(_))));
     assert!(matches!(kernel.bind_mse(device, 7, &x, &x, &g, &l), Err(Error::LengthMismatch { .. })));

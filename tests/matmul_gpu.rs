@@ -2,7 +2,7 @@
 //! backward products against finite differences, and bad input.
 
 use gradguard::cpu::matmul as twin;
-use gradguard::kernels::matmul::{MatmulKernel, MatmulOp, Tiling};
+use gradguard::kernels::matmul::{MatmulKernel, MatmulOp, Staging, Tiling};
 use gradguard::readback::read_f32s;
 use gradguard::wgpu::{self, util::DeviceExt};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -68,7 +68,20 @@ fn check(kernel: &MatmulKernel, op: MatmulOp, with_bias: bool, algo: Algo, seed:
     }
 }
 
-const SHAPES: [(u32, u32, u32); 6] = [(1, 1, 1), (7, 13, 5), (64, 64, 64), (65, 63, 17), (3, 130, 70), (255, 257, 129)];
+/// Odd and 4-aligned shapes: the tiled kernels read 4-aligned operands as vec4 (m, n, k all
+/// multiples of 4; or only m, or n, so that one operand is vectorized and k has a tail).
+const SHAPES: [(u32, u32, u32); 10] = [
+    (1, 1, 1),
+    (7, 13, 5),
+    (64, 64, 64),
+    (65, 63, 17),
+    (3, 130, 70),
+    (255, 257, 129),
+    (68, 36, 20),
+    (36, 18, 13),
+    (9, 20, 6),
+    (132, 260, 44),
+];
 
 fn each_case(mut f: impl FnMut(MatmulOp, bool)) {
     for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
@@ -93,7 +106,11 @@ fn naive_matches_twin_all_transposes() {
 
 #[test]
 fn other_tilings_and_accumulation() {
-    for tiling in [Tiling { wg_m: 8, wg_n: 8, tile_k: 8 }, Tiling { wg_m: 4, wg_n: 16, tile_k: 5 }] {
+    let workgroup = |wg_m, wg_n, tile_k| Tiling { wg_m, wg_n, tile_k, staging: Staging::Workgroup };
+    let direct = |wg_m, wg_n| Tiling { wg_m, wg_n, tile_k: 1, staging: Staging::Direct };
+    // Whichever of the two `MatmulKernel::new` did not pick is tested here too.
+    for tiling in [Tiling::default(), Tiling::CPU, workgroup(8, 8, 8), workgroup(4, 16, 5), direct(4, 16), direct(3, 5)]
+    {
         let kernel = MatmulKernel::with_tiling(&gpu().device, tiling).unwrap();
         each_case(|op, bias| check(&kernel, MatmulOp { accumulate: bias, ..op }, bias, Algo::Tiled, 3));
     }
@@ -180,7 +197,10 @@ fn bad_input_is_a_typed_error() {
     let zero = MatmulOp { m: 0, ..op };
     assert!(matches!(kernel.bind(device, &zero, &buf, &buf, None, &small), Err(gradguard::Error::Invalid(_))));
     assert!(matches!(kernel.bind(device, &op, &buf, &small, None, &out), Err(gradguard::Error::LengthMismatch { .. })));
-    assert!(matches!(kernel.bind(device, &op, &buf, &buf, None, &no_storage), Err(gradguard::Error::Invalid(_))));
+    assert!(matches!(
+        kernel.bind(device, &op, &buf, &buf, None, &no_storage),
+        Err(gradguard::Error::MissingBufferUsage { missing, .. }) if missing == wgpu::BufferUsages::STORAGE
+    ));
     assert!(matches!(kernel.bind(device, &op, &buf, &small, None, &small), Err(gradguard::Error::Invalid(_))));
     assert!(matches!(
         kernel.bind(device, &op, &small, &small, None, &out),
@@ -188,5 +208,11 @@ fn bad_input_is_a_typed_error() {
     ));
     assert!(kernel.bind(device, &op, &buf, &buf, None, &out).is_ok(), "read-only operands may alias");
     assert!(kernel.bind_bias_grad(device, 0, 4, &buf, &buf, false).is_err());
-    assert!(MatmulKernel::with_tiling(device, Tiling { wg_m: 0, wg_n: 1, tile_k: 1 }).is_err());
+    let too_many_threads = Tiling { wg_m: 64, wg_n: 64, ..Tiling::default() };
+    let too_much_memory = Tiling { tile_k: 4096, ..Tiling::default() };
+    for tiling in [too_many_threads, too_much_memory] {
+        let err = MatmulKernel::with_tiling(device, tiling).unwrap_err();
+        assert!(matches!(err, gradguard::Error::Invalid(_)), "{tiling:?}: {err}");
+    }
+    assert!(MatmulKernel::with_tiling(device, Tiling { wg_m: 0, wg_n: 1, tile_k: 1, ..Tiling::CPU }).is_err());
 }

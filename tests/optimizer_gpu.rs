@@ -217,8 +217,14 @@ fn bad_input_is_a_typed_error() {
     ));
     assert!(matches!(bind(&momentum, 8, OptimizerBuffers { state: &[&p], ..buffers }), Err(Error::Invalid(_))));
     assert!(matches!(bind(&sgd, 8, OptimizerBuffers { grads: &p, ..buffers }), Err(Error::Invalid(_))));
-    assert!(matches!(bind(&sgd, 8, OptimizerBuffers { grads: &no_storage, ..buffers }), Err(Error::Invalid(_))));
-    assert!(matches!(bind(&sgd, 8, OptimizerBuffers { stats: Some(&no_storage), ..buffers }), Err(Error::Invalid(_))));
+    assert!(matches!(
+        bind(&sgd, 8, OptimizerBuffers { grads: &no_storage, ..buffers }),
+        Err(Error::MissingBufferUsage { .. })
+    ));
+    assert!(matches!(
+        bind(&sgd, 8, OptimizerBuffers { stats: Some(&no_storage), ..buffers }),
+        Err(Error::MissingBufferUsage { .. })
+    ));
     let nesterov = Optimizer::Sgd(Sgd { nesterov: true, ..Default::default() });
     assert!(matches!(bind(&nesterov, 8, buffers), Err(Error::Invalid(_))));
     let adamw = Optimizer::AdamW(AdamW { betas: (0.9, 1.0), ..Default::default() });

@@ -2,6 +2,7 @@
 //! reference measured in the same run (the copy kernel for memory-bound kernels).
 
 pub mod clip;
+pub mod matmul;
 
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -19,13 +20,27 @@ pub struct BenchResult {
     pub ratio_to_copy: f64,
 }
 
+/// One run of a benchmark: the adapter, how it was timed, and one entry per measurement
+/// ([`BenchResult`] for the memory-bound kernels, [`matmul::MatmulResult`] for GEMM).
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct BenchReport {
+pub struct BenchReport<R = BenchResult> {
     pub adapter: String,
     pub backend: String,
     /// "timestamp" (GPU timestamp queries) or "wall" (submit-to-idle wall clock).
     pub timing: &'static str,
-    pub results: Vec<BenchResult>,
+    pub results: Vec<R>,
+}
+
+impl<R> BenchReport<R> {
+    /// The report of `results` measured on `gpu` with `timer`.
+    pub fn new(gpu: &Gpu, timer: &Timer, results: Vec<R>) -> Self {
+        Self {
+            adapter: gpu.info.name.clone(),
+            backend: format!("{:?}", gpu.info.backend),
+            timing: timer.kind(),
+            results,
+        }
+    }
 }
 
 /// Times recorded GPU work: timestamp queries when the device has them, else wall clock.
@@ -58,44 +73,65 @@ impl Timer {
 
     /// Milliseconds per call of `record`, the median of `reps` passes of `inner` calls each.
     pub fn time(&self, gpu: &Gpu, reps: u32, inner: u32, record: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<f64> {
-        let mut samples = Vec::with_capacity(reps as usize);
-        for rep in 0..reps + 1 {
-            let mut encoder = gpu.device.create_command_encoder(&Default::default());
-            {
-                let timestamp_writes = self.queries.as_ref().map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
-                    query_set: set,
-                    beginning_of_pass_write_index: Some(0),
-                    end_of_pass_write_index: Some(1),
-                });
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("bench"), timestamp_writes });
-                for _ in 0..inner {
-                    record(&mut pass);
-                }
-            }
-            if let Some((set, resolve, _)) = &self.queries {
-                encoder.resolve_query_set(set, 0..2, resolve, 0);
-            }
-            let start = std::time::Instant::now();
-            gpu.queue.submit([encoder.finish()]);
-            gpu.wait()?;
-            let wall = start.elapsed().as_secs_f64() * 1e3;
-            let ms = match &self.queries {
-                None => wall,
-                Some((_, resolve, period)) => {
-                    let ticks = crate::readback::read_u64s(&gpu.device, &gpu.queue, resolve)?;
-                    ticks[1].saturating_sub(ticks[0]) as f64 * period / 1e6
-                }
-            };
-            if rep > 0 {
-                samples.push(ms / inner as f64); // rep 0 warms up
-            }
-        }
+        self.pass(gpu, inner, record)?; // warms up
+        self.median(gpu, reps, inner, record)
+    }
+
+    /// [`Timer::time`] with as many repetitions (1 to `max_reps`) as fit in about
+    /// `budget_ms`, judged by the warm-up pass: for work whose duration spans orders of
+    /// magnitude (a 256³ and a 2048³ product).
+    pub fn time_within(
+        &self,
+        gpu: &Gpu,
+        budget_ms: f64,
+        max_reps: u32,
+        inner: u32,
+        record: &dyn Fn(&mut wgpu::ComputePass<'_>),
+    ) -> Result<f64> {
+        let warm_up = self.pass(gpu, inner, record)? * inner as f64;
+        let reps = (budget_ms / warm_up.max(1e-3)).clamp(1.0, max_reps.max(1) as f64) as u32;
+        self.median(gpu, reps, inner, record)
+    }
+
+    fn median(&self, gpu: &Gpu, reps: u32, inner: u32, record: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<f64> {
+        let mut samples = (0..reps.max(1)).map(|_| self.pass(gpu, inner, record)).collect::<Result<Vec<_>>>()?;
         samples.sort_by(f64::total_cmp);
         Ok(samples[samples.len() / 2])
     }
+
+    /// Milliseconds per call of `record` in one pass of `inner` calls.
+    fn pass(&self, gpu: &Gpu, inner: u32, record: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<f64> {
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        {
+            let timestamp_writes = self.queries.as_ref().map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
+                query_set: set,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("bench"), timestamp_writes });
+            for _ in 0..inner {
+                record(&mut pass);
+            }
+        }
+        if let Some((set, resolve, _)) = &self.queries {
+            encoder.resolve_query_set(set, 0..2, resolve, 0);
+        }
+        let start = std::time::Instant::now();
+        gpu.queue.submit([encoder.finish()]);
+        gpu.wait()?;
+        let wall = start.elapsed().as_secs_f64() * 1e3;
+        let ms = match &self.queries {
+            None => wall,
+            Some((_, resolve, period)) => {
+                let ticks = crate::readback::read_u64s(&gpu.device, &gpu.queue, resolve)?;
+                ticks[1].saturating_sub(ticks[0]) as f64 * period / 1e6
+            }
+        };
+        Ok(ms / inner as f64)
+    }
 }
 
-impl BenchReport {
+impl BenchReport<BenchResult> {
     /// A plain-text table.
     pub fn table(&self) -> String {
         let mut out = format!("{} ({}, {} timing)\n", self.adapter, self.backend, self.timing);

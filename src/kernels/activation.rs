@@ -1,7 +1,9 @@
 //! `shaders/activation.wgsl`: elementwise activations, forward and backward.
 
-use super::matmul::{bind_group, check_distinct, dispatch, index_range, placeholder, storage_words, uniform};
-use super::{layout, pipeline, storage_entry, uniform_entry};
+use super::{
+    bind_group, check_distinct, dispatch, index_range, layout, pipeline, placeholder, storage_entry, storage_words,
+    uniform, uniform_entry,
+};
 use crate::error::{Error, Result};
 use crate::shaders;
 

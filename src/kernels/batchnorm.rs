@@ -1,8 +1,10 @@
 //! `shaders/batchnorm.wgsl`: BatchNorm1d training forward (with running-stat update),
 //! evaluation forward and backward.
 
-use super::matmul::{bind_group, check_distinct, dispatch, index_range, placeholder, storage_words, uniform};
-use super::{layout, pipeline, storage_entry, uniform_entry};
+use super::{
+    bind_group, check_distinct, dispatch, index_range, layout, pipeline, placeholder, storage_entry, storage_words,
+    uniform, uniform_entry,
+};
 use crate::error::{Error, Result};
 use crate::shaders;
 

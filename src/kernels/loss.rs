@@ -1,8 +1,10 @@
 //! `shaders/loss.wgsl`: softmax cross-entropy and mean squared error, loss and gradient in
 //! one pass plus a fixed-order mean.
 
-use super::matmul::{bind_group, check_distinct, dispatch, index_range, storage_words, uniform};
-use super::{layout, pipeline, storage_entry, uniform_entry};
+use super::{
+    bind_group, check_distinct, dispatch, index_range, layout, pipeline, storage_entry, storage_words, uniform,
+    uniform_entry,
+};
 use crate::error::{Error, Result};
 use crate::shaders;
 

@@ -1,108 +1,12 @@
 //! `shaders/matmul.wgsl`: `C = op(A)·op(B) (+ bias)`, the products of a Linear layer, and
-//! the bias gradient. Also home of the binding helpers the training kernels share.
+//! the bias gradient.
 
-use wgpu::util::DeviceExt;
-
-use super::{grid, layout, pipeline, range, scoped, storage_entry, uniform_entry};
+use super::{
+    bind_group, check_distinct, dispatch, index_range, layout, pipeline, placeholder, range, storage_entry,
+    storage_words, uniform, uniform_entry,
+};
 use crate::error::{Error, Result};
 use crate::shaders;
-
-// ---- shared by the training kernels (matmul, activation, loss, optimizer, batchnorm) ----
-
-/// The first `words` 4-byte words of `buffer` as a storage binding, after checking that the
-/// buffer has STORAGE usage and is large enough. `what` names it in the error.
-pub(crate) fn storage_words<'a>(what: &str, buffer: &'a wgpu::Buffer, words: u64) -> Result<wgpu::BindingResource<'a>> {
-    if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
-        return Err(Error::Invalid(format!(
-            "{what}: the buffer lacks usage STORAGE (create it with BufferUsages::STORAGE)"
-        )));
-    }
-    if words == 0 {
-        return Err(Error::Invalid(format!("{what}: binding zero elements")));
-    }
-    let bytes = words * 4;
-    if buffer.size() < bytes {
-        return Err(Error::LengthMismatch {
-            what: format!("{what}: buffer size in bytes (at least)"),
-            expected: bytes,
-            actual: buffer.size(),
-        });
-    }
-    Ok(range(buffer, 0, bytes))
-}
-
-/// Refuses a buffer bound twice when one of the bindings is writable. wgpu would only
-/// reject it when the pass is recorded, through its panicking default error handler.
-/// `bindings` are (name, buffer, writable).
-pub(crate) fn check_distinct(bindings: &[(&str, &wgpu::Buffer, bool)]) -> Result<()> {
-    for (i, (name, buffer, writable)) in bindings.iter().enumerate() {
-        for (other, other_buffer, other_writable) in &bindings[i + 1..] {
-            if buffer == other_buffer && (*writable || *other_writable) {
-                return Err(Error::Invalid(format!(
-                    "{name} and {other} are the same buffer, and one of them is written: use separate buffers"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A uniform buffer holding `value`.
-pub(crate) fn uniform<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, value: &T) -> wgpu::Buffer {
-    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some(label),
-        contents: bytemuck::bytes_of(value),
-        usage: wgpu::BufferUsages::UNIFORM,
-    })
-}
-
-/// A bind group with `resources` at bindings 0, 1, …, created inside an error scope so that
-/// what the device rejects (aliased buffers, an oversized binding) becomes an `Error`.
-pub(crate) fn bind_group(
-    device: &wgpu::Device,
-    layout: &wgpu::BindGroupLayout,
-    label: &'static str,
-    resources: Vec<wgpu::BindingResource<'_>>,
-) -> Result<wgpu::BindGroup> {
-    let entries: Vec<_> = resources
-        .into_iter()
-        .enumerate()
-        .map(|(i, resource)| wgpu::BindGroupEntry { binding: i as u32, resource })
-        .collect();
-    scoped(device, label, || {
-        device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
-    })
-}
-
-/// A 16-byte zeroed storage buffer bound where an optional operand is absent.
-pub(crate) fn placeholder(device: &wgpu::Device) -> wgpu::Buffer {
-    device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("gradguard placeholder"),
-        size: 16,
-        usage: wgpu::BufferUsages::STORAGE,
-        mapped_at_creation: false,
-    })
-}
-
-/// Records one dispatch of `groups` workgroups (flattened by [`grid`]).
-pub(crate) fn dispatch(
-    pass: &mut wgpu::ComputePass<'_>,
-    pipeline: &wgpu::ComputePipeline,
-    group: &wgpu::BindGroup,
-    groups: u32,
-) {
-    let (x, y) = grid(groups);
-    pass.set_pipeline(pipeline);
-    pass.set_bind_group(0, group, &[]);
-    pass.dispatch_workgroups(x, y, 1);
-}
-
-/// `n` as a u32 element count the shaders can index, or an error naming `what`.
-pub(crate) fn index_range(what: &str, n: u64) -> Result<u32> {
-    u32::try_from(n).map_err(|_| Error::Invalid(format!("{what}: {n} elements exceed the u32 indices of the shaders")))
-}
-
-// ---- matmul ------------------------------------------------------------------------------
 
 /// One product `C[m, n] = op(A)[m, k] · op(B)[k, n] (+ bias[n]) (+ C)`, row-major.
 ///
@@ -167,24 +71,86 @@ impl MatmulOp {
     }
 }
 
+/// How the threads of a workgroup share the operand tiles they read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Staging {
+    /// Through workgroup memory, `tile_k` deep, each thread computing a 4x4 block of C
+    /// (`matmul_tiled`). The right choice for GPUs.
+    Workgroup,
+    /// Not at all: each thread computes an 8x8 block of C from 4x4 blocks it reads straight
+    /// from the buffers, with no barrier (`matmul_direct`); `tile_k` is unused. For CPU
+    /// adapters (lavapipe, llvmpipe, WARP), whose caches share the tiles, and where a
+    /// workgroup barrier costs more than the loads it saves.
+    Direct,
+}
+
 /// Workgroup shape of the tiled kernel (its pipeline-overridable constants): a workgroup of
-/// `wg_m x wg_n` threads computes a `4·wg_m x 4·wg_n` tile of C, `tile_k` deep at a time.
+/// `wg_m x wg_n` threads computes a `b·wg_m x b·wg_n` tile of C, with b = 4 for
+/// [`Staging::Workgroup`] (stepping through k `tile_k` at a time) and b = 8 for
+/// [`Staging::Direct`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tiling {
     pub wg_m: u32,
     pub wg_n: u32,
     pub tile_k: u32,
+    pub staging: Staging,
 }
 
 impl Default for Tiling {
-    /// 16x16 threads, 64x64 outputs, k in steps of 16: 8 KiB of workgroup memory.
+    /// 16x16 threads, 64x64 outputs, k in steps of 16 through 8 KiB of workgroup memory.
     fn default() -> Self {
-        Self { wg_m: 16, wg_n: 16, tile_k: 16 }
+        Self { wg_m: 16, wg_n: 16, tile_k: 16, staging: Staging::Workgroup }
     }
 }
 
-/// Outputs per thread along each dimension (`TM`, `TN` in the shader).
-const BLOCK: u32 = 4;
+impl Tiling {
+    /// 8x8 threads, 64x64 outputs, no workgroup memory: measured fastest on lavapipe.
+    pub const CPU: Self = Self { wg_m: 8, wg_n: 8, tile_k: 16, staging: Staging::Direct };
+
+    /// [`Tiling::CPU`] on a CPU adapter, [`Tiling::default`] elsewhere.
+    pub fn for_device(device: &wgpu::Device) -> Self {
+        match device.adapter_info().device_type {
+            wgpu::DeviceType::Cpu => Self::CPU,
+            _ => Self::default(),
+        }
+    }
+
+    /// Rows (and columns) of C per thread.
+    fn block(&self) -> u32 {
+        match self.staging {
+            Staging::Workgroup => 4,
+            Staging::Direct => 8,
+        }
+    }
+
+    fn check(&self, limits: &wgpu::Limits) -> Result<()> {
+        let bad = |why: String| Err(Error::Invalid(format!("matmul tiling {self:?}: {why}")));
+        if self.wg_m == 0 || self.wg_n == 0 || self.tile_k == 0 {
+            return bad("every size must be positive".into());
+        }
+        let threads = self.wg_m as u64 * self.wg_n as u64;
+        if threads > limits.max_compute_invocations_per_workgroup as u64
+            || self.wg_n > limits.max_compute_workgroup_size_x
+            || self.wg_m > limits.max_compute_workgroup_size_y
+        {
+            return bad(format!(
+                "{threads} threads exceed the device's workgroup limits ({} invocations, {} x {})",
+                limits.max_compute_invocations_per_workgroup,
+                limits.max_compute_workgroup_size_x,
+                limits.max_compute_workgroup_size_y
+            ));
+        }
+        let shared = 16 * self.tile_k as u64 * (self.wg_m as u64 + self.wg_n as u64);
+        if self.staging == Staging::Workgroup && shared > limits.max_compute_workgroup_storage_size as u64 {
+            return bad(format!(
+                "its tiles need {shared} bytes of workgroup memory, the device has {}",
+                limits.max_compute_workgroup_storage_size
+            ));
+        }
+        Ok(())
+    }
+}
+
 const WG: u32 = 256;
 
 /// A bound product, ready to record with [`MatmulKernel::encode`] or
@@ -193,6 +159,8 @@ const WG: u32 = 256;
 pub struct MatmulBinding {
     group: wgpu::BindGroup,
     op: MatmulOp,
+    /// The tiled pipeline specialized for this product's transposes and alignment.
+    tiled: wgpu::ComputePipeline,
 }
 
 /// A bound bias gradient, ready to record with [`MatmulKernel::encode_bias_grad`].
@@ -202,28 +170,56 @@ pub struct BiasGradBinding {
     cols: u32,
 }
 
+/// Which specialization of the tiled kernel a product needs (its pipeline constants).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Variant {
+    trans_a: bool,
+    trans_b: bool,
+    /// op(A) / op(B) is read as vec4 along its contiguous dimension.
+    vec_a: bool,
+    vec_b: bool,
+}
+
+impl Variant {
+    fn of(op: &MatmulOp, tiling: &Tiling) -> Self {
+        // Along k the vectors also have to tile `tile_k` evenly.
+        let along_k = op.k % 4 == 0 && (tiling.staging == Staging::Direct || tiling.tile_k % 4 == 0);
+        Self {
+            trans_a: op.trans_a,
+            trans_b: op.trans_b,
+            vec_a: if op.trans_a { op.m % 4 == 0 } else { along_k },
+            vec_b: if op.trans_b { along_k } else { op.n % 4 == 0 },
+        }
+    }
+
+    fn index(&self) -> usize {
+        self.trans_a as usize | (self.trans_b as usize) << 1 | (self.vec_a as usize) << 2 | (self.vec_b as usize) << 3
+    }
+}
+
 #[derive(Debug)]
 pub struct MatmulKernel {
-    /// 0 A, 1 B, 2 bias (read-only), 3 C (read-write), 4 shape uniform.
+    /// 0 A, 1 B, 2 bias (read-only), 3 C (read-write), 4 shape uniform, 5 A and 6 B again
+    /// as vec4 (read-only; a placeholder where the product is not 4-aligned).
     pub layout: wgpu::BindGroupLayout,
     tiling: Tiling,
-    tiled: wgpu::ComputePipeline,
+    /// The tiled pipelines, created on first use, by [`Variant::index`].
+    tiled: std::sync::Mutex<[Option<wgpu::ComputePipeline>; 16]>,
     naive: wgpu::ComputePipeline,
     bias_grad: wgpu::ComputePipeline,
     placeholder: wgpu::Buffer,
 }
 
 impl MatmulKernel {
+    /// The kernel with [`Tiling::for_device`].
     pub fn new(device: &wgpu::Device) -> Result<Self> {
-        Self::with_tiling(device, Tiling::default())
+        Self::with_tiling(device, Tiling::for_device(device))
     }
 
     /// The kernel with another tile shape. `wg_m · wg_n` must fit the device's invocations
-    /// per workgroup, and the two tiles its workgroup memory; the device rejects it otherwise.
+    /// per workgroup, and (for [`Staging::Workgroup`]) the two tiles its workgroup memory.
     pub fn with_tiling(device: &wgpu::Device, tiling: Tiling) -> Result<Self> {
-        if tiling.wg_m == 0 || tiling.wg_n == 0 || tiling.tile_k == 0 {
-            return Err(Error::Invalid(format!("matmul tiling must be positive, got {tiling:?}")));
-        }
+        tiling.check(&device.limits())?;
         let layout = layout(
             device,
             "matmul",
@@ -233,18 +229,51 @@ impl MatmulKernel {
                 storage_entry(2, true),
                 storage_entry(3, false),
                 uniform_entry(4),
+                storage_entry(5, true),
+                storage_entry(6, true),
             ],
         );
         let s = &shaders::MATMUL;
-        let constants = [("WG_M", tiling.wg_m as f64), ("WG_N", tiling.wg_n as f64), ("TILE_K", tiling.tile_k as f64)];
-        Ok(Self {
-            tiled: pipeline(device, s, "matmul_tiled", &[&layout], &constants)?,
+        let kernel = Self {
+            tiled: Default::default(),
             naive: pipeline(device, s, "matmul_naive", &[&layout], &[])?,
             bias_grad: pipeline(device, s, "bias_grad", &[&layout], &[])?,
             placeholder: placeholder(device),
             tiling,
             layout,
-        })
+        };
+        // The general variant now, so that a tiling the device rejects fails here.
+        kernel.tiled_pipeline(device, Variant { trans_a: false, trans_b: false, vec_a: false, vec_b: false })?;
+        Ok(kernel)
+    }
+
+    pub fn tiling(&self) -> Tiling {
+        self.tiling
+    }
+
+    fn tiled_pipeline(&self, device: &wgpu::Device, variant: Variant) -> Result<wgpu::ComputePipeline> {
+        let mut cache = self.tiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(pipeline) = &cache[variant.index()] {
+            return Ok(pipeline.clone());
+        }
+        let t = &self.tiling;
+        let flag = |b: bool| b as u8 as f64;
+        let constants = [
+            ("WG_M", t.wg_m as f64),
+            ("WG_N", t.wg_n as f64),
+            ("TILE_K", t.tile_k as f64),
+            ("TRANS_A", flag(variant.trans_a)),
+            ("TRANS_B", flag(variant.trans_b)),
+            ("VEC_A", flag(variant.vec_a)),
+            ("VEC_B", flag(variant.vec_b)),
+        ];
+        let entry = match t.staging {
+            Staging::Workgroup => "matmul_tiled",
+            Staging::Direct => "matmul_direct",
+        };
+        let created = pipeline(device, &shaders::MATMUL, entry, &[&self.layout], &constants)?;
+        cache[variant.index()] = Some(created.clone());
+        Ok(created)
     }
 
     /// Binds `c = op(a)·op(b) (+ bias)`. Every buffer needs STORAGE usage and at least the
@@ -262,10 +291,20 @@ impl MatmulKernel {
         let mut buffers = vec![("matmul A", a, false), ("matmul B", b, false), ("matmul C", c, true)];
         buffers.extend(bias.map(|bias| ("matmul bias", bias, false)));
         check_distinct(&buffers)?;
+        let variant = Variant::of(op, &self.tiling);
+        let tiled = self.tiled_pipeline(device, variant)?;
         let params = uniform(device, "matmul shape", &op.params(bias.is_some()));
         let bias = match bias {
             Some(buffer) => storage_words("matmul bias", buffer, op.n as u64)?,
             None => self.placeholder.as_entire_binding(),
+        };
+        // A 4-aligned operand's length is a multiple of 4 (one of its dimensions is).
+        let vec4s = |on: bool, buffer, len: u64| {
+            if on {
+                range(buffer, 0, len * 4)
+            } else {
+                self.placeholder.as_entire_binding()
+            }
         };
         let resources = vec![
             storage_words("matmul A", a, op.a_len())?,
@@ -273,8 +312,10 @@ impl MatmulKernel {
             bias,
             storage_words("matmul C", c, op.c_len())?,
             params.as_entire_binding(),
+            vec4s(variant.vec_a, a, op.a_len()),
+            vec4s(variant.vec_b, b, op.b_len()),
         ];
-        Ok(MatmulBinding { group: bind_group(device, &self.layout, "matmul", resources)?, op: *op })
+        Ok(MatmulBinding { group: bind_group(device, &self.layout, "matmul", resources)?, op: *op, tiled })
     }
 
     /// Binds the bias gradient `db[j] = Σ_i dy[i, j]` of a `[rows, cols]` output gradient
@@ -298,15 +339,18 @@ impl MatmulKernel {
             self.placeholder.as_entire_binding(),
             storage_words("bias grad db", db, cols as u64)?,
             params.as_entire_binding(),
+            self.placeholder.as_entire_binding(),
+            self.placeholder.as_entire_binding(),
         ];
         Ok(BiasGradBinding { group: bind_group(device, &self.layout, "bias grad", resources)?, cols })
     }
 
     /// Records the tiled product.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, binding: &MatmulBinding) {
-        let (bm, bn) = (self.tiling.wg_m * BLOCK, self.tiling.wg_n * BLOCK);
+        let block = self.tiling.block();
+        let (bm, bn) = (self.tiling.wg_m * block, self.tiling.wg_n * block);
         let tiles = binding.op.m.div_ceil(bm) as u64 * binding.op.n.div_ceil(bn) as u64;
-        dispatch(pass, &self.tiled, &binding.group, tiles as u32);
+        dispatch(pass, &binding.tiled, &binding.group, tiles as u32);
     }
 
     /// Records the naive product (one thread per output): the benchmark's baseline.

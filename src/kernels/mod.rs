@@ -11,6 +11,8 @@ pub mod matmul;
 pub mod norm;
 pub mod optimizer;
 
+use wgpu::util::DeviceExt;
+
 use crate::error::{Error, Result};
 use crate::shaders::Shader;
 
@@ -115,4 +117,96 @@ pub(crate) fn range(buffer: &wgpu::Buffer, offset: u64, size: u64) -> wgpu::Bind
         offset,
         size: Some(wgpu::BufferSize::new(size).expect("bindings are never empty")),
     })
+}
+
+/// The first `words` 4-byte words of `buffer` as a storage binding, after checking that the
+/// buffer has STORAGE usage and is large enough. `what` names it in the error.
+pub(crate) fn storage_words<'a>(what: &str, buffer: &'a wgpu::Buffer, words: u64) -> Result<wgpu::BindingResource<'a>> {
+    if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+        return Err(Error::MissingBufferUsage { what: what.to_owned(), missing: wgpu::BufferUsages::STORAGE });
+    }
+    if words == 0 {
+        return Err(Error::Invalid(format!("{what}: binding zero elements")));
+    }
+    let bytes = words * 4;
+    if buffer.size() < bytes {
+        return Err(Error::LengthMismatch {
+            what: format!("{what}: buffer size in bytes (at least)"),
+            expected: bytes,
+            actual: buffer.size(),
+        });
+    }
+    Ok(range(buffer, 0, bytes))
+}
+
+/// Refuses a buffer bound twice when one of the bindings is writable. wgpu would only
+/// reject it when the pass is recorded, through its panicking default error handler.
+/// `bindings` are (name, buffer, writable).
+pub(crate) fn check_distinct(bindings: &[(&str, &wgpu::Buffer, bool)]) -> Result<()> {
+    for (i, (name, buffer, writable)) in bindings.iter().enumerate() {
+        for (other, other_buffer, other_writable) in &bindings[i + 1..] {
+            if buffer == other_buffer && (*writable || *other_writable) {
+                return Err(Error::Invalid(format!(
+                    "{name} and {other} are the same buffer, and one of them is written: use separate buffers"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A uniform buffer holding `value`.
+pub(crate) fn uniform<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, value: &T) -> wgpu::Buffer {
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: bytemuck::bytes_of(value),
+        usage: wgpu::BufferUsages::UNIFORM,
+    })
+}
+
+/// A bind group with `resources` at bindings 0, 1, …, created inside an error scope so that
+/// what the device rejects (aliased buffers, an oversized binding) becomes an `Error`.
+pub(crate) fn bind_group(
+    device: &wgpu::Device,
+    layout: &wgpu::BindGroupLayout,
+    label: &'static str,
+    resources: Vec<wgpu::BindingResource<'_>>,
+) -> Result<wgpu::BindGroup> {
+    let entries: Vec<_> = resources
+        .into_iter()
+        .enumerate()
+        .map(|(i, resource)| wgpu::BindGroupEntry { binding: i as u32, resource })
+        .collect();
+    scoped(device, label, || {
+        device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
+    })
+}
+
+/// A 16-byte zeroed storage buffer bound where an optional operand is absent.
+pub(crate) fn placeholder(device: &wgpu::Device) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("gradguard placeholder"),
+        size: 16,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    })
+}
+
+/// Records one dispatch of `groups` workgroups (flattened by [`grid`]) with `group` at
+/// index 0.
+pub(crate) fn dispatch(
+    pass: &mut wgpu::ComputePass<'_>,
+    pipeline: &wgpu::ComputePipeline,
+    group: &wgpu::BindGroup,
+    groups: u32,
+) {
+    let (x, y) = grid(groups);
+    pass.set_pipeline(pipeline);
+    pass.set_bind_group(0, group, &[]);
+    pass.dispatch_workgroups(x, y, 1);
+}
+
+/// `n` as a u32 element count the shaders can index, or an error naming `what`.
+pub(crate) fn index_range(what: &str, n: u64) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::Invalid(format!("{what}: {n} elements exceed the u32 indices of the shaders")))
 }

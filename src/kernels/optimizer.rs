@@ -2,8 +2,10 @@
 
 use wgpu::util::DeviceExt;
 
-use super::matmul::{bind_group, check_distinct, dispatch, index_range, placeholder, storage_words, uniform};
-use super::{layout, pipeline, storage_entry, uniform_entry};
+use super::{
+    bind_group, check_distinct, dispatch, index_range, layout, pipeline, placeholder, storage_entry, storage_words,
+    uniform, uniform_entry,
+};
 use crate::error::{Error, Result};
 use crate::norm::STATS_SKIP_OFFSET;
 use crate::shaders;

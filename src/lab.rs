@@ -1,0 +1,229 @@
+//! `gradguard lab`: a configuration that explodes, then each remedy of the founding
+//! document on it from the same seed, side by side.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::data::Task;
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::kernels::activation::Activation;
+use crate::monitor::MonitorConfig;
+use crate::nn::InitScheme;
+use crate::norm::{NonFinitePolicy, NormKind};
+use crate::plot::{self, Chart, Series};
+use crate::train::{
+    AdaptiveClip, ClipSetting, ModelChoice, OptimizerChoice, Responses, Schedule, StepRecord, TrainConfig, TrainSummary,
+    Trainer,
+};
+
+/// The deep ReLU MLP on the wine data, with weights drawn too large for its width.
+pub fn exploding_mlp(steps: u64, seed: u64) -> TrainConfig {
+    TrainConfig {
+        task: Task::Wine,
+        model: ModelChoice::Mlp { depth: 8, width: 64, activation: Activation::Relu, batchnorm: false },
+        init: InitScheme::Normal { std: 0.3 },
+        steps,
+        batch: 64,
+        seed,
+        lr: 0.02,
+        schedule: Schedule::Constant,
+        optimizer: OptimizerChoice::Sgd { momentum: 0.9 },
+        weight_decay: 0.0,
+        l2: 0.0,
+        clip: ClipSetting::None,
+        on_nonfinite: NonFinitePolicy::Propagate,
+        monitor: MonitorConfig::default(),
+        responses: Responses { lr_drop_on_spike: None, stop_on_explosion: false },
+        faults: Vec::new(),
+    }
+}
+
+/// A vanilla ReLU RNN on the adding problem whose recurrent weights have a spectral
+/// radius well above 1.
+pub fn exploding_rnn(steps: u64, seq_len: u32, seed: u64) -> TrainConfig {
+    TrainConfig {
+        task: Task::Adding { steps: seq_len },
+        model: ModelChoice::Rnn { hidden: 32, activation: Activation::Relu },
+        init: InitScheme::Normal { std: 0.3 },
+        lr: 0.01,
+        ..exploding_mlp(steps, seed)
+    }
+}
+
+/// A remedy: its name and how it changes the exploding configuration (None: not
+/// applicable to this model).
+pub struct Remedy {
+    pub name: &'static str,
+    pub apply: fn(&TrainConfig) -> Option<TrainConfig>,
+}
+
+fn with(c: &TrainConfig, f: impl FnOnce(&mut TrainConfig)) -> Option<TrainConfig> {
+    let mut c = c.clone();
+    f(&mut c);
+    Some(c)
+}
+
+fn good_init(c: &mut TrainConfig) {
+    c.init = match c.model {
+        ModelChoice::Mlp { .. } => InitScheme::Kaiming,
+        // Orthogonal recurrence with gain 1 keeps the spectral radius at 1 (Le et al. 2015).
+        ModelChoice::Rnn { .. } => InitScheme::Orthogonal { gain: 1.0 },
+    };
+}
+
+fn batch_norm(c: &mut TrainConfig) -> bool {
+    match &mut c.model {
+        ModelChoice::Mlp { batchnorm, .. } => {
+            *batchnorm = true;
+            true
+        }
+        ModelChoice::Rnn { .. } => false,
+    }
+}
+
+fn shallower(c: &mut TrainConfig) {
+    match (&mut c.model, &mut c.task) {
+        (ModelChoice::Mlp { depth, .. }, _) => *depth = 2,
+        // An RNN's depth is its unrolled length.
+        (ModelChoice::Rnn { .. }, Task::Adding { steps } | Task::TemporalOrder { steps }) => *steps = (*steps / 3).max(10),
+        (ModelChoice::Rnn { .. }, Task::Wine) => {}
+    }
+}
+
+pub const REMEDIES: &[Remedy] = &[
+    Remedy { name: "baseline", apply: |c| Some(c.clone()) },
+    Remedy { name: "clip global norm 1", apply: |c| with(c, |c| c.clip = ClipSetting::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 }) },
+    Remedy { name: "clip value 0.05", apply: |c| with(c, |c| c.clip = ClipSetting::Value(0.05)) },
+    Remedy { name: "AGC 0.05", apply: |c| with(c, |c| c.clip = ClipSetting::Agc { clipping: 0.05 }) },
+    Remedy {
+        name: "adaptive clip (AutoClip p10)",
+        apply: |c| with(c, |c| c.clip = ClipSetting::Adaptive(AdaptiveClip::Percentile { p: 10.0, warmup: 1 })),
+    },
+    Remedy { name: "weight decay 1e-2", apply: |c| with(c, |c| c.weight_decay = 1e-2) },
+    Remedy { name: "good init", apply: |c| with(c, good_init) },
+    Remedy {
+        name: "batch norm",
+        apply: |c| {
+            let mut c = c.clone();
+            batch_norm(&mut c).then_some(c)
+        },
+    },
+    Remedy { name: "shallower", apply: |c| with(c, shallower) },
+    Remedy { name: "lr / 10", apply: |c| with(c, |c| c.lr /= 10.0) },
+    Remedy {
+        name: "all combined",
+        apply: |c| {
+            with(c, |c| {
+                c.clip = ClipSetting::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 };
+                c.weight_decay = 1e-2;
+                good_init(c);
+                batch_norm(c);
+                shallower(c);
+                c.lr /= 10.0;
+            })
+        },
+    },
+];
+
+/// One lab run.
+pub struct LabRun {
+    pub model: &'static str,
+    pub remedy: &'static str,
+    pub summary: TrainSummary,
+    pub records: Vec<StepRecord>,
+}
+
+/// Runs every remedy on both exploding configurations; `on_done` sees each run as it ends.
+pub fn run(gpu: &Gpu, full: bool, seed: u64, mut on_done: impl FnMut(&LabRun)) -> Result<Vec<LabRun>> {
+    let (mlp_steps, rnn_steps, seq_len) = if full { (2000, 1500, 50) } else { (300, 150, 30) };
+    let bases = [("MLP/wine", exploding_mlp(mlp_steps, seed)), ("RNN/adding", exploding_rnn(rnn_steps, seq_len, seed))];
+    let mut runs = Vec::new();
+    for (model, base) in &bases {
+        for remedy in REMEDIES {
+            let Some(config) = (remedy.apply)(base) else { continue };
+            let mut trainer = Trainer::new(gpu, config)?;
+            let summary = trainer.run(|_| {})?;
+            let run = LabRun { model, remedy: remedy.name, summary, records: trainer.records().to_vec() };
+            on_done(&run);
+            runs.push(run);
+        }
+    }
+    Ok(runs)
+}
+
+/// The table header and one row per run.
+pub fn table_header() -> String {
+    format!(
+        "{:<11} {:<29} {:<9} {:<34} {:>12} {:>16} {:>7}",
+        "model", "remedy", "exploded", "first explosion (step, detector)", "final loss", "test metric", "seconds"
+    )
+}
+
+pub fn table_row(run: &LabRun) -> String {
+    let s = &run.summary;
+    let first = s
+        .first_explosion
+        .as_ref()
+        .map_or("-".to_string(), |e| format!("{} {} @{}", e.step, e.detector.name(), e.layer));
+    let metric = format!("{} {:.3}", if s.metric_name == "accuracy" { "acc" } else { "mse" }, s.metric);
+    format!(
+        "{:<11} {:<29} {:<9} {:<34} {:>12.4e} {:>16} {:>7.1}",
+        run.model,
+        run.remedy,
+        if s.exploded { "yes" } else { "no" },
+        first,
+        s.final_loss,
+        metric,
+        s.seconds
+    )
+}
+
+/// The whole table, with the baselines of the metrics.
+pub fn table(runs: &[LabRun]) -> String {
+    let mut out = table_header();
+    out.push('\n');
+    for r in runs {
+        let _ = writeln!(out, "{}", table_row(r));
+    }
+    out
+}
+
+/// One SVG: the global gradient norm per step of every run, one panel per model.
+pub fn comparison_plot(runs: &[LabRun]) -> String {
+    let mut models: Vec<&str> = runs.iter().map(|r| r.model).collect();
+    models.dedup();
+    let charts: Vec<Chart> = models
+        .iter()
+        .map(|m| Chart {
+            title: format!("{m}: global gradient norm per step, every remedy"),
+            x_label: "step".into(),
+            y_label: "L2 norm before clipping (log)".into(),
+            log_y: true,
+            series: runs
+                .iter()
+                .filter(|r| r.model == *m)
+                .map(|r| Series {
+                    name: r.remedy.to_string(),
+                    points: r.records.iter().map(|s| (s.step as f64, s.norm as f64)).collect(),
+                })
+                .collect(),
+            marks: Vec::new(),
+        })
+        .collect();
+    plot::svg(&charts)
+}
+
+/// Writes the table, the comparison plot and each run's summary into `dir`.
+pub fn write(dir: &Path, runs: &[LabRun]) -> Result<()> {
+    let err = |e: std::io::Error| crate::Error::Invalid(format!("writing {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    crate::train::write_file(&dir.join("table.txt"), table(runs).as_bytes())?;
+    crate::train::write_file(&dir.join("comparison.svg"), comparison_plot(runs).as_bytes())?;
+    let summaries: Vec<_> = runs
+        .iter()
+        .map(|r| serde_json::json!({ "model": r.model, "remedy": r.remedy, "summary": r.summary }))
+        .collect();
+    let text = serde_json::to_string_pretty(&summaries).map_err(|e| crate::Error::Invalid(e.to_string()))?;
+    crate::train::write_file(&dir.join("summary.json"), text.as_bytes())
+}

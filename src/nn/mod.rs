@@ -1,0 +1,309 @@
+//! Networks as layer lists: linear, activation, batch norm and a vanilla RNN layer; the MLP
+//! and RNN builders; host-side initialization; the device model ([`GpuModel`]) and its
+//! f64 twin ([`cpu::CpuModel`]).
+
+pub mod cpu;
+mod gpu;
+
+pub use gpu::{GpuModel, TrainKernels};
+
+use crate::error::{Error, Result};
+use crate::init::{self, Nonlinearity};
+use crate::kernels::activation::Activation;
+
+/// How weights start (biases start at 0, batch-norm γ at 1 and β at 0).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum InitScheme {
+    /// `kaiming_normal_` (fan-in) with the gain of the activation that follows.
+    Kaiming,
+    /// `xavier_uniform_` with the gain of the activation that follows.
+    Xavier,
+    /// `orthogonal_` times `gain` (times the activation's gain for feed-forward weights).
+    Orthogonal { gain: f32 },
+    /// Every weight from N(0, std²): with a std too large for the width, gradients explode.
+    Normal { std: f32 },
+}
+
+/// One layer. Inputs and outputs are `[batch, features]`, except the RNN's input,
+/// `[steps, batch, inputs]`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum LayerSpec {
+    /// `torch.nn.Linear`: `y = x·Wᵀ + b`, W `[outputs, inputs]`.
+    Linear { inputs: u32, outputs: u32 },
+    Activation(Activation),
+    /// `torch.nn.BatchNorm1d` in training mode (batch statistics).
+    BatchNorm { features: u32 },
+    /// `h_t = act(W_x·x_t + W_h·h_{t-1} + b)` from `h_0 = 0`, trained through time (BPTT);
+    /// outputs the last hidden state. Only as the first layer.
+    Rnn { inputs: u32, hidden: u32, steps: u32, activation: Activation },
+}
+
+impl LayerSpec {
+    /// Features of one output row.
+    fn outputs(&self, inputs: u32) -> u32 {
+        match *self {
+            Self::Linear { outputs, .. } => outputs,
+            Self::Activation(_) => inputs,
+            Self::BatchNorm { features } => features,
+            Self::Rnn { hidden, .. } => hidden,
+        }
+    }
+}
+
+/// A parameter tensor of a model: which layer owns it, its name and shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorSpec {
+    pub layer: usize,
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+impl TensorSpec {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// AGC's unit: a row of a matrix, the whole of a vector (as optax's `unitwise_norm`).
+    pub fn unit_len(&self) -> u64 {
+        match self.shape.as_slice() {
+            [_, cols] => *cols as u64,
+            _ => self.len() as u64,
+        }
+    }
+}
+
+/// A multilayer perceptron: `depth` hidden layers of `width`, each Linear → (BatchNorm) →
+/// activation, then a Linear head.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MlpSpec {
+    pub inputs: u32,
+    pub outputs: u32,
+    pub depth: u32,
+    pub width: u32,
+    pub activation: Activation,
+    pub batchnorm: bool,
+    pub init: InitScheme,
+}
+
+/// A vanilla RNN over `steps` steps of `inputs` features, then a Linear head on the last
+/// hidden state.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RnnSpec {
+    pub inputs: u32,
+    pub steps: u32,
+    pub hidden: u32,
+    pub outputs: u32,
+    pub activation: Activation,
+    pub init: InitScheme,
+}
+
+/// A model: its layers and how its weights start.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelSpec {
+    pub layers: Vec<LayerSpec>,
+    pub init: InitScheme,
+}
+
+impl ModelSpec {
+    pub fn mlp(s: &MlpSpec) -> Result<Self> {
+        if s.width == 0 || s.inputs == 0 || s.outputs == 0 {
+            return Err(Error::Invalid(format!("an MLP needs inputs, width and outputs ≥ 1, got {s:?}")));
+        }
+        let mut layers = Vec::new();
+        let mut features = s.inputs;
+        for _ in 0..s.depth {
+            layers.push(LayerSpec::Linear { inputs: features, outputs: s.width });
+            if s.batchnorm {
+                layers.push(LayerSpec::BatchNorm { features: s.width });
+            }
+            layers.push(LayerSpec::Activation(s.activation));
+            features = s.width;
+        }
+        layers.push(LayerSpec::Linear { inputs: features, outputs: s.outputs });
+        Ok(Self { layers, init: s.init })
+    }
+
+    pub fn rnn(s: &RnnSpec) -> Result<Self> {
+        if s.steps == 0 || s.hidden == 0 || s.inputs == 0 || s.outputs == 0 {
+            return Err(Error::Invalid(format!("an RNN needs steps, inputs, hidden and outputs ≥ 1, got {s:?}")));
+        }
+        let rnn = LayerSpec::Rnn { inputs: s.inputs, hidden: s.hidden, steps: s.steps, activation: s.activation };
+        Ok(Self { layers: vec![rnn, LayerSpec::Linear { inputs: s.hidden, outputs: s.outputs }], init: s.init })
+    }
+
+    /// Features of one input sample (`steps · inputs` for an RNN).
+    pub fn input_len(&self) -> usize {
+        match self.layers.first() {
+            Some(LayerSpec::Linear { inputs, .. }) => *inputs as usize,
+            Some(LayerSpec::BatchNorm { features }) => *features as usize,
+            Some(LayerSpec::Rnn { inputs, steps, .. }) => (*inputs * *steps) as usize,
+            Some(LayerSpec::Activation(_)) | None => 0,
+        }
+    }
+
+    /// Features of each layer's output; entry 0 is the input row (per time step for an RNN).
+    pub fn widths(&self) -> Vec<u32> {
+        let mut w = vec![match self.layers.first() {
+            Some(LayerSpec::Rnn { inputs, .. }) => *inputs,
+            _ => self.input_len() as u32,
+        }];
+        for l in &self.layers {
+            w.push(l.outputs(*w.last().expect("never empty")));
+        }
+        w
+    }
+
+    pub fn output_len(&self) -> u32 {
+        *self.widths().last().expect("never empty")
+    }
+
+    /// Checks that the layers connect and that an RNN comes first.
+    pub fn validate(&self) -> Result<()> {
+        if !self.layers.iter().any(|l| matches!(l, LayerSpec::Linear { .. } | LayerSpec::Rnn { .. })) {
+            return Err(Error::Invalid("a model needs at least one Linear or RNN layer".into()));
+        }
+        let mut features = self.widths()[0];
+        for (i, l) in self.layers.iter().enumerate() {
+            let expected = match *l {
+                LayerSpec::Linear { inputs, .. } => Some(inputs),
+                LayerSpec::BatchNorm { features } => Some(features),
+                LayerSpec::Rnn { inputs, .. } if i == 0 => Some(inputs),
+                LayerSpec::Rnn { .. } => {
+                    return Err(Error::Invalid(format!("layer {i}: an RNN layer must come first")));
+                }
+                LayerSpec::Activation(_) => None,
+            };
+            if matches!(expected, Some(e) if e != features || e == 0) {
+                return Err(Error::Invalid(format!("layer {i} ({l:?}) gets {features} features")));
+            }
+            features = l.outputs(features);
+        }
+        Ok(())
+    }
+
+    /// The parameter tensors in order: what the gradient set's segments are.
+    pub fn tensors(&self) -> Vec<TensorSpec> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let name = self.layer_name(i);
+            let t = |suffix: &str, shape: Vec<usize>| TensorSpec { layer: i, name: format!("{name}.{suffix}"), shape };
+            match *l {
+                LayerSpec::Linear { inputs, outputs } => {
+                    out.push(t("weight", vec![outputs as usize, inputs as usize]));
+                    out.push(t("bias", vec![outputs as usize]));
+                }
+                LayerSpec::BatchNorm { features } => {
+                    out.push(t("weight", vec![features as usize]));
+                    out.push(t("bias", vec![features as usize]));
+                }
+                LayerSpec::Rnn { inputs, hidden, .. } => {
+                    out.push(t("weight_ih", vec![hidden as usize, inputs as usize]));
+                    out.push(t("weight_hh", vec![hidden as usize, hidden as usize]));
+                    out.push(t("bias", vec![hidden as usize]));
+                }
+                LayerSpec::Activation(_) => {}
+            }
+        }
+        out
+    }
+
+    /// A readable name for layer `i`: `linear3`, `bn2`, `rnn`, `act1`.
+    pub fn layer_name(&self, i: usize) -> String {
+        let kind = |l: &LayerSpec| match l {
+            LayerSpec::Linear { .. } => "linear",
+            LayerSpec::Activation(_) => "act",
+            LayerSpec::BatchNorm { .. } => "bn",
+            LayerSpec::Rnn { .. } => "rnn",
+        };
+        let k = kind(&self.layers[i]);
+        if k == "rnn" {
+            return k.into();
+        }
+        let n = self.layers[..=i].iter().filter(|l| kind(l) == k).count();
+        format!("{k}{n}")
+    }
+
+    /// The layers that own parameters, in order, with their names: the monitor's layers.
+    pub fn param_layers(&self) -> Vec<(usize, String)> {
+        let mut seen = Vec::new();
+        for t in self.tensors() {
+            if seen.last().map(|(l, _)| *l) != Some(t.layer) {
+                seen.push((t.layer, self.layer_name(t.layer)));
+            }
+        }
+        seen
+    }
+
+    /// Parameter values from `seed`, one Vec per tensor of [`ModelSpec::tensors`].
+    pub fn init_params(&self, seed: u64) -> Result<Vec<Vec<f32>>> {
+        self.validate()?;
+        let mut rng = init::rng(seed);
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            // The activation a weight feeds (possibly through batch norm) sets its gain.
+            let next = self.layers[i + 1..]
+                .iter()
+                .take_while(|l| !matches!(l, LayerSpec::Linear { .. }))
+                .find_map(|l| match l {
+                    LayerSpec::Activation(a) => Some(*a),
+                    _ => None,
+                });
+            match *l {
+                LayerSpec::Linear { inputs, outputs } => {
+                    out.push(self.weight(&mut rng, &[outputs as usize, inputs as usize], next, false)?);
+                    out.push(vec![0.0; outputs as usize]);
+                }
+                LayerSpec::BatchNorm { features } => {
+                    out.push(vec![1.0; features as usize]);
+                    out.push(vec![0.0; features as usize]);
+                }
+                LayerSpec::Rnn { inputs, hidden, activation, .. } => {
+                    let (h, n) = (hidden as usize, inputs as usize);
+                    out.push(self.weight(&mut rng, &[h, n], Some(activation), false)?);
+                    out.push(self.weight(&mut rng, &[h, h], Some(activation), true)?);
+                    out.push(vec![0.0; h]);
+                }
+                LayerSpec::Activation(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// One weight matrix. `recurrent`: an RNN's W_h, whose scale is the spectral radius
+    /// itself, so orthogonal init there uses `gain` alone.
+    fn weight(
+        &self,
+        rng: &mut rand::rngs::StdRng,
+        shape: &[usize],
+        next: Option<Activation>,
+        recurrent: bool,
+    ) -> Result<Vec<f32>> {
+        let nonlinearity = match next {
+            None | Some(Activation::Identity) => Nonlinearity::Linear,
+            Some(Activation::Relu) | Some(Activation::Gelu) => Nonlinearity::Relu,
+            Some(Activation::LeakyRelu(s)) => Nonlinearity::LeakyRelu(s),
+            Some(Activation::Tanh) => Nonlinearity::Tanh,
+            Some(Activation::Sigmoid) => Nonlinearity::Sigmoid,
+        };
+        match self.init {
+            InitScheme::Kaiming => init::kaiming_normal(rng, shape, init::FanMode::FanIn, nonlinearity),
+            InitScheme::Xavier => init::xavier_uniform(rng, shape, nonlinearity.gain()),
+            InitScheme::Orthogonal { gain } if recurrent => init::orthogonal(rng, shape, gain as f64),
+            InitScheme::Orthogonal { gain } => init::orthogonal(rng, shape, gain as f64 * nonlinearity.gain()),
+            InitScheme::Normal { std } => init::normal(rng, shape.iter().product(), 0.0, std as f64),
+        }
+    }
+}
+
+/// What the model is trained against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum LossKind {
+    /// Softmax cross-entropy over the outputs, u32 class targets.
+    CrossEntropy,
+    /// Mean squared error against f32 targets.
+    Mse,
+}

@@ -1,0 +1,205 @@
+//! The flags of `gradguard train`, one per remedy, and the command itself.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use super::config::parse_activation;
+use super::{ClipSetting, Fault, FaultKind, ModelChoice, OptimizerChoice, Responses, Schedule, TrainConfig, Trainer};
+use crate::data::Task;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::monitor::MonitorConfig;
+use crate::nn::InitScheme;
+use crate::norm::NonFinitePolicy;
+
+fn parse<T: std::str::FromStr<Err = Error>>(s: &str) -> std::result::Result<T, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
+/// `gradguard train`: every remedy is a flag.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TrainArgs {
+    /// mlp or rnn.
+    #[arg(long, default_value = "mlp", value_parser = ["mlp", "rnn"])]
+    pub model: String,
+    /// wine (MLP), adding or temporal-order (RNN).
+    #[arg(long, default_value = "wine", value_parser = ["wine", "adding", "temporal-order"])]
+    pub task: String,
+    /// Sequence length of the adding and temporal-order tasks.
+    #[arg(long, default_value_t = 50)]
+    pub seq_len: u32,
+    /// MLP hidden layers ("simplify": fewer).
+    #[arg(long, default_value_t = 8)]
+    pub depth: u32,
+    /// MLP hidden width.
+    #[arg(long, default_value_t = 64)]
+    pub width: u32,
+    /// RNN hidden size.
+    #[arg(long, default_value_t = 32)]
+    pub hidden: u32,
+    /// relu, tanh, sigmoid, gelu, identity, leaky-relu[:SLOPE].
+    #[arg(long, default_value = "relu", value_parser = |s: &str| parse_activation(s).map_err(|e| e.to_string()))]
+    pub activation: crate::kernels::activation::Activation,
+    /// Batch norm after every hidden Linear (MLP).
+    #[arg(long)]
+    pub batchnorm: bool,
+    /// kaiming, xavier, orthogonal[:GAIN], normal:STD.
+    #[arg(long, default_value = "kaiming", value_parser = parse::<InitScheme>)]
+    pub init: InitScheme,
+    #[arg(long, default_value_t = 0.02)]
+    pub lr: f32,
+    /// constant, cosine, step:EVERY:FACTOR.
+    #[arg(long, default_value = "constant", value_parser = parse::<Schedule>)]
+    pub schedule: Schedule,
+    /// sgd (with --momentum) or adamw.
+    #[arg(long, default_value = "sgd", value_parser = ["sgd", "adamw"])]
+    pub optimizer: String,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    /// Decoupled for AdamW, torch SGD's weight_decay for SGD.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Coupled L2 penalty added to the gradient (SGD).
+    #[arg(long, default_value_t = 0.0)]
+    pub l2: f32,
+    /// none, value:V, norm:MAX[:l1|l2|inf], per-layer:MAX[:KIND] (each tensor), agc:C,
+    /// zclip[:Z], autoclip[:PERCENTILE].
+    #[arg(long, default_value = "none", value_parser = parse::<ClipSetting>)]
+    pub clip: ClipSetting,
+    /// propagate, skip (the device skips the update), error (skip and stop), zero.
+    #[arg(long, default_value = "propagate", value_parser = ["propagate", "skip", "error", "zero"])]
+    pub on_nonfinite: String,
+    /// Multiply the learning rate by this after a norm spike.
+    #[arg(long)]
+    pub lr_drop_on_spike: Option<f32>,
+    /// Stop with a report at the first explosion.
+    #[arg(long)]
+    pub stop_on_explosion: bool,
+    /// Global norm the monitor calls an explosion.
+    #[arg(long, default_value_t = 1e4)]
+    pub explode_norm: f64,
+    #[arg(long, default_value_t = 300)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 64)]
+    pub batch: u32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write metrics.csv, events.jsonl, summary.json and plot.svg here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Save OUT/checkpoint.safetensors every N steps and after the last one.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// Continue the run saved in this checkpoint (same flags; --steps may grow).
+    #[arg(long, value_name = "PATH")]
+    pub resume: Option<PathBuf>,
+    /// Put a NaN into LAYER's gradient at STEP (STEP:LAYER, e.g. 10:linear3); repeatable.
+    #[arg(long)]
+    pub inject_nan: Vec<String>,
+    /// Put an inf into LAYER's gradient at STEP.
+    #[arg(long)]
+    pub inject_inf: Vec<String>,
+    /// Multiply LAYER's weight gradient at STEP (STEP:LAYER:FACTOR).
+    #[arg(long)]
+    pub inject_scale: Vec<String>,
+}
+
+impl TrainArgs {
+    pub fn config(&self) -> Result<TrainConfig> {
+        let task = match self.task.as_str() {
+            "wine" => Task::Wine,
+            "adding" => Task::Adding { steps: self.seq_len },
+            _ => Task::TemporalOrder { steps: self.seq_len },
+        };
+        let model = match self.model.as_str() {
+            "mlp" => ModelChoice::Mlp { depth: self.depth, width: self.width, activation: self.activation, batchnorm: self.batchnorm },
+            _ => ModelChoice::Rnn { hidden: self.hidden, activation: self.activation },
+        };
+        if self.batchnorm && self.model == "rnn" {
+            return Err(Error::Invalid("--batchnorm applies to the MLP only".into()));
+        }
+        let mut faults = Vec::new();
+        for s in &self.inject_nan {
+            faults.push(Fault::parse("--inject-nan", s, Some(FaultKind::Nan))?);
+        }
+        for s in &self.inject_inf {
+            faults.push(Fault::parse("--inject-inf", s, Some(FaultKind::Inf))?);
+        }
+        for s in &self.inject_scale {
+            faults.push(Fault::parse("--inject-scale", s, None)?);
+        }
+        let config = TrainConfig {
+            task,
+            model,
+            init: self.init,
+            steps: self.steps,
+            batch: self.batch,
+            seed: self.seed,
+            lr: self.lr,
+            schedule: self.schedule,
+            optimizer: match self.optimizer.as_str() {
+                "adamw" => OptimizerChoice::AdamW,
+                _ => OptimizerChoice::Sgd { momentum: self.momentum },
+            },
+            weight_decay: self.weight_decay,
+            l2: self.l2,
+            clip: self.clip,
+            on_nonfinite: match self.on_nonfinite.as_str() {
+                "skip" => NonFinitePolicy::SkipStep,
+                "error" => NonFinitePolicy::Error,
+                "zero" => NonFinitePolicy::ZeroNonFinite,
+                _ => NonFinitePolicy::Propagate,
+            },
+            monitor: MonitorConfig { max_norm: self.explode_norm, ..MonitorConfig::default() },
+            responses: Responses { lr_drop_on_spike: self.lr_drop_on_spike, stop_on_explosion: self.stop_on_explosion },
+            faults,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs `gradguard train`: builds everything (so bad input fails before any file is
+/// touched), trains with a progress bar on a terminal, prints the summary, writes `--out`.
+pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<super::TrainSummary> {
+    let config = args.config()?;
+    let checkpoints = match (args.checkpoint_every, &args.out) {
+        (Some(0), _) => return Err(Error::Invalid("--checkpoint-every must be ≥ 1".into())),
+        (Some(every), Some(dir)) => Some((every, dir)),
+        (Some(_), None) => return Err(Error::Invalid("--checkpoint-every needs --out (where checkpoints go)".into())),
+        (None, _) => None,
+    };
+    let mut trainer = match &args.resume {
+        Some(path) => Trainer::resume(gpu, config, path)?,
+        None => Trainer::new(gpu, config)?,
+    };
+    if let Some((every, dir)) = checkpoints {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Invalid(format!("creating {}: {e}", dir.display())))?;
+        trainer.checkpoint_every(every, dir.join(super::checkpoint::FILE_NAME))?;
+    }
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(trainer.config().steps)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut latest = String::from("-");
+    let layers = trainer.monitor().layers().to_vec();
+    let summary = trainer.run(|r| {
+        if let Some(e) = r.events.first() {
+            latest = format!("{} at {}", e.name(), r.step);
+        }
+        bar.set_position(r.step + 1);
+        bar.set_message(format!("loss {:.4e}  norm {:.3e}  last event: {latest}", r.loss, r.norm));
+    })?;
+    bar.finish_and_clear();
+    for e in trainer.monitor().events().iter().filter(|e| e.detector.is_explosion()).take(5) {
+        eprintln!("explosion: {e}");
+    }
+    if let Some(dir) = &args.out {
+        super::write_run(dir, trainer.config(), trainer.records(), trainer.monitor().events(), &layers, &summary)?;
+    }
+    Ok(summary)
+}

@@ -1,0 +1,331 @@
+//! What a training run is: data, model, optimizer, remedies and responses.
+
+use crate::data::{Dataset, Task};
+use crate::error::{Error, Result};
+use crate::kernels::activation::Activation;
+use crate::kernels::optimizer::{AdamW, Optimizer, Sgd};
+use crate::monitor::MonitorConfig;
+use crate::nn::{InitScheme, LossKind, MlpSpec, ModelSpec, RnnSpec};
+use crate::norm::{NonFinitePolicy, NormKind};
+
+/// The network, sized to the task's data when built.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum ModelChoice {
+    Mlp { depth: u32, width: u32, activation: Activation, batchnorm: bool },
+    Rnn { hidden: u32, activation: Activation },
+}
+
+/// The learning rate over the steps.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Schedule {
+    Constant,
+    /// Cosine decay from the base rate to 0 over the run.
+    Cosine,
+    /// Times `factor` every `every` steps.
+    Step { every: u64, factor: f32 },
+}
+
+impl Schedule {
+    pub fn factor(&self, step: u64, steps: u64) -> f32 {
+        match *self {
+            Self::Constant => 1.0,
+            Self::Cosine => (0.5 * (1.0 + (std::f64::consts::PI * step as f64 / steps.max(1) as f64).cos())) as f32,
+            Self::Step { every, factor } => factor.powi((step / every.max(1)).min(i32::MAX as u64) as i32),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum OptimizerChoice {
+    Sgd { momentum: f32 },
+    AdamW,
+}
+
+/// An adaptive clip threshold from the history of global norms.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum AdaptiveClip {
+    /// ZClip: clip at `mean + z·std` of the EMA (α) of the norm, after `warmup` steps.
+    ZScore { alpha: f64, z: f64, warmup: u64 },
+    /// AutoClip: clip at the `p`-th percentile of every norm seen, after `warmup` steps.
+    Percentile { p: f64, warmup: u64 },
+}
+
+/// How gradients are clipped on the device, between backward and the optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum ClipSetting {
+    None,
+    Value(f32),
+    GlobalNorm { max_norm: f32, kind: NormKind },
+    /// Each parameter tensor (a layer's weight, its bias) by its own norm (Keras `clipnorm`).
+    PerTensor { max_norm: f32, kind: NormKind },
+    /// Unit-wise against the parameter norm (optax `adaptive_grad_clip`, eps 1e-3).
+    Agc { clipping: f32 },
+    /// A global L2 norm clip whose threshold follows the norm history.
+    Adaptive(AdaptiveClip),
+}
+
+/// What the trainer does when the monitor reports.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Responses {
+    /// Multiply the learning rate by this after a norm spike (ZClip-style z-score).
+    pub lr_drop_on_spike: Option<f32>,
+    /// Stop with a report at the first explosion.
+    pub stop_on_explosion: bool,
+}
+
+/// A fault put into one layer's gradient on the device, inside the step, before the norm.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Fault {
+    pub step: u64,
+    pub layer: String,
+    pub kind: FaultKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum FaultKind {
+    /// The layer's first gradient element becomes NaN.
+    Nan,
+    /// … becomes +inf.
+    Inf,
+    /// The layer's first gradient tensor is multiplied by the factor.
+    Scale(f32),
+}
+
+/// A whole training run.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    pub task: Task,
+    pub model: ModelChoice,
+    pub init: InitScheme,
+    pub steps: u64,
+    pub batch: u32,
+    pub seed: u64,
+    pub lr: f32,
+    pub schedule: Schedule,
+    pub optimizer: OptimizerChoice,
+    /// Decoupled for AdamW; torch SGD's `weight_decay` for SGD.
+    pub weight_decay: f32,
+    /// Coupled: `l2·p` added to the gradient (SGD only).
+    pub l2: f32,
+    pub clip: ClipSetting,
+    pub on_nonfinite: NonFinitePolicy,
+    pub monitor: MonitorConfig,
+    pub responses: Responses,
+    pub faults: Vec<Fault>,
+}
+
+impl TrainConfig {
+    /// The model, sized for `data` (features in, classes or values out).
+    pub fn model_spec(&self, data: &Dataset) -> Result<ModelSpec> {
+        let outputs = data.outputs();
+        match (self.model, self.task.sequence()) {
+            (ModelChoice::Mlp { depth, width, activation, batchnorm }, None) => ModelSpec::mlp(&MlpSpec {
+                inputs: data.sample_len as u32,
+                outputs,
+                depth,
+                width,
+                activation,
+                batchnorm,
+                init: self.init,
+            }),
+            (ModelChoice::Rnn { hidden, activation }, Some((steps, inputs))) => {
+                ModelSpec::rnn(&RnnSpec { inputs, steps, hidden, outputs, activation, init: self.init })
+            }
+            (ModelChoice::Mlp { .. }, Some(_)) => Err(Error::Invalid(format!(
+                "the {} task is a sequence task: use --model rnn",
+                self.task.name()
+            ))),
+            (ModelChoice::Rnn { .. }, None) => Err(Error::Invalid(format!(
+                "the {} task is tabular: use --model mlp",
+                self.task.name()
+            ))),
+        }
+    }
+
+    pub fn loss_kind(&self) -> LossKind {
+        match self.task {
+            Task::Adding { .. } => LossKind::Mse,
+            Task::Wine | Task::TemporalOrder { .. } => LossKind::CrossEntropy,
+        }
+    }
+
+    /// The device optimizer with its regularization.
+    pub fn optimizer_kernel_config(&self) -> Result<Optimizer> {
+        let finite = |what: &str, v: f32| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(Error::Invalid(format!("{what} must be finite and ≥ 0, got {v}")))
+            }
+        };
+        finite("--weight-decay", self.weight_decay)?;
+        finite("--l2", self.l2)?;
+        finite("--lr", self.lr)?;
+        match self.optimizer {
+            OptimizerChoice::Sgd { momentum } => Ok(Optimizer::Sgd(Sgd {
+                momentum,
+                dampening: 0.0,
+                weight_decay: self.weight_decay + self.l2,
+                nesterov: false,
+            })),
+            OptimizerChoice::AdamW if self.l2 > 0.0 => Err(Error::Invalid(
+                "--l2 (coupled) is for SGD; AdamW's weight decay is decoupled: use --weight-decay".into(),
+            )),
+            OptimizerChoice::AdamW => Ok(Optimizer::AdamW(AdamW { weight_decay: self.weight_decay, ..AdamW::default() })),
+        }
+    }
+
+    /// Checks what a run needs before anything is built or written.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            return Err(Error::Invalid("--steps must be ≥ 1".into()));
+        }
+        if self.batch < 2 {
+            return Err(Error::Invalid(format!("--batch must be ≥ 2 (batch norm needs 2 samples), got {}", self.batch)));
+        }
+        self.optimizer_kernel_config()?;
+        if let Schedule::Step { every, factor } = self.schedule {
+            if every == 0 || !(factor.is_finite() && factor > 0.0) {
+                return Err(Error::Invalid(format!("a step schedule needs every ≥ 1 and factor > 0, got {every}, {factor}")));
+            }
+        }
+        if let Some(f) = self.responses.lr_drop_on_spike {
+            if !(f > 0.0 && f <= 1.0) {
+                return Err(Error::Invalid(format!("the learning-rate drop must lie in (0, 1], got {f}")));
+            }
+        }
+        if let InitScheme::Normal { std } = self.init {
+            if !(std.is_finite() && std > 0.0) {
+                return Err(Error::Invalid(format!("init std must be > 0, got {std}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn bad(flag: &str, value: &str, expected: &str) -> Error {
+    Error::Invalid(format!("{flag}: `{value}` is not {expected}"))
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: &str, part: &str, expected: &str) -> Result<T> {
+    part.parse().map_err(|_| bad(flag, value, expected))
+}
+
+/// `relu`, `tanh`, `sigmoid`, `gelu`, `identity`, `leaky-relu[:SLOPE]`.
+pub fn parse_activation(s: &str) -> Result<Activation> {
+    const EXPECTED: &str = "relu, tanh, sigmoid, gelu, identity or leaky-relu[:SLOPE]";
+    Ok(match s.split_once(':') {
+        None => match s {
+            "relu" => Activation::Relu,
+            "tanh" => Activation::Tanh,
+            "sigmoid" => Activation::Sigmoid,
+            "gelu" => Activation::Gelu,
+            "identity" => Activation::Identity,
+            "leaky-relu" => Activation::LeakyRelu(0.01),
+            _ => return Err(bad("--activation", s, EXPECTED)),
+        },
+        Some(("leaky-relu", slope)) => Activation::LeakyRelu(number("--activation", s, slope, EXPECTED)?),
+        Some(_) => return Err(bad("--activation", s, EXPECTED)),
+    })
+}
+
+fn norm_kind(flag: &str, value: &str, s: Option<&str>) -> Result<NormKind> {
+    match s {
+        None | Some("l2") => Ok(NormKind::L2),
+        Some("l1") => Ok(NormKind::L1),
+        Some("inf") => Ok(NormKind::Inf),
+        Some(_) => Err(bad(flag, value, "a norm kind (l1, l2, inf)")),
+    }
+}
+
+impl std::str::FromStr for ClipSetting {
+    type Err = Error;
+
+    /// `none`, `value:V`, `norm:MAX[:l1|l2|inf]`, `per-layer:MAX[:KIND]`, `agc:C`,
+    /// `zclip[:Z]`, `autoclip[:PERCENTILE]`.
+    fn from_str(s: &str) -> Result<Self> {
+        const EXPECTED: &str = "none, value:V, norm:MAX[:l1|l2|inf], per-layer:MAX[:KIND], agc:C, zclip[:Z] or autoclip[:P]";
+        let parts: Vec<&str> = s.split(':').collect();
+        let positive = |i: usize| -> Result<f32> {
+            let v: f32 = number("--clip", s, parts.get(i).copied().unwrap_or(""), EXPECTED)?;
+            if v.is_finite() && v > 0.0 {
+                Ok(v)
+            } else {
+                Err(bad("--clip", s, "a positive threshold"))
+            }
+        };
+        Ok(match parts[0] {
+            "none" if parts.len() == 1 => Self::None,
+            "value" if parts.len() == 2 => Self::Value(positive(1)?),
+            "norm" if parts.len() <= 3 => Self::GlobalNorm { max_norm: positive(1)?, kind: norm_kind("--clip", s, parts.get(2).copied())? },
+            "per-layer" if parts.len() <= 3 => {
+                Self::PerTensor { max_norm: positive(1)?, kind: norm_kind("--clip", s, parts.get(2).copied())? }
+            }
+            "agc" if parts.len() == 2 => Self::Agc { clipping: positive(1)? },
+            "zclip" if parts.len() <= 2 => Self::Adaptive(AdaptiveClip::ZScore {
+                alpha: 0.97,
+                z: if parts.len() == 2 { positive(1)? as f64 } else { 2.5 },
+                warmup: 25,
+            }),
+            "autoclip" if parts.len() <= 2 => {
+                let p = if parts.len() == 2 { positive(1)? as f64 } else { 10.0 };
+                if p > 100.0 {
+                    return Err(bad("--clip", s, "a percentile in (0, 100]"));
+                }
+                Self::Adaptive(AdaptiveClip::Percentile { p, warmup: 5 })
+            }
+            _ => return Err(bad("--clip", s, EXPECTED)),
+        })
+    }
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = Error;
+
+    /// `constant`, `cosine`, `step:EVERY:FACTOR`.
+    fn from_str(s: &str) -> Result<Self> {
+        const EXPECTED: &str = "constant, cosine or step:EVERY:FACTOR";
+        match s.split(':').collect::<Vec<_>>().as_slice() {
+            ["constant"] => Ok(Self::Constant),
+            ["cosine"] => Ok(Self::Cosine),
+            ["step", every, factor] => Ok(Self::Step {
+                every: number("--schedule", s, every, EXPECTED)?,
+                factor: number("--schedule", s, factor, EXPECTED)?,
+            }),
+            _ => Err(bad("--schedule", s, EXPECTED)),
+        }
+    }
+}
+
+impl std::str::FromStr for InitScheme {
+    type Err = Error;
+
+    /// `kaiming`, `xavier`, `orthogonal[:GAIN]`, `normal:STD`.
+    fn from_str(s: &str) -> Result<Self> {
+        const EXPECTED: &str = "kaiming, xavier, orthogonal[:GAIN] or normal:STD";
+        match s.split(':').collect::<Vec<_>>().as_slice() {
+            ["kaiming"] => Ok(Self::Kaiming),
+            ["xavier"] => Ok(Self::Xavier),
+            ["orthogonal"] => Ok(Self::Orthogonal { gain: 1.0 }),
+            ["orthogonal", g] => Ok(Self::Orthogonal { gain: number("--init", s, g, EXPECTED)? }),
+            ["normal", std] => Ok(Self::Normal { std: number("--init", s, std, EXPECTED)? }),
+            _ => Err(bad("--init", s, EXPECTED)),
+        }
+    }
+}
+
+impl Fault {
+    /// `STEP:LAYER` (NaN or inf) or `STEP:LAYER:FACTOR` (scale).
+    pub fn parse(flag: &str, s: &str, kind: Option<FaultKind>) -> Result<Self> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let expected = if kind.is_some() { "STEP:LAYER" } else { "STEP:LAYER:FACTOR" };
+        let step = number(flag, s, parts[0], expected)?;
+        match (kind, parts.as_slice()) {
+            (Some(kind), [_, layer]) => Ok(Self { step, layer: layer.to_string(), kind }),
+            (None, [_, layer, factor]) => {
+                Ok(Self { step, layer: layer.to_string(), kind: FaultKind::Scale(number(flag, s, factor, expected)?) })
+            }
+            _ => Err(bad(flag, s, expected)),
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! `Trainer`: one training step is forward → loss → backward → norm → clip → optimizer →
+//! copy of the norms and loss into the readback ring, in one command encoder and one
+//! submit. The host reads step `k`'s record at step `k + LAG`, so monitoring never stalls
+//! the queue, and every response (a learning-rate drop, an adaptive clip threshold, a
+//! stop) lands at a fixed step: two runs with the same seed are identical.
+
+pub mod args;
+pub mod checkpoint;
+pub mod config;
+mod output;
+mod ring;
+
+pub use config::{AdaptiveClip, ClipSetting, Fault, FaultKind, ModelChoice, OptimizerChoice, Responses, Schedule, TrainConfig};
+pub use output::{temp_path, write_atomic as write_file, write_run};
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use wgpu::util::DeviceExt;
+
+use crate::clip::{ClipPolicy, GradClip};
+use crate::data::{BatchOrder, Split, Targets};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::matmul::{MatmulBinding, MatmulOp};
+use crate::kernels::optimizer::{lr_buffer, set_lr, OptimizerBinding, OptimizerBuffers};
+use crate::monitor::{percentile, Detector, Ema, Explosion, GradMonitor};
+use crate::nn::cpu::CpuModel;
+use crate::nn::{GpuModel, ModelSpec, TrainKernels};
+use crate::norm::{GradNorm, NonFinitePolicy, NormConfig, NormStats};
+use crate::readback::read_f32s;
+use checkpoint::{DeviceTensor, HostState, InFlight};
+use ring::RecordRing;
+
+/// Steps between a step's submission and the host reading its record.
+pub const LAG: u64 = 2;
+
+/// One step as the host saw it, `LAG` steps later.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StepRecord {
+    pub step: u64,
+    pub loss: f32,
+    /// Global L2 norm before clipping.
+    pub norm: f32,
+    /// Global L2 norm of the gradient the optimizer received (after clipping).
+    pub applied_norm: f32,
+    pub layer_norms: Vec<f64>,
+    pub lr: f32,
+    pub skipped: bool,
+    pub events: Vec<Detector>,
+}
+
+/// How a run went.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TrainSummary {
+    pub task: String,
+    pub steps_run: u64,
+    pub exploded: bool,
+    pub first_explosion: Option<Explosion>,
+    pub stopped: Option<String>,
+    pub skipped_steps: u64,
+    /// Mean loss of the last (up to) 10 steps.
+    pub final_loss: f64,
+    /// "accuracy" (classes) or "mse" (values), on the test split.
+    pub metric_name: String,
+    pub metric: f64,
+    /// Majority-class accuracy, or the MSE of predicting the training mean.
+    pub baseline: f64,
+    pub seconds: f64,
+    pub submits: u64,
+    pub blocking_waits: u64,
+    pub dispatches_per_step: usize,
+    pub record_seconds: f64,
+}
+
+/// A fault bound once, recorded at its step.
+enum FaultOp {
+    /// Copy 4 bytes from `source` over the start of `grad`.
+    Overwrite { source: wgpu::Buffer, grad: wgpu::Buffer },
+    /// `scratch = grad · factor` (a k = 1 product), then copied back.
+    Scale { product: MatmulBinding, scratch: wgpu::Buffer, grad: wgpu::Buffer },
+}
+
+/// The host side of an adaptive clip threshold.
+#[derive(Clone, Debug)]
+struct AdaptiveState {
+    method: AdaptiveClip,
+    ema: Ema,
+    history: Vec<f64>,
+}
+
+impl AdaptiveState {
+    /// Folds in a finite norm; returns the threshold for later steps once warmed up.
+    fn update(&mut self, norm: f64) -> Option<f32> {
+        match self.method {
+            AdaptiveClip::ZScore { alpha, z, warmup } => {
+                let limit = (self.ema.count >= warmup).then(|| self.ema.mean + z * self.ema.var.sqrt());
+                // ZClip folds the clipped norm into its statistics.
+                self.ema.update(limit.map_or(norm, |l| norm.min(l)), alpha);
+                (self.ema.count >= warmup).then(|| (self.ema.mean + z * self.ema.var.sqrt()) as f32)
+            }
+            AdaptiveClip::Percentile { p, warmup } => {
+                let at = self.history.partition_point(|&h| h < norm);
+                self.history.insert(at, norm);
+                (self.history.len() as u64 >= warmup).then(|| percentile(&self.history, p).unwrap_or(norm) as f32)
+            }
+        }
+    }
+}
+
+/// A model, its data and every device object a step needs, built once.
+pub struct Trainer<'g> {
+    gpu: &'g Gpu,
+    config: TrainConfig,
+    split: Split,
+    spec: ModelSpec,
+    kernels: TrainKernels,
+    model: GpuModel,
+    clip: GradClip,
+    /// Measures what clipping left: the norm of the update's gradient.
+    applied: GradNorm,
+    adaptive: Option<AdaptiveState>,
+    optimizer: Vec<OptimizerBinding>,
+    optimizer_state: Vec<Vec<wgpu::Buffer>>,
+    lr_buffer: wgpu::Buffer,
+    written_lr: f32,
+    lr_scale: f32,
+    order: BatchOrder,
+    ring: RecordRing,
+    monitor: GradMonitor,
+    faults: Vec<(u64, FaultOp)>,
+    /// The learning rate each submitted step still in the ring ran with.
+    pending_lr: VecDeque<f32>,
+    /// Records of steps before a resume that the stopped run had not read yet; they are
+    /// read before the ring, each at the step it would have been.
+    preloaded: VecDeque<InFlight>,
+    /// The adaptive clip's last threshold (what the device holds).
+    clip_limit: Option<f32>,
+    /// Save a checkpoint to the path every so many steps and at the end.
+    checkpoints: Option<(u64, PathBuf)>,
+    next_step: u64,
+    /// The first step whose record the host has not read.
+    next_read: u64,
+    records: Vec<StepRecord>,
+    stopped: Option<String>,
+    submits: u64,
+    record_time: Duration,
+    started: Instant,
+}
+
+impl<'g> Trainer<'g> {
+    /// Loads the task's data and builds the model and every step's bindings.
+    pub fn new(gpu: &'g Gpu, config: TrainConfig) -> Result<Self> {
+        config.validate()?;
+        let split = config.task.load(config.seed)?;
+        let spec = config.model_spec(&split.train)?;
+        let params = spec.init_params(config.seed)?;
+        Self::with_params(gpu, config, split, spec, &params)
+    }
+
+    fn with_params(gpu: &'g Gpu, config: TrainConfig, split: Split, spec: ModelSpec, params: &[Vec<f32>]) -> Result<Self> {
+        let device = &gpu.device;
+        let kernels = TrainKernels::new(device)?;
+        let model = GpuModel::new(device, &kernels, &spec, config.batch, config.loss_kind(), params)?;
+        let tensors = spec.tensors();
+        let (clip_policy, adaptive) = match config.clip {
+            ClipSetting::None => (ClipPolicy::None, None),
+            ClipSetting::Value(v) => (ClipPolicy::Value { clip_value: v }, None),
+            ClipSetting::GlobalNorm { max_norm, kind } => (ClipPolicy::GlobalNorm { max_norm, kind }, None),
+            ClipSetting::PerTensor { max_norm, kind } => (ClipPolicy::PerSegmentNorm { max_norm, kind }, None),
+            ClipSetting::Agc { clipping } => (
+                ClipPolicy::Agc {
+                    clipping,
+                    eps: 1e-3,
+                    params: model.param_set(),
+                    unit_lens: tensors.iter().map(|t| t.unit_len()).collect(),
+                },
+                None,
+            ),
+            // No clipping until the history has warmed up.
+            ClipSetting::Adaptive(method) => (
+                ClipPolicy::GlobalNorm { max_norm: f32::MAX, kind: crate::NormKind::L2 },
+                Some(AdaptiveState { method, ema: Ema::default(), history: Vec::new() }),
+            ),
+        };
+        let clip = GradClip::new(device, &model.grad_set(), clip_policy, config.on_nonfinite)?;
+        let applied = GradNorm::new(device, &model.grad_set(), &NormConfig::default())?;
+        let optimizer_config = config.optimizer_kernel_config()?;
+        let lr = config.lr * config.schedule.factor(0, config.steps);
+        let lr_buf = lr_buffer(device, lr);
+        let mut optimizer = Vec::new();
+        let mut optimizer_state = Vec::new();
+        for (p, g) in model.params().iter().zip(model.grads()) {
+            let state: Vec<wgpu::Buffer> = (0..optimizer_config.state_buffers())
+                .map(|_| {
+                    device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("optimizer state"),
+                        size: p.size(),
+                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    })
+                })
+                .collect();
+            let refs: Vec<&wgpu::Buffer> = state.iter().collect();
+            let buffers = OptimizerBuffers { params: p, grads: g, state: &refs, lr: &lr_buf, stats: Some(clip.stats_buffer()) };
+            optimizer.push(kernels.optimizer.bind(device, &optimizer_config, p.size() / 4, buffers)?);
+            optimizer_state.push(state);
+        }
+        let layers = spec.param_layers();
+        let segment_layer =
+            tensors.iter().map(|t| layers.iter().position(|(l, _)| *l == t.layer).unwrap_or(0)).collect();
+        let monitor = GradMonitor::new(config.monitor.clone(), layers.into_iter().map(|l| l.1).collect(), segment_layer);
+        let faults = Self::bind_faults(gpu, &kernels, &spec, &model, &config.faults)?;
+        let order = BatchOrder::new(split.train.len(), config.batch as usize, config.seed)?;
+        let ring = RecordRing::new(device, clip.stats_buffer().size(), LAG as usize + 1);
+        Ok(Self {
+            gpu,
+            split,
+            spec,
+            kernels,
+            clip,
+            applied,
+            adaptive,
+            optimizer,
+            optimizer_state,
+            lr_buffer: lr_buf,
+            written_lr: lr,
+            lr_scale: 1.0,
+            order,
+            ring,
+            monitor,
+            faults,
+            pending_lr: VecDeque::new(),
+            preloaded: VecDeque::new(),
+            clip_limit: None,
+            checkpoints: None,
+            next_step: 0,
+            next_read: 0,
+            records: Vec::new(),
+            stopped: None,
+            submits: 0,
+            record_time: Duration::ZERO,
+            started: Instant::now(),
+            model,
+            config,
+        })
+    }
+
+    fn bind_faults(gpu: &Gpu, kernels: &TrainKernels, spec: &ModelSpec, model: &GpuModel, faults: &[Fault]) -> Result<Vec<(u64, FaultOp)>> {
+        let device = &gpu.device;
+        let tensors = spec.tensors();
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        faults
+            .iter()
+            .map(|f| {
+                let layers = spec.param_layers();
+                let layer = layers.iter().find(|(_, name)| *name == f.layer).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "no layer `{}` to inject a fault into; layers: {}",
+                        f.layer,
+                        layers.iter().map(|l| l.1.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                let t = tensors.iter().position(|t| t.layer == layer.0).expect("a parameter layer owns a tensor");
+                let grad = model.grads()[t].clone();
+                let init = |label: &str, contents: &[f32]| {
+                    device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: bytemuck::cast_slice(contents), usage })
+                };
+                let op = match f.kind {
+                    FaultKind::Nan => FaultOp::Overwrite { source: init("fault NaN", &[f32::NAN]), grad },
+                    FaultKind::Inf => FaultOp::Overwrite { source: init("fault inf", &[f32::INFINITY]), grad },
+                    FaultKind::Scale(factor) => {
+                        let len = (grad.size() / 4) as u32;
+                        let scratch = init("fault scratch", &vec![0.0; len as usize]);
+                        let op = MatmulOp { m: len, n: 1, k: 1, ..MatmulOp::default() };
+                        let product = kernels.matmul.bind(device, &op, &grad, &init("fault factor", &[factor]), None, &scratch)?;
+                        FaultOp::Scale { product, scratch, grad }
+                    }
+                };
+                Ok((f.step, op))
+            })
+            .collect()
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    pub fn model(&self) -> &GpuModel {
+        &self.model
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    pub fn monitor(&self) -> &GradMonitor {
+        &self.monitor
+    }
+
+    /// Records read so far, in step order.
+    pub fn records(&self) -> &[StepRecord] {
+        &self.records
+    }
+
+    /// Steps submitted so far.
+    pub fn steps_done(&self) -> u64 {
+        self.next_step
+    }
+
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.as_deref()
+    }
+
+    /// Optimizer state buffers, one list per parameter tensor.
+    pub fn optimizer_state(&self) -> &[Vec<wgpu::Buffer>] {
+        &self.optimizer_state
+    }
+
+    /// Compute dispatches per step: model, norm + clip, optimizer (two per tensor).
+    pub fn dispatches_per_step(&self) -> usize {
+        let clip = self.clip.norm().dispatch_count() * 2 + self.applied.dispatch_count();
+        self.model.dispatch_count() + clip + 2 * self.optimizer.len()
+    }
+
+    /// Records and submits one step, then reads the record of step `k - LAG`.
+    pub fn step(&mut self) -> Result<()> {
+        let k = self.next_step;
+        let lr = self.config.lr * self.config.schedule.factor(k, self.config.steps) * self.lr_scale;
+        if lr != self.written_lr {
+            set_lr(&self.gpu.queue, &self.lr_buffer, lr)?;
+            self.written_lr = lr;
+        }
+        let rows = self.order.rows(k).to_vec();
+        self.model.write_batch(&self.gpu.queue, &self.split.train, &rows)?;
+
+        let t0 = Instant::now();
+        let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradguard train step") });
+        self.model.encode(&self.kernels, &mut encoder);
+        for (_, fault) in self.faults.iter().filter(|(s, _)| *s == k) {
+            match fault {
+                FaultOp::Overwrite { source, grad } => encoder.copy_buffer_to_buffer(source, 0, grad, 0, 4),
+                FaultOp::Scale { product, scratch, grad } => {
+                    self.kernels.matmul.encode(&mut encoder.begin_compute_pass(&Default::default()), product);
+                    encoder.copy_buffer_to_buffer(scratch, 0, grad, 0, grad.size());
+                }
+            }
+        }
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("gradguard norm, clip and update"),
+                timestamp_writes: None,
+            });
+            self.clip.encode_in_pass(&mut pass);
+            self.applied.encode_in_pass(&mut pass);
+            for binding in &self.optimizer {
+                self.kernels.optimizer.encode(&mut pass, binding);
+            }
+        }
+        let (stats, loss, applied) = (self.clip.stats_buffer(), self.model.loss_buffer(), self.applied.stats_buffer());
+        self.ring.encode_copy(&mut encoder, k, stats, loss, applied)?;
+        let commands = encoder.finish();
+        self.record_time += t0.elapsed();
+        let submission = self.gpu.queue.submit([commands]);
+        self.submits += 1;
+        self.ring.after_submit(k, submission);
+        self.pending_lr.push_back(lr);
+        self.next_step += 1;
+        self.read_until(self.next_step.saturating_sub(LAG))
+    }
+
+    /// Reads the records of the steps before `end` not read yet.
+    fn read_until(&mut self, end: u64) -> Result<()> {
+        while self.next_read < end {
+            self.read_record(self.next_read)?;
+            self.next_read += 1;
+        }
+        Ok(())
+    }
+
+    /// Reads step `j`'s record, runs the detectors and the responses.
+    fn read_record(&mut self, j: u64) -> Result<()> {
+        let (words, loss, applied_norm, lr) = match self.preloaded.front() {
+            Some(r) if r.step == j => {
+                let r = self.preloaded.pop_front().expect("just seen");
+                (r.words, r.loss, r.applied_norm, r.lr)
+            }
+            _ => {
+                let (words, loss, applied_norm) = self.ring.take(&self.gpu.device, j)?;
+                (words, loss, applied_norm, self.pending_lr.pop_front().unwrap_or(self.written_lr))
+            }
+        };
+        let stats = NormStats::from_words(&words)?;
+        let events = self.monitor.observe(j, &stats, loss, applied_norm);
+        let norm = stats.l2 as f64;
+        if let Some(adaptive) = &mut self.adaptive {
+            if norm.is_finite() {
+                if let Some(limit) = adaptive.update(norm) {
+                    let limit = limit.max(f32::MIN_POSITIVE);
+                    self.clip.norm_mut().set_max_norm(&self.gpu.queue, limit)?;
+                    self.clip_limit = Some(limit);
+                }
+            }
+        }
+        let responses = self.config.responses;
+        if let Some(factor) = responses.lr_drop_on_spike {
+            if events.iter().any(|e| e.detector == Detector::Spike) {
+                self.lr_scale *= factor;
+            }
+        }
+        if self.stopped.is_none() {
+            if let Some(e) = events.iter().find(|e| responses.stop_on_explosion && e.detector.is_explosion()) {
+                self.stopped = Some(format!("stopped at step {} after an explosion: {e}", self.next_step));
+            } else if stats.skipped && self.config.on_nonfinite == NonFinitePolicy::Error {
+                let e = stats.check_finite().expect_err("a skipped step has non-finite gradients");
+                self.stopped = Some(format!("stopped at step {}: step {j}: {e}", self.next_step));
+            }
+        }
+        self.records.push(StepRecord {
+            step: j,
+            loss,
+            norm: stats.l2,
+            applied_norm,
+            layer_norms: self.monitor.layer_norms(&stats),
+            lr,
+            skipped: stats.skipped,
+            events: events.iter().map(|e| e.detector).collect(),
+        });
+        Ok(())
+    }
+
+    /// Reads every step still in flight (end of a run). Its responses then land earlier
+    /// than they would in a longer run: checkpoint before, never after.
+    pub fn flush(&mut self) -> Result<()> {
+        self.read_until(self.next_step)
+    }
+
+    /// Makes [`Trainer::run`] save a checkpoint to `path` every `every` steps and after
+    /// the last one.
+    pub fn checkpoint_every(&mut self, every: u64, path: PathBuf) -> Result<()> {
+        if every == 0 {
+            return Err(Error::Invalid("--checkpoint-every must be ≥ 1".into()));
+        }
+        self.checkpoints = Some((every, path));
+        Ok(())
+    }
+
+    /// Runs to `config.steps` (or a stop), calling `on_record` for each record read.
+    pub fn run(&mut self, mut on_record: impl FnMut(&StepRecord)) -> Result<TrainSummary> {
+        self.started = Instant::now();
+        while self.next_step < self.config.steps && self.stopped.is_none() {
+            let before = self.records.len();
+            self.step()?;
+            self.records[before..].iter().for_each(&mut on_record);
+            if let Some((every, path)) = &self.checkpoints {
+                if self.next_step % every == 0 || self.next_step == self.config.steps {
+                    let path = path.clone();
+                    self.save_checkpoint(&path)?;
+                }
+            }
+        }
+        let before = self.records.len();
+        self.flush()?;
+        self.records[before..].iter().for_each(&mut on_record);
+        self.summary()
+    }
+
+    /// Every buffer that carries state from one step to the next, named as in checkpoints.
+    fn device_tensors(&self) -> Vec<DeviceTensor<'_>> {
+        let state_names: &[&str] = match self.config.optimizer {
+            OptimizerChoice::Sgd { .. } => &["momentum_buffer"],
+            OptimizerChoice::AdamW => &["exp_avg", "exp_avg_sq"],
+        };
+        let f32s = |name: String, buffer, shape| DeviceTensor { name, buffer, shape, dtype: safetensors::Dtype::F32 };
+        let mut out = Vec::new();
+        for (t, tensor) in self.spec.tensors().into_iter().enumerate() {
+            out.push(f32s(format!("param/{}", tensor.name), &self.model.params()[t], tensor.shape.clone()));
+            for (state, name) in self.optimizer_state[t].iter().zip(state_names) {
+                out.push(f32s(format!("optim/{}/{name}", tensor.name), state, tensor.shape.clone()));
+            }
+            out.push(DeviceTensor {
+                name: format!("optim/{}/step", tensor.name),
+                buffer: self.optimizer[t].step_buffer(),
+                shape: vec![1],
+                dtype: safetensors::Dtype::U32,
+            });
+        }
+        let bn_layers = self.spec.layers.iter().enumerate().filter(|(_, l)| matches!(l, crate::nn::LayerSpec::BatchNorm { .. }));
+        for ((i, layer), pair) in bn_layers.zip(self.model.running_stats().chunks(2)) {
+            let crate::nn::LayerSpec::BatchNorm { features } = *layer else { unreachable!("filtered") };
+            let name = self.spec.layer_name(i);
+            out.push(f32s(format!("buffer/{name}.running_mean"), &pair[0], vec![features as usize]));
+            out.push(f32s(format!("buffer/{name}.running_var"), &pair[1], vec![features as usize]));
+        }
+        out
+    }
+
+    /// Saves everything a resumed run needs to continue exactly as this one would: the
+    /// device state after the last submitted step, the host state up to the last record
+    /// read, and the records still in flight, saved unread so that their responses land
+    /// at the same steps after a resume. Blocks until the device is done.
+    pub fn save_checkpoint(&mut self, path: &Path) -> Result<()> {
+        let mut in_flight: Vec<InFlight> = self.preloaded.iter().cloned().collect();
+        let first_in_ring = self.next_read + self.preloaded.len() as u64;
+        for (j, &lr) in (first_in_ring..self.next_step).zip(&self.pending_lr) {
+            let (words, loss, applied_norm) = self.ring.peek(&self.gpu.device, j)?;
+            in_flight.push(InFlight { step: j, words, loss, applied_norm, lr });
+        }
+        let host = HostState {
+            lr_scale: self.lr_scale,
+            clip_limit: self.clip_limit,
+            adaptive: self.adaptive.as_ref().map(|a| (a.ema, a.history.clone())),
+            monitor: self.monitor.state(),
+            records: self.records.clone(),
+            in_flight,
+            stopped: self.stopped.clone(),
+        };
+        checkpoint::save(path, self.gpu, &self.config, self.next_step, &self.device_tensors(), &host)
+    }
+
+    /// A trainer for `config` that continues the run saved at `path`, bit for bit. The
+    /// checkpoint must come from the same configuration (only `steps` may grow).
+    pub fn resume(gpu: &'g Gpu, config: TrainConfig, path: &Path) -> Result<Self> {
+        let mut trainer = Self::new(gpu, config)?;
+        let (step, host) = checkpoint::load(path, gpu, &trainer.config, &trainer.device_tensors())?;
+        if let Some(limit) = host.clip_limit {
+            trainer.clip.norm_mut().set_max_norm(&gpu.queue, limit)?;
+        }
+        if let (Some(adaptive), Some((ema, history))) = (&mut trainer.adaptive, host.adaptive) {
+            (adaptive.ema, adaptive.history) = (ema, history);
+        }
+        trainer.monitor.restore(host.monitor);
+        trainer.next_read = host.in_flight.first().map_or(step, |r| r.step);
+        trainer.preloaded = host.in_flight.into();
+        trainer.next_step = step;
+        (trainer.lr_scale, trainer.clip_limit, trainer.records, trainer.stopped) =
+            (host.lr_scale, host.clip_limit, host.records, host.stopped);
+        Ok(trainer)
+    }
+
+    /// Reads the parameters back (blocking: between runs, for evaluation and checkpoints).
+    pub fn read_params(&self) -> Result<Vec<Vec<f32>>> {
+        let tensors = self.spec.tensors();
+        self.model
+            .params()
+            .iter()
+            .zip(&tensors)
+            .map(|(b, t)| Ok(read_f32s(&self.gpu.device, &self.gpu.queue, b)?[..t.len()].to_vec()))
+            .collect()
+    }
+
+    fn read_running(&self) -> Result<Vec<Vec<f32>>> {
+        self.model.running_stats().iter().map(|b| read_f32s(&self.gpu.device, &self.gpu.queue, b)).collect()
+    }
+
+    /// The test metric and its baseline, from the current weights (evaluated on the CPU twin).
+    pub fn evaluate(&self) -> Result<(String, f64, f64)> {
+        let model = CpuModel::new(&self.spec, &self.read_params()?, &self.read_running()?)?;
+        let test = &self.split.test;
+        let out = model.predict(test);
+        Ok(match &test.targets {
+            Targets::Classes { labels, classes } => {
+                let c = *classes as usize;
+                let correct = labels
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, &l)| {
+                        let row = &out[i * c..(i + 1) * c];
+                        let best = (0..c).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0);
+                        best == l as usize && row.iter().all(|v| v.is_finite())
+                    })
+                    .count();
+                let baseline = self.split.train.majority_baseline(test).unwrap_or(0.0);
+                ("accuracy".into(), correct as f64 / labels.len().max(1) as f64, baseline)
+            }
+            Targets::Values { values, .. } => {
+                let mse = out.iter().zip(values).map(|(p, &t)| (p - t as f64).powi(2)).sum::<f64>() / values.len().max(1) as f64;
+                let Targets::Values { values: train, .. } = &self.split.train.targets else { unreachable!() };
+                let mean = train.iter().map(|&v| v as f64).sum::<f64>() / train.len().max(1) as f64;
+                let baseline = values.iter().map(|&t| (t as f64 - mean).powi(2)).sum::<f64>() / values.len().max(1) as f64;
+                ("mse".into(), mse, baseline)
+            }
+        })
+    }
+
+    /// The run so far, evaluated.
+    pub fn summary(&self) -> Result<TrainSummary> {
+        let (metric_name, metric, baseline) = self.evaluate()?;
+        let tail = &self.records[self.records.len().saturating_sub(10)..];
+        let first_explosion = self.monitor.events().iter().find(|e| e.detector.is_explosion()).cloned();
+        Ok(TrainSummary {
+            task: self.config.task.name(),
+            steps_run: self.next_step,
+            exploded: first_explosion.is_some(),
+            first_explosion,
+            stopped: self.stopped.clone(),
+            skipped_steps: self.records.iter().filter(|r| r.skipped).count() as u64,
+            final_loss: tail.iter().map(|r| r.loss as f64).sum::<f64>() / tail.len().max(1) as f64,
+            metric_name,
+            metric,
+            baseline,
+            seconds: self.started.elapsed().as_secs_f64(),
+            submits: self.submits,
+            blocking_waits: self.ring.waits,
+            dispatches_per_step: self.dispatches_per_step(),
+            record_seconds: self.record_time.as_secs_f64(),
+        })
+    }
+}

@@ -1,0 +1,126 @@
+//! What a run leaves in its `--out` directory: metrics.csv, events.jsonl, summary.json and
+//! plot.svg. Each file is written to a temporary name and renamed, so a crash never leaves
+//! half a file.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::{StepRecord, TrainConfig, TrainSummary};
+use crate::error::{Error, Result};
+use crate::monitor::Explosion;
+use crate::plot::{self, Chart, Series};
+
+/// Where [`write_atomic`] puts `path`'s bytes before renaming them into place.
+pub fn temp_path(path: &Path) -> PathBuf {
+    path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")))
+}
+
+/// Writes `contents` to `path` through a temporary file in the same directory, synced to
+/// disk before the rename: a crash at any point leaves either the old file or the new one.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    write_synced(path, contents).map_err(|e| Error::Invalid(format!("writing {}: {e}", path.display())))
+}
+
+pub(super) fn write_synced(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = temp_path(path);
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    // The rename itself is durable once the directory is synced (where directories can be
+    // opened as files: Unix).
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// metrics.csv: one row per step, one column per layer norm. Floats in Rust's shortest
+/// round-trip form, so equal runs give equal files.
+pub fn metrics_csv(records: &[StepRecord], layers: &[String]) -> String {
+    let mut out = String::from("step,loss,global_norm,clipped_norm");
+    layers.iter().for_each(|l| out.push_str(&format!(",norm_{l}")));
+    out.push_str(",lr,skipped,events\n");
+    for r in records {
+        let _ = write!(out, "{},{},{},{}", r.step, r.loss, r.norm, r.applied_norm);
+        r.layer_norms.iter().for_each(|n| out.push_str(&format!(",{n}")));
+        let events: Vec<&str> = r.events.iter().map(|e| e.name()).collect();
+        let _ = writeln!(out, ",{},{},{}", r.lr, r.skipped as u8, events.join(";"));
+    }
+    out
+}
+
+/// The three panels of a run: global norm with events, loss, per-layer norm against depth.
+pub fn run_plot(title: &str, records: &[StepRecord], events: &[Explosion], layers: &[String]) -> String {
+    let steps = |f: &dyn Fn(&StepRecord) -> f64| records.iter().map(|r| (r.step as f64, f(r))).collect::<Vec<_>>();
+    let norm = Chart {
+        title: format!("{title}: global gradient norm"),
+        x_label: "step".into(),
+        y_label: "L2 norm (log)".into(),
+        log_y: true,
+        series: vec![
+            Series { name: "before clipping".into(), points: steps(&|r| r.norm as f64) },
+            Series { name: "after clipping".into(), points: steps(&|r| r.applied_norm as f64) },
+        ],
+        marks: events.iter().map(|e| (e.step as f64, e.to_string())).collect(),
+    };
+    let loss = Chart {
+        title: "training loss".into(),
+        x_label: "step".into(),
+        y_label: "loss (log)".into(),
+        log_y: true,
+        series: vec![Series { name: "loss".into(), points: steps(&|r| r.loss as f64) }],
+        marks: Vec::new(),
+    };
+    // A few snapshots over the run: how the norm changes from the input layer to the head.
+    let picks: Vec<&StepRecord> = match records.len() {
+        0 => Vec::new(),
+        n => {
+            let mut idx: Vec<usize> = [0, n / 4, n / 2, n - 1].into();
+            idx.dedup();
+            idx.into_iter().map(|i| &records[i]).collect()
+        }
+    };
+    let depth = Chart {
+        title: format!("per-layer gradient norm against depth ({})", layers.join(", ")),
+        x_label: "layer (0 = input side)".into(),
+        y_label: "L2 norm (log)".into(),
+        log_y: true,
+        series: picks
+            .iter()
+            .map(|r| Series {
+                name: format!("step {}", r.step),
+                points: r.layer_norms.iter().enumerate().map(|(i, &n)| (i as f64, n)).collect(),
+            })
+            .collect(),
+        marks: Vec::new(),
+    };
+    plot::svg(&[norm, loss, depth])
+}
+
+/// Writes the run's four files into `dir` (created if missing).
+pub fn write_run(
+    dir: &Path,
+    config: &TrainConfig,
+    records: &[StepRecord],
+    events: &[Explosion],
+    layers: &[String],
+    summary: &TrainSummary,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Invalid(format!("creating {}: {e}", dir.display())))?;
+    write_atomic(&dir.join("metrics.csv"), metrics_csv(records, layers).as_bytes())?;
+    let mut jsonl = String::new();
+    for e in events {
+        jsonl.push_str(&serde_json::to_string(e).map_err(|e| Error::Invalid(e.to_string()))?);
+        jsonl.push('\n');
+    }
+    write_atomic(&dir.join("events.jsonl"), jsonl.as_bytes())?;
+    let summary_json = serde_json::json!({ "config": config, "layers": layers, "summary": summary });
+    let text = serde_json::to_string_pretty(&summary_json).map_err(|e| Error::Invalid(e.to_string()))?;
+    write_atomic(&dir.join("summary.json"), text.as_bytes())?;
+    write_atomic(&dir.join("plot.svg"), run_plot(&config.task.name(), records, events, layers).as_bytes())
+}

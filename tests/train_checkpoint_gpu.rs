@@ -1,0 +1,113 @@
+//! A run saved and resumed continues bit for bit as if it had never stopped: same records,
+//! same events, same weights and optimizer state.
+
+mod common;
+
+use common::gpu;
+use gradguard::lab::{exploding_mlp, exploding_rnn};
+use gradguard::monitor::Detector;
+use gradguard::readback::read_buffer;
+use gradguard::train::{AdaptiveClip, ClipSetting, Fault, FaultKind, OptimizerChoice, Schedule, TrainConfig, Trainer};
+
+fn checkpoint_path(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("gradguard-ckpt-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("checkpoint.safetensors")
+}
+
+/// Every parameter and optimizer-state word of a trainer.
+fn device_state(trainer: &Trainer) -> Vec<Vec<u32>> {
+    let g = gpu();
+    let buffers = trainer.model().params().iter().chain(trainer.optimizer_state().iter().flatten()).chain(trainer.model().running_stats());
+    buffers.map(|b| read_buffer(&g.device, &g.queue, b).unwrap()).collect()
+}
+
+/// `steps` straight against `stop_at` steps, a checkpoint, a fresh trainer resumed from it
+/// and the rest.
+fn check_resume(name: &str, config: TrainConfig, stop_at: u64) {
+    let mut straight = Trainer::new(gpu(), config.clone()).unwrap();
+    let straight_summary = straight.run(|_| {}).unwrap();
+
+    let path = checkpoint_path(name);
+    {
+        let mut first = Trainer::new(gpu(), config.clone()).unwrap();
+        for _ in 0..stop_at {
+            first.step().unwrap();
+        }
+        first.save_checkpoint(&path).unwrap();
+    } // dropped: nothing but the file carries over
+    let info = gradguard::train::checkpoint::read_info(&path).unwrap();
+    assert_eq!(info.step, stop_at);
+    let mut resumed = Trainer::resume(gpu(), config, &path).unwrap();
+    let resumed_summary = resumed.run(|_| {}).unwrap();
+
+    assert_eq!(resumed.records().len(), straight.records().len());
+    for (a, b) in straight.records().iter().zip(resumed.records()) {
+        // Bitwise: NaN losses must match too.
+        let bits = |r: &gradguard::train::StepRecord| {
+            (r.step, r.loss.to_bits(), r.norm.to_bits(), r.applied_norm.to_bits(), r.lr.to_bits(), r.skipped, r.events.clone())
+        };
+        assert_eq!(bits(a), bits(b), "step {}", a.step);
+        assert_eq!(a.layer_norms.iter().map(|n| n.to_bits()).collect::<Vec<_>>(), b.layer_norms.iter().map(|n| n.to_bits()).collect::<Vec<_>>());
+    }
+    assert_eq!(straight.monitor().events(), resumed.monitor().events());
+    assert_eq!(device_state(&straight), device_state(&resumed), "weights or optimizer state differ");
+    assert_eq!(straight_summary.steps_run, resumed_summary.steps_run);
+    assert_eq!(straight_summary.final_loss.to_bits(), resumed_summary.final_loss.to_bits());
+    assert_eq!(straight_summary.stopped, resumed_summary.stopped);
+}
+
+#[test]
+fn mlp_adamw_zclip_batchnorm_resumes_bitwise() {
+    let mut config = exploding_mlp(40, 11);
+    config.model = gradguard::train::ModelChoice::Mlp {
+        depth: 4,
+        width: 32,
+        activation: gradguard::kernels::activation::Activation::Relu,
+        batchnorm: true,
+    };
+    config.optimizer = OptimizerChoice::AdamW;
+    config.lr = 0.01;
+    config.schedule = Schedule::Step { every: 15, factor: 0.5 };
+    config.clip = ClipSetting::Adaptive(AdaptiveClip::ZScore { alpha: 0.9, z: 1.5, warmup: 10 });
+    config.responses.lr_drop_on_spike = Some(0.5);
+    config.monitor.warmup = 5;
+    // A spike just before the stop: its record is in flight when the checkpoint is taken,
+    // and the learning-rate drop it causes must land at the same step after the resume.
+    config.faults = vec![Fault { step: 18, layer: "linear2".into(), kind: FaultKind::Scale(1e3) }];
+    check_resume("mlp", config.clone(), 19);
+    // Stopped right after the spike's record was read, and at a step boundary of nothing.
+    check_resume("mlp-b", config, 21);
+}
+
+#[test]
+fn rnn_sgd_autoclip_cosine_resumes_bitwise() {
+    let mut config = exploding_rnn(30, 12, 5);
+    config.batch = 32;
+    config.init = gradguard::nn::InitScheme::Orthogonal { gain: 1.0 }; // trains, so clipping bites
+    config.optimizer = OptimizerChoice::Sgd { momentum: 0.9 };
+    config.schedule = Schedule::Cosine;
+    config.clip = ClipSetting::Adaptive(AdaptiveClip::Percentile { p: 50.0, warmup: 3 });
+    config.responses.lr_drop_on_spike = Some(0.1);
+    config.monitor.warmup = 5;
+    config.faults = vec![
+        Fault { step: 10, layer: "rnn".into(), kind: FaultKind::Nan },
+        Fault { step: 14, layer: "rnn".into(), kind: FaultKind::Scale(100.0) },
+    ];
+    config.on_nonfinite = gradguard::NonFinitePolicy::SkipStep;
+    check_resume("rnn", config, 15);
+}
+
+#[test]
+fn stop_on_explosion_survives_a_resume() {
+    let mut config = exploding_mlp(40, 2);
+    config.init = gradguard::nn::InitScheme::Kaiming; // no explosion but the injected one
+    config.responses.stop_on_explosion = true;
+    config.faults = vec![Fault { step: 9, layer: "linear3".into(), kind: FaultKind::Inf }];
+    let mut straight = Trainer::new(gpu(), config.clone()).unwrap();
+    let summary = straight.run(|_| {}).unwrap();
+    assert_eq!(straight.records().len(), 12, "the fault's record stops the run two steps later: {:?}", summary.stopped);
+    assert!(straight.monitor().events().iter().any(|e| e.detector == Detector::NonFiniteGradient));
+    // The fault's record is in flight at the checkpoint; the resumed run stops at the same step.
+    check_resume("stop", config, 10);
+}

@@ -1,0 +1,95 @@
+//! Explosion end to end: the exploding configuration is detected within a bounded number
+//! of steps, naming the layer; global-norm clipping prevents it; a non-finite gradient
+//! under skip-step leaves every weight and optimizer state bitwise unchanged and training
+//! continues; an injected spike is reported in the right layer.
+
+use std::hash::{Hash, Hasher};
+
+use gradguard::lab::exploding_mlp;
+use gradguard::monitor::Detector;
+use gradguard::nn::InitScheme;
+use gradguard::readback::read_f32s;
+use gradguard::train::{ClipSetting, Fault, FaultKind, Trainer, LAG};
+use gradguard::{NonFinitePolicy, NormKind};
+
+fn gpu() -> &'static gradguard::Gpu {
+    static G: std::sync::OnceLock<gradguard::Gpu> = std::sync::OnceLock::new();
+    G.get_or_init(|| gradguard::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")))
+}
+
+#[test]
+fn exploding_mlp_is_detected_within_bounded_steps_naming_the_layer() {
+    let mut trainer = Trainer::new(gpu(), exploding_mlp(40, 0)).unwrap();
+    let summary = trainer.run(|_| {}).unwrap();
+    let first = summary.first_explosion.expect("the exploding configuration explodes");
+    assert!(first.step < 30, "detected only at step {}", first.step);
+    assert!(trainer.monitor().layers().contains(&first.layer), "names a real layer: {}", first.layer);
+    let nonfinite = trainer.monitor().events().iter().find(|e| e.detector == Detector::NonFiniteGradient);
+    let nonfinite = nonfinite.expect("it ends in non-finite gradients");
+    assert!(trainer.monitor().layers().contains(&nonfinite.layer));
+}
+
+#[test]
+fn global_norm_clipping_prevents_the_explosion() {
+    let mut config = exploding_mlp(120, 0);
+    config.clip = ClipSetting::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 };
+    let mut trainer = Trainer::new(gpu(), config).unwrap();
+    let summary = trainer.run(|_| {}).unwrap();
+    assert!(!summary.exploded, "clipped run exploded: {:?}", summary.first_explosion);
+    assert!(trainer.records().iter().all(|r| r.loss.is_finite() && r.norm.is_finite()));
+    let first = trainer.records()[0].loss;
+    assert!(summary.final_loss < first as f64, "loss went from {first} to {}", summary.final_loss);
+}
+
+/// A hash of every parameter and optimizer-state bit.
+fn weights_hash(trainer: &Trainer) -> u64 {
+    let g = gpu();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in trainer.read_params().unwrap() {
+        p.iter().for_each(|v| v.to_bits().hash(&mut h));
+    }
+    for state in trainer.optimizer_state().iter().flatten() {
+        read_f32s(&g.device, &g.queue, state).unwrap().iter().for_each(|v| v.to_bits().hash(&mut h));
+    }
+    h.finish()
+}
+
+#[test]
+fn skipped_nonfinite_step_leaves_weights_bitwise_unchanged_and_training_continues() {
+    let mut config = exploding_mlp(20, 1);
+    config.init = InitScheme::Kaiming;
+    config.on_nonfinite = NonFinitePolicy::SkipStep;
+    config.faults = vec![Fault { step: 6, layer: "linear3".into(), kind: FaultKind::Nan }];
+    let mut trainer = Trainer::new(gpu(), config).unwrap();
+    for _ in 0..6 {
+        trainer.step().unwrap();
+    }
+    let before = weights_hash(&trainer);
+    trainer.step().unwrap(); // step 6: NaN in linear3's gradient
+    assert_eq!(weights_hash(&trainer), before, "the skipped step changed weights or optimizer state");
+    trainer.step().unwrap();
+    assert_ne!(weights_hash(&trainer), before, "training did not continue after the skipped step");
+    let summary = trainer.run(|_| {}).unwrap();
+    let skipped: Vec<u64> = trainer.records().iter().filter(|r| r.skipped).map(|r| r.step).collect();
+    assert_eq!(skipped, [6]);
+    assert_eq!(summary.skipped_steps, 1);
+    let e = trainer.monitor().events().iter().find(|e| e.detector == Detector::NonFiniteGradient).unwrap();
+    assert_eq!((e.step, e.layer.as_str()), (6, "linear3"));
+    assert!(trainer.records().iter().filter(|r| r.step > 6).all(|r| r.loss.is_finite()));
+    assert_eq!(summary.submits, 20);
+    assert!(summary.blocking_waits <= LAG + 1, "waited {} times", summary.blocking_waits);
+}
+
+#[test]
+fn injected_gradient_spike_is_reported_in_its_layer() {
+    let mut config = exploding_mlp(40, 2);
+    config.init = InitScheme::Kaiming;
+    config.faults = vec![Fault { step: 32, layer: "linear2".into(), kind: FaultKind::Scale(1e7) }];
+    let mut trainer = Trainer::new(gpu(), config).unwrap();
+    trainer.run(|_| {}).unwrap();
+    let events = trainer.monitor().events();
+    let at_32: Vec<_> = events.iter().filter(|e| e.step == 32).collect();
+    assert!(at_32.iter().any(|e| e.detector == Detector::AbsoluteNorm && e.layer == "linear2"), "{events:?}");
+    assert!(at_32.iter().any(|e| e.detector == Detector::Spike && e.layer == "linear2"), "{events:?}");
+    assert!(events.iter().all(|e| e.step >= 32 || !e.detector.is_explosion()), "{events:?}");
+}
