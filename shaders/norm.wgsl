@@ -180,25 +180,39 @@ fn norm_segments(
     @builtin(local_invocation_index) local: u32,
 ) {
     let s = workgroup_index(wid, groups);
-    let live = s < params.segment_count;
-    var mine = empty_acc();
-    if (live) {
-        let range = ranges[s];
-        for (var i = local; i < range.partial_count; i += WG) {
-            mine = combine(mine, stage_partials[range.first_partial + i]);
+    var range = SegmentRange(0u, 0u);
+    if (s < params.segment_count) { range = ranges[s]; }
+    // Most segments fit one tile: their partial is the total, no reduction (and no
+    // barrier) needed. The branch is uniform: one segment per workgroup.
+    if (range.partial_count <= 1u) {
+        if (s < params.segment_count && local == 0u) {
+            var total = empty_acc();
+            if (range.partial_count == 1u) { total = stage_partials[range.first_partial]; }
+            finish_segment(s, total);
         }
+        return;
     }
-    var total = reduce_workgroup(local, mine);
-    if (live && local == 0u) {
-        let n = norms_of(total);
-        total.coef = bitcast<f32>(clip_coef_bits(total, n));
-        segments[s] = total;
-        let base = HEADER_WORDS + s * SEGMENT_WORDS;
-        stats[base + 0u] = n.l2;
-        stats[base + 1u] = n.l1;
-        stats[base + 2u] = n.linf;
-        stats[base + 3u] = total.nan + total.inf;
+    var mine = empty_acc();
+    for (var i = local; i < range.partial_count; i += WG) {
+        mine = combine(mine, stage_partials[range.first_partial + i]);
     }
+    let total = reduce_workgroup(local, mine);
+    if (local == 0u) {
+        finish_segment(s, total);
+    }
+}
+
+// Writes segment `s`'s accumulator (with its clip coefficient) and its public norms.
+fn finish_segment(s: u32, acc: Acc) {
+    var total = acc;
+    let n = norms_of(total);
+    total.coef = bitcast<f32>(clip_coef_bits(total, n));
+    segments[s] = total;
+    let base = HEADER_WORDS + s * SEGMENT_WORDS;
+    stats[base + 0u] = n.l2;
+    stats[base + 1u] = n.l1;
+    stats[base + 2u] = n.linf;
+    stats[base + 3u] = total.nan + total.inf;
 }
 
 // ---- stage 3: segments -> global ----------------------------------------------------

@@ -108,7 +108,7 @@ impl GradClip {
             }
             (_, None) => Stage::None,
             (_, Some(mode)) => {
-                let kernel = ClipKernel::new(device, mode, zero, norm.workgroup_size())?;
+                let kernel = ClipKernel::new(device, mode, zero)?;
                 let groups = scoped(device, "binding the gradient buffers", || {
                     norm.plan
                         .windows

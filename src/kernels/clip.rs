@@ -23,7 +23,7 @@ pub struct ClipKernel {
 }
 
 impl ClipKernel {
-    pub fn new(device: &wgpu::Device, mode: ClipMode, zero_nonfinite: bool, workgroup_size: u32) -> Result<Self> {
+    pub fn new(device: &wgpu::Device, mode: ClipMode, zero_nonfinite: bool) -> Result<Self> {
         let layout = layout(
             device,
             "clip",
@@ -44,7 +44,6 @@ impl ClipKernel {
             ("MODE", mode),
             ("ZERO_NONFINITE", if zero_nonfinite { 1.0 } else { 0.0 }),
             ("CLIP_VALUE", value),
-            ("WG", workgroup_size as f64),
         ];
         let pipeline = pipeline(device, &shaders::CLIP, "clip", &[&layout], &constants)?;
         Ok(Self { layout, pipeline })
