@@ -239,7 +239,9 @@ fn norm_global(@builtin(local_invocation_index) local: u32) {
         let nonfinite = total.nan + total.inf;
         stats[H_NORM] = n.chosen;
         stats[H_COEF] = clip_coef_bits(total, n);
-        stats[H_SKIP] = select(0u, 1u, nonfinite > 0u && (params.nonfinite == 1u || params.nonfinite == 2u));
+        // A norm beyond f32 from finite elements is as unusable as a NaN: skip it too.
+        let unusable = nonfinite > 0u || (n.chosen & EXP_MASK) == EXP_MASK;
+        stats[H_SKIP] = select(0u, 1u, unusable && (params.nonfinite == 1u || params.nonfinite == 2u));
         stats[H_NONFINITE] = nonfinite;
         stats[H_NAN] = total.nan;
         stats[H_INF] = total.inf;

@@ -1,11 +1,10 @@
 //! `GradClip`: the norm, then in-place clipping that reads the norm's result on the device.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::grad_set::GradSet;
 use crate::kernels::agc::AgcPlan;
 use crate::kernels::clip::{ClipKernel, ClipMode};
-use crate::kernels::scoped;
-use crate::norm::{GradNorm, NonFinitePolicy, NormConfig, NormKind};
+use crate::norm::{bind_windows, check_positive, GradNorm, NonFinitePolicy, NormConfig, NormKind};
 
 /// How gradients are clipped. Every policy reports the pre-clip norms in `NormStats`.
 #[derive(Clone, Debug)]
@@ -73,65 +72,43 @@ impl GradClip {
         Self::with_config(device, grads, policy, config)
     }
 
-    /// As [`GradClip::new`], with the norm's tiling and chunking spelled out.
+    /// As [`GradClip::new`], with the norm's tiling, chunking and workgroup size spelled
+    /// out. The policy decides the norm kind and `max_norm`: those fields of `config` are
+    /// replaced by the policy's.
     pub fn with_config(device: &wgpu::Device, grads: &GradSet, policy: ClipPolicy, config: NormConfig) -> Result<Self> {
         let config = NormConfig { kind: policy.norm_kind(), max_norm: policy.max_norm(), ..config };
         let norm = GradNorm::new(device, grads, &config)?;
         let zero = config.nonfinite == NonFinitePolicy::ZeroNonFinite;
         let mode = match &policy {
-            ClipPolicy::None if zero => Some(ClipMode::GlobalScale),
-            ClipPolicy::None => None,
-            ClipPolicy::GlobalNorm { .. } => Some(ClipMode::GlobalScale),
-            ClipPolicy::PerSegmentNorm { .. } => Some(ClipMode::SegmentScale),
+            ClipPolicy::None if zero => ClipMode::GlobalScale,
+            ClipPolicy::None => return Ok(Self { norm, stage: Stage::None }),
+            ClipPolicy::GlobalNorm { .. } => ClipMode::GlobalScale,
+            ClipPolicy::PerSegmentNorm { .. } => ClipMode::SegmentScale,
             ClipPolicy::Value { clip_value } => {
-                if !(clip_value.is_finite() && *clip_value > 0.0) {
-                    return Err(Error::NotPositive { what: "clip_value", value: *clip_value as f64 });
-                }
-                Some(ClipMode::Value(*clip_value))
+                check_positive("clip_value", *clip_value)?;
+                ClipMode::Value(*clip_value)
             }
-            ClipPolicy::Agc { .. } => None,
-        };
-        let stage = match (&policy, mode) {
-            (ClipPolicy::Agc { clipping, eps, params, unit_lens }, _) => {
-                Stage::Agc(AgcPlan::new(
-                device,
-                grads,
-                params,
-                unit_lens,
-                *clipping,
-                *eps,
-                zero,
-                norm.stats_buffer(),
-                norm.chunk_bytes(),
-                norm.workgroup_size(),
-            )?)
-            }
-            (_, None) => Stage::None,
-            (_, Some(mode)) => {
-                let kernel = ClipKernel::new(device, mode, zero)?;
-                let groups = scoped(device, "binding the gradient buffers", || {
-                    norm.plan
-                        .windows
-                        .iter()
-                        .map(|w| {
-                            let views = norm.plan.window_views(w, norm.tiles.as_ref(), &norm.placeholder);
-                            device.create_bind_group(&wgpu::BindGroupDescriptor {
-                                label: Some("clip"),
-                                layout: &kernel.layout,
-                                entries: &[
-                                    wgpu::BindGroupEntry { binding: 0, resource: views.vec4 },
-                                    wgpu::BindGroupEntry { binding: 1, resource: views.scalar },
-                                    wgpu::BindGroupEntry { binding: 2, resource: views.tiles },
-                                    wgpu::BindGroupEntry { binding: 3, resource: norm.stats_buffer().as_entire_binding() },
-                                    wgpu::BindGroupEntry { binding: 4, resource: norm.segments.as_entire_binding() },
-                                ],
-                            })
-                        })
-                        .collect()
-                })?;
-                Stage::Tiles { kernel, groups }
+            ClipPolicy::Agc { clipping, eps, params, unit_lens } => {
+                let agc = AgcPlan::new(
+                    device,
+                    grads,
+                    params,
+                    unit_lens,
+                    *clipping,
+                    *eps,
+                    zero,
+                    norm.stats_buffer(),
+                    norm.chunk_bytes(),
+                    norm.workgroup_size(),
+                )?;
+                return Ok(Self { norm, stage: Stage::Agc(agc) });
             }
         };
+        let kernel = ClipKernel::new(device, mode, zero)?;
+        let groups = bind_windows(device, &norm.plan, norm.tiles.as_ref(), &norm.placeholder, &kernel.layout, "clip", || {
+            vec![norm.stats_buffer().as_entire_binding(), norm.segments.as_entire_binding()]
+        })?;
+        let stage = Stage::Tiles { kernel, groups };
         Ok(Self { norm, stage })
     }
 

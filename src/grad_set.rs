@@ -70,6 +70,15 @@ impl GradSet {
                 return Err(Error::MissingUsage { segment, missing });
             }
         }
+        // Overlaps would count elements twice and let two clip workgroups race on them.
+        let mut order: Vec<usize> = (0..self.views.len()).filter(|&i| self.views[i].len > 0).collect();
+        order.sort_by(|&a, &b| (&self.views[a].buffer, self.views[a].offset).cmp(&(&self.views[b].buffer, self.views[b].offset)));
+        for pair in order.windows(2) {
+            let (a, b) = (&self.views[pair[0]], &self.views[pair[1]]);
+            if a.buffer == b.buffer && a.offset + 4 * a.len > b.offset {
+                return Err(Error::OverlappingSegments { first: pair[0].min(pair[1]), second: pair[0].max(pair[1]) });
+            }
+        }
         Ok(())
     }
 
@@ -98,7 +107,7 @@ impl GradSet {
 /// A slice of one segment processed by one workgroup. Matches `Tile` in the shaders.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct Tile {
+pub(crate) struct Tile {
     pub segment: u32,
     /// First element, counted from the start of the bound chunk.
     pub start: u32,
@@ -108,7 +117,7 @@ pub struct Tile {
 
 /// One bound window of a buffer and the tiles that fall into it: one dispatch.
 #[derive(Clone, Debug)]
-pub struct Window {
+pub(crate) struct Window {
     pub buffer: wgpu::Buffer,
     pub offset: u64,
     pub size: u64,
@@ -119,7 +128,7 @@ pub struct Window {
 
 /// The tile cut of a set: a fixed function of the layout, so reductions are deterministic.
 #[derive(Clone, Debug)]
-pub struct TilePlan {
+pub(crate) struct TilePlan {
     /// Tiles of all windows, each window's run starting at an aligned entry.
     pub tiles: Vec<Tile>,
     pub windows: Vec<Window>,

@@ -5,7 +5,7 @@ use wgpu::util::DeviceExt;
 use crate::error::{Error, Result};
 use crate::grad_set::{GradSet, TilePlan};
 use crate::kernels::norm::{default_workgroup_size, NormKernels, NormParams, ACC_BYTES, HEADER_WORDS, SEGMENT_WORDS};
-use crate::kernels::scoped;
+use crate::kernels::{bind_group, placeholder};
 
 /// Which vector norm: `norm_type` 1, 2 or inf in `torch.nn.utils.clip_grad_norm_`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -104,7 +104,30 @@ pub struct GradNorm {
     workgroup_size: u32,
 }
 
-fn check_positive(what: &'static str, value: f32) -> Result<()> {
+/// One bind group per bound window of `plan`: the window's data as vec4s and as f32s,
+/// its tiles, then the `rest` of the layout's bindings.
+pub(crate) fn bind_windows<'a>(
+    device: &wgpu::Device,
+    plan: &'a TilePlan,
+    tiles: Option<&'a wgpu::Buffer>,
+    placeholder: &'a wgpu::Buffer,
+    layout: &wgpu::BindGroupLayout,
+    label: &'static str,
+    rest: impl Fn() -> Vec<wgpu::BindingResource<'a>>,
+) -> Result<Vec<wgpu::BindGroup>> {
+    plan.windows
+        .iter()
+        .map(|w| {
+            let views = plan.window_views(w, tiles, placeholder);
+            let mut resources = vec![views.vec4, views.scalar, views.tiles];
+            resources.extend(rest());
+            bind_group(device, layout, label, resources)
+        })
+        .collect()
+}
+
+/// `Error::NotPositive` unless `value` is finite and > 0.
+pub(crate) fn check_positive(what: &'static str, value: f32) -> Result<()> {
     if value.is_finite() && value > 0.0 {
         Ok(())
     } else {
@@ -178,37 +201,22 @@ impl GradNorm {
             bytemuck::bytes_of(&param_values),
             wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         );
-        let placeholder = zeroed("gradguard placeholder", 16, storage);
-
-        let tile_groups = scoped(device, "binding the gradient buffers", || {
-            plan.windows
-                .iter()
-                .map(|w| {
-                    let views = plan.window_views(w, tiles.as_ref(), &placeholder);
-                    device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some("norm tiles"),
-                        layout: &kernels.tiles_layout,
-                        entries: &[
-                            wgpu::BindGroupEntry { binding: 0, resource: views.vec4 },
-                            wgpu::BindGroupEntry { binding: 1, resource: views.scalar },
-                            wgpu::BindGroupEntry { binding: 2, resource: views.tiles },
-                            wgpu::BindGroupEntry { binding: 3, resource: partials.as_entire_binding() },
-                        ],
-                    })
-                })
-                .collect::<Vec<_>>()
+        let placeholder = placeholder(device);
+        let tile_groups = bind_windows(device, &plan, tiles.as_ref(), &placeholder, &kernels.tiles_layout, "norm tiles", || {
+            vec![partials.as_entire_binding()]
         })?;
-        let reduce_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("norm reduce"),
-            layout: &kernels.reduce_layout,
-            entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: partials.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 1, resource: ranges.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 2, resource: segments.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 3, resource: stats.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 4, resource: params.as_entire_binding() },
+        let reduce_group = bind_group(
+            device,
+            &kernels.reduce_layout,
+            "norm reduce",
+            vec![
+                partials.as_entire_binding(),
+                ranges.as_entire_binding(),
+                segments.as_entire_binding(),
+                stats.as_entire_binding(),
+                params.as_entire_binding(),
             ],
-        });
+        )?;
         Ok(Self {
             kernels,
             plan,
@@ -259,7 +267,8 @@ impl GradNorm {
         self.segment_count
     }
 
-    /// Invocations per workgroup of the norm (and of the clip kernels built on it).
+    /// Invocations per workgroup of the norm (and of AGC; the clip kernel, which has no
+    /// barrier, always runs 256 wide).
     pub fn workgroup_size(&self) -> u32 {
         self.workgroup_size
     }
@@ -348,11 +357,13 @@ impl NormStats {
         })
     }
 
-    /// `Err(Error::NonFinite)` naming the first bad segment, when there is one.
+    /// `Err(Error::NonFinite)` naming the first segment holding NaN or inf, or
+    /// `Err(Error::NormOverflow)` when finite elements have a norm beyond f32.
     pub fn check_finite(&self) -> Result<()> {
         match self.first_nonfinite_segment {
-            None => Ok(()),
             Some(segment) => Err(Error::NonFinite { segment, nan: self.nan_count, inf: self.inf_count }),
+            None if !self.norm.is_finite() => Err(Error::NormOverflow { norm: self.norm }),
+            None => Ok(()),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Getting `NormStats` to the host: a blocking read, or a ring of staging buffers that
-//! hands back step k's stats a few steps later without ever waiting on the GPU.
+//! Getting results to the host: blocking reads for tools and tests, and a ring of staging
+//! buffers that hands back step k's record a few steps later without the GPU ever
+//! waiting on the host.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -9,31 +10,17 @@ use crate::norm::NormStats;
 
 fn staging(device: &wgpu::Device, size: u64) -> wgpu::Buffer {
     device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("gradguard stats staging"),
+        label: Some("gradguard readback staging"),
         size,
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     })
 }
 
-fn decode(buffer: &wgpu::Buffer) -> Result<NormStats> {
-    let words: Vec<u32> = {
-        let view = buffer.slice(..).get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?;
-        bytemuck::cast_slice(&view).to_vec()
-    };
-    buffer.unmap();
-    NormStats::from_words(&words)
-}
-
 /// Copies `stats` (a `GradNorm`'s stats buffer) to the host, submitting and waiting.
 /// Use it outside hot loops; training steps use [`StatsRing`].
 pub fn read_stats_blocking(device: &wgpu::Device, queue: &wgpu::Queue, stats: &wgpu::Buffer) -> Result<NormStats> {
-    let staging = staging(device, stats.size());
-    let mut encoder = device.create_command_encoder(&Default::default());
-    encoder.copy_buffer_to_buffer(stats, 0, &staging, 0, stats.size());
-    queue.submit([encoder.finish()]);
-    map_and_wait(device, &staging)?;
-    decode(&staging)
+    NormStats::from_words(&read_buffer::<u32>(device, queue, stats)?)
 }
 
 /// Maps `buffer` for reading and waits for it.
@@ -74,7 +61,7 @@ pub fn read_u64s(device: &wgpu::Device, queue: &wgpu::Queue, buffer: &wgpu::Buff
 }
 
 const FREE: u8 = 0;
-const COPIED: u8 = 1;
+const RECORDED: u8 = 1;
 const MAPPING: u8 = 2;
 const MAPPED: u8 = 3;
 const FAILED: u8 = 4;
@@ -83,93 +70,232 @@ struct Slot {
     buffer: wgpu::Buffer,
     state: Arc<AtomicU8>,
     step: u64,
+    submission: Option<wgpu::SubmissionIndex>,
 }
 
-/// A ring of staging buffers for deferred `NormStats` readback.
+impl Slot {
+    fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// The slot's words; frees it whatever happens, so one bad record never wedges it.
+    fn take_words(&mut self) -> Result<Vec<u32>> {
+        let words = match self.state() {
+            MAPPED => {
+                let words = self
+                    .buffer
+                    .slice(..)
+                    .get_mapped_range()
+                    .map(|view| bytemuck::pod_collect_to_vec(&view))
+                    .map_err(|e| Error::Readback(e.to_string()));
+                self.buffer.unmap();
+                words
+            }
+            _ => Err(Error::Readback(format!("mapping the record of step {} failed", self.step))),
+        };
+        self.state.store(FREE, Ordering::Release);
+        self.submission = None;
+        words
+    }
+}
+
+/// A ring of staging buffers for deferred readback of small per-step records (norm
+/// stats, a loss, …) that never makes the GPU wait on the host.
 ///
-/// Per step: [`StatsRing::encode_copy`] into the step's encoder, submit, then
-/// [`StatsRing::after_submit`]. [`StatsRing::poll`] returns whatever has arrived, in step
-/// order, without blocking. When every slot is still in flight, that step's copy is
-/// skipped and counted in [`StatsRing::dropped`] rather than waiting.
-pub struct StatsRing {
+/// Per step: [`ReadbackRing::encode_copy`] into the step's encoder, submit, then
+/// [`ReadbackRing::after_submit`] with the submission index. Records come back through
+/// [`ReadbackRing::poll`] (whatever has arrived, never blocking) or
+/// [`ReadbackRing::take`] (one step's record, waiting for its submission only if it has
+/// not arrived yet, counted in [`ReadbackRing::waits`]). When every slot is in flight a
+/// step's copy is skipped and counted in [`ReadbackRing::dropped`] instead of waiting.
+pub struct ReadbackRing {
     slots: Vec<Slot>,
-    next: usize,
-    pending: Option<usize>,
+    record_bytes: u64,
     dropped: u64,
+    waits: u64,
 }
 
-impl StatsRing {
-    pub fn new(device: &wgpu::Device, stats_size: u64, depth: usize) -> Self {
+impl ReadbackRing {
+    /// `depth` slots of `record_bytes` each (a multiple of 4).
+    pub fn new(device: &wgpu::Device, record_bytes: u64, depth: usize) -> Self {
         let slots = (0..depth.max(1))
-            .map(|_| Slot { buffer: staging(device, stats_size), state: Arc::new(AtomicU8::new(FREE)), step: 0 })
+            .map(|_| Slot {
+                buffer: staging(device, record_bytes),
+                state: Arc::new(AtomicU8::new(FREE)),
+                step: 0,
+                submission: None,
+            })
             .collect();
-        Self { slots, next: 0, pending: None, dropped: 0 }
+        Self { slots, record_bytes, dropped: 0, waits: 0 }
     }
 
-    /// Records a copy of `stats` for `step`; returns false (and counts a drop) if no slot is free.
-    pub fn encode_copy(&mut self, encoder: &mut wgpu::CommandEncoder, stats: &wgpu::Buffer, step: u64) -> bool {
-        let slot = &mut self.slots[self.next];
-        if slot.state.load(Ordering::Acquire) != FREE {
-            self.dropped += 1;
-            return false;
+    /// Records copies of `sources` (buffer, bytes from offset 0), laid end to end, as
+    /// `step`'s record. Returns false, counting a drop, when no slot is free.
+    pub fn encode_copy(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        step: u64,
+        sources: &[(&wgpu::Buffer, u64)],
+    ) -> Result<bool> {
+        let total: u64 = sources.iter().map(|(_, bytes)| bytes).sum();
+        if total > self.record_bytes || sources.iter().any(|(b, bytes)| *bytes > b.size() || bytes % 4 != 0) {
+            return Err(Error::Invalid(format!(
+                "a record of {total} bytes does not fit slots of {} bytes, or a source is shorter than its copy",
+                self.record_bytes
+            )));
         }
-        encoder.copy_buffer_to_buffer(stats, 0, &slot.buffer, 0, stats.size());
-        slot.state.store(COPIED, Ordering::Release);
+        let Some(slot) = self.slots.iter_mut().find(|s| s.state() == FREE) else {
+            self.dropped += 1;
+            return Ok(false);
+        };
+        let mut at = 0;
+        for (buffer, bytes) in sources {
+            encoder.copy_buffer_to_buffer(buffer, 0, &slot.buffer, at, *bytes);
+            at += bytes;
+        }
         slot.step = step;
-        self.pending = Some(self.next);
-        self.next = (self.next + 1) % self.slots.len();
-        true
+        slot.state.store(RECORDED, Ordering::Release);
+        Ok(true)
     }
 
-    /// Starts mapping the slot copied in the last submitted encoder.
-    pub fn after_submit(&mut self) {
-        if let Some(i) = self.pending.take() {
-            let state = self.slots[i].state.clone();
+    /// Starts mapping every record copied in the encoder just submitted as `submission`.
+    pub fn after_submit(&mut self, submission: wgpu::SubmissionIndex) {
+        for slot in self.slots.iter_mut().filter(|s| s.state() == RECORDED) {
+            let state = slot.state.clone();
             state.store(MAPPING, Ordering::Release);
-            self.slots[i].buffer.map_async(wgpu::MapMode::Read, .., move |r| {
+            slot.submission = Some(submission.clone());
+            slot.buffer.map_async(wgpu::MapMode::Read, .., move |r| {
                 state.store(if r.is_ok() { MAPPED } else { FAILED }, Ordering::Release);
             });
         }
     }
 
-    /// Every step whose stats have arrived, oldest first. Never blocks.
-    pub fn poll(&mut self, device: &wgpu::Device) -> Result<Vec<(u64, NormStats)>> {
-        device
-            .poll(wgpu::PollType::Poll)
-            .map_err(|e| Error::Device { during: "polling readbacks", message: e.to_string() })?;
+    /// Forgets records copied into an encoder that was dropped instead of submitted.
+    pub fn cancel_recorded(&mut self) {
+        for slot in self.slots.iter_mut().filter(|s| s.state() == RECORDED) {
+            slot.state.store(FREE, Ordering::Release);
+        }
+    }
+
+    /// Every record that has arrived, oldest first. Never blocks. A record whose mapping
+    /// failed frees its slot; it is reported as an error only when no good record came
+    /// with it, so none is lost.
+    pub fn poll(&mut self, device: &wgpu::Device) -> Result<Vec<(u64, Vec<u32>)>> {
+        poll(device, wgpu::PollType::Poll, "polling readbacks")?;
         self.collect()
     }
 
-    /// Waits for every slot in flight and returns them (end of training, tests).
-    pub fn drain(&mut self, device: &wgpu::Device) -> Result<Vec<(u64, NormStats)>> {
-        device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Device { during: "draining readbacks", message: e.to_string() })?;
+    /// Waits for every record in flight and returns them (end of a run, tests).
+    pub fn drain(&mut self, device: &wgpu::Device) -> Result<Vec<(u64, Vec<u32>)>> {
+        poll(device, wgpu::PollType::wait_indefinitely(), "draining readbacks")?;
         self.collect()
     }
 
-    fn collect(&mut self) -> Result<Vec<(u64, NormStats)>> {
+    fn collect(&mut self) -> Result<Vec<(u64, Vec<u32>)>> {
         let mut ready = Vec::new();
-        for slot in &mut self.slots {
-            match slot.state.load(Ordering::Acquire) {
-                MAPPED => {
-                    let stats = decode(&slot.buffer)?;
-                    slot.state.store(FREE, Ordering::Release);
-                    ready.push((slot.step, stats));
-                }
-                FAILED => {
-                    slot.state.store(FREE, Ordering::Release);
-                    return Err(Error::Readback(format!("mapping the stats of step {} failed", slot.step)));
-                }
-                _ => {}
+        let mut failed = None;
+        for slot in self.slots.iter_mut().filter(|s| matches!(s.state(), MAPPED | FAILED)) {
+            let step = slot.step;
+            match slot.take_words() {
+                Ok(words) => ready.push((step, words)),
+                Err(e) => failed = Some(e),
             }
         }
         ready.sort_by_key(|(step, _)| *step);
-        Ok(ready)
+        match failed {
+            Some(e) if ready.is_empty() => Err(e),
+            _ => Ok(ready),
+        }
+    }
+
+    /// `step`'s record, freeing its slot; waits for its submission only if needed.
+    pub fn take(&mut self, device: &wgpu::Device, step: u64) -> Result<Vec<u32>> {
+        let i = self.arrive(device, step)?;
+        self.slots[i].take_words()
+    }
+
+    /// `step`'s record, left in its slot for a later [`ReadbackRing::take`] (a checkpoint
+    /// saves the records still in flight without acting on them). Its wait is not counted.
+    pub fn peek(&mut self, device: &wgpu::Device, step: u64) -> Result<Vec<u32>> {
+        let waits = self.waits;
+        let i = self.arrive(device, step)?;
+        self.waits = waits;
+        let slot = &self.slots[i];
+        if slot.state() != MAPPED {
+            return Err(Error::Readback(format!("mapping the record of step {step} failed")));
+        }
+        let view = slot.buffer.slice(..).get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?;
+        Ok(bytemuck::pod_collect_to_vec(&view))
+    }
+
+    /// The slot holding `step`, once its mapping has finished.
+    fn arrive(&mut self, device: &wgpu::Device, step: u64) -> Result<usize> {
+        let i = self
+            .slots
+            .iter()
+            .position(|s| s.step == step && matches!(s.state(), MAPPING | MAPPED | FAILED))
+            .ok_or_else(|| Error::Readback(format!("step {step} was never recorded and submitted")))?;
+        poll(device, wgpu::PollType::Poll, "reading a step record")?;
+        if self.slots[i].state() == MAPPING {
+            self.waits += 1;
+            let submission_index = self.slots[i].submission.clone();
+            poll(device, wgpu::PollType::Wait { submission_index, timeout: None }, "reading a step record")?;
+        }
+        Ok(i)
+    }
+
+    /// Steps whose record was not copied because every slot was in flight.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Reads that had to wait for the device.
+    pub fn waits(&self) -> u64 {
+        self.waits
+    }
+}
+
+fn poll(device: &wgpu::Device, how: wgpu::PollType, during: &'static str) -> Result<()> {
+    device.poll(how).map(|_| ()).map_err(|e| Error::Device { during, message: e.to_string() })
+}
+
+/// [`ReadbackRing`] for a `GradNorm`'s stats: decoded `NormStats` per step.
+pub struct StatsRing {
+    ring: ReadbackRing,
+}
+
+impl StatsRing {
+    /// `depth` slots for a stats buffer of `stats_size` bytes ([`crate::GradNorm::stats_size`]).
+    pub fn new(device: &wgpu::Device, stats_size: u64, depth: usize) -> Self {
+        Self { ring: ReadbackRing::new(device, stats_size, depth) }
+    }
+
+    /// Records a copy of `stats` for `step`; false (a counted drop) if no slot is free.
+    pub fn encode_copy(&mut self, encoder: &mut wgpu::CommandEncoder, stats: &wgpu::Buffer, step: u64) -> Result<bool> {
+        self.ring.encode_copy(encoder, step, &[(stats, stats.size())])
+    }
+
+    /// See [`ReadbackRing::after_submit`].
+    pub fn after_submit(&mut self, submission: wgpu::SubmissionIndex) {
+        self.ring.after_submit(submission)
+    }
+
+    /// Every step whose stats have arrived, oldest first. Never blocks.
+    pub fn poll(&mut self, device: &wgpu::Device) -> Result<Vec<(u64, NormStats)>> {
+        decode_all(self.ring.poll(device)?)
+    }
+
+    /// Waits for every step in flight and returns them.
+    pub fn drain(&mut self, device: &wgpu::Device) -> Result<Vec<(u64, NormStats)>> {
+        decode_all(self.ring.drain(device)?)
     }
 
     /// Steps whose stats were not copied because the ring was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped
+        self.ring.dropped()
     }
+}
+
+fn decode_all(records: Vec<(u64, Vec<u32>)>) -> Result<Vec<(u64, NormStats)>> {
+    records.into_iter().map(|(step, words)| Ok((step, NormStats::from_words(&words)?))).collect()
 }

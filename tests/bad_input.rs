@@ -87,3 +87,24 @@ fn bad_tiling_config() {
         assert!(matches!(norm_err(&set, &config), Error::Invalid(_)));
     }
 }
+
+#[test]
+fn overlapping_segments() {
+    let buffer = upload(&[1.0; 64]);
+    let set = GradSet::new(vec![
+        GradView { buffer: buffer.clone(), offset: 0, len: 10 },
+        GradView { buffer: buffer.clone(), offset: 128, len: 4 },
+        GradView { buffer, offset: 36, len: 2 },
+    ]);
+    assert!(matches!(norm_err(&set, &NormConfig::default()), Error::OverlappingSegments { first: 0, second: 2 }));
+}
+
+#[test]
+fn agc_parameters_sharing_the_gradient_buffer() {
+    let arena = upload(&[1.0; 64]);
+    let grads = GradSet::new(vec![GradView { buffer: arena.clone(), offset: 0, len: 32 }]);
+    let params = GradSet::new(vec![GradView { buffer: arena, offset: 128, len: 32 }]);
+    let policy = ClipPolicy::Agc { clipping: 0.01, eps: 1e-3, params, unit_lens: vec![8] };
+    let err = GradClip::new(&gpu().device, &grads, policy, NonFinitePolicy::Propagate).unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err}");
+}

@@ -148,3 +148,18 @@ fn agc_with_gpu_sized_workgroups_matches_twin() {
     cpu::clip::clip(&mut expect, &policy, Some(&params), NonFinitePolicy::Propagate);
     assert_all_close(&download(&gbuf), &expect.concat(), 2e-5, "AGC, 256 invocations");
 }
+
+#[test]
+fn a_norm_beyond_f32_from_finite_elements_skips_or_zeroes() {
+    let segs = vec![vec![3e38f32, -3e38, 3e38], vec![1.0, 2.0]];
+    let policy = ClipPolicy::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 };
+    // Skip and error: untouched, flagged, and reported as an overflow on readback.
+    for nonfinite in [NonFinitePolicy::SkipStep, NonFinitePolicy::Error] {
+        let stats = check(&segs, policy.clone(), None, nonfinite);
+        assert!(stats.skipped && stats.norm.is_infinite() && stats.first_nonfinite_segment.is_none());
+        assert!(matches!(stats.check_finite(), Err(gradguard::Error::NormOverflow { .. })));
+    }
+    // Propagate: as clip_grad_norm_, an inf norm gives a zero coefficient.
+    let stats = check(&segs, policy, None, NonFinitePolicy::Propagate);
+    assert!(!stats.skipped && stats.clip_coef == 0.0);
+}

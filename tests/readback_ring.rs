@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use gradguard::readback::StatsRing;
+use gradguard::readback::{ReadbackRing, StatsRing};
 use gradguard::{GradNorm, GradSet, NormConfig};
 
 #[test]
@@ -18,9 +18,9 @@ fn ring_returns_every_step_in_order() {
         g.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(&vec![step as f32; 1000]));
         let mut encoder = g.device.create_command_encoder(&Default::default());
         norm.encode(&mut encoder);
-        ring.encode_copy(&mut encoder, norm.stats_buffer(), step);
-        g.queue.submit([encoder.finish()]);
-        ring.after_submit();
+        ring.encode_copy(&mut encoder, norm.stats_buffer(), step).unwrap();
+        let submission = g.queue.submit([encoder.finish()]);
+        ring.after_submit(submission);
         seen.extend(ring.poll(&g.device).unwrap());
     }
     seen.extend(ring.drain(&g.device).unwrap());
@@ -31,4 +31,35 @@ fn ring_returns_every_step_in_order() {
         assert_close(stats.l2, *step as f32 * 1000f32.sqrt(), 1e-6, &format!("step {step}"));
         assert_eq!(stats.segments.len(), 2);
     }
+}
+
+#[test]
+fn raw_ring_takes_one_step_and_survives_a_cancelled_encoder() {
+    let g = gpu();
+    let a = upload(&[1.0, 2.0, 3.0, 4.0]);
+    let b = upload(&[5.0, 6.0]);
+    let mut ring = ReadbackRing::new(&g.device, 24, 2);
+    // Copies recorded into an encoder that is dropped must not hold a slot forever.
+    for _ in 0..3 {
+        let mut encoder = g.device.create_command_encoder(&Default::default());
+        assert!(ring.encode_copy(&mut encoder, 0, &[(&a, 16), (&b, 8)]).unwrap());
+        ring.cancel_recorded();
+    }
+    for step in 0..2u64 {
+        let mut encoder = g.device.create_command_encoder(&Default::default());
+        assert!(ring.encode_copy(&mut encoder, step, &[(&a, 16), (&b, 8)]).unwrap());
+        let submission = g.queue.submit([encoder.finish()]);
+        ring.after_submit(submission);
+    }
+    // Both slots in flight: a third copy is dropped rather than waited for.
+    let mut encoder = g.device.create_command_encoder(&Default::default());
+    assert!(!ring.encode_copy(&mut encoder, 2, &[(&a, 16)]).unwrap());
+    assert_eq!(ring.dropped(), 1);
+    let words = ring.take(&g.device, 1).unwrap();
+    let values: Vec<f32> = words.iter().map(|&w| f32::from_bits(w)).collect();
+    assert_eq!(values, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    assert_eq!(ring.drain(&g.device).unwrap().len(), 1);
+    assert!(ring.take(&g.device, 7).is_err(), "a step never recorded is an error");
+    let mut encoder = g.device.create_command_encoder(&Default::default());
+    assert!(ring.encode_copy(&mut encoder, 3, &[(&a, 16), (&b, 8), (&b, 8)]).is_err(), "too big a record");
 }

@@ -96,10 +96,12 @@ pub fn norm(
     let total = sums.iter().fold(Sums::default(), |a, &b| a.add(b));
     let [l2, l1, linf] = total.norms(nonfinite);
     let first = sums.iter().position(|s| s.nan + s.inf > 0).map(|i| i as u32);
+    let norm = pick([l2, l1, linf], kind);
     NormStats {
-        norm: pick([l2, l1, linf], kind),
+        norm,
         clip_coef: clip_coef(&total, kind, max_norm, eps, nonfinite),
-        skipped: first.is_some() && matches!(nonfinite, NonFinitePolicy::Error | NonFinitePolicy::SkipStep),
+        skipped: (first.is_some() || !norm.is_finite())
+            && matches!(nonfinite, NonFinitePolicy::Error | NonFinitePolicy::SkipStep),
         nan_count: total.nan,
         inf_count: total.inf,
         first_nonfinite_segment: first,

@@ -1,6 +1,6 @@
 //! `shaders/agc.wgsl`: adaptive gradient clipping, one workgroup per unit.
 
-use super::{grid, layout, pipeline, range, scoped, storage_entry};
+use super::{dispatch, layout, pipeline, range, scoped, storage_entry};
 use crate::error::{Error, Result};
 use crate::grad_set::GradSet;
 use crate::shaders;
@@ -43,14 +43,18 @@ impl AgcPlan {
         chunk_bytes: u64,
         workgroup_size: u32,
     ) -> Result<Self> {
-        if !(clipping.is_finite() && clipping > 0.0) {
-            return Err(Error::NotPositive { what: "AGC clipping", value: clipping as f64 });
-        }
+        crate::norm::check_positive("AGC clipping", clipping)?;
         if !(eps.is_finite() && eps >= 0.0) {
             return Err(Error::Invalid(format!("AGC eps must be finite and ≥ 0, got {eps}")));
         }
         params.validate(wgpu::BufferUsages::STORAGE)?;
         grads.check_same_shape(params, "AGC parameters")?;
+        // Gradients are written while parameters are read: they may not share a buffer.
+        for g in grads.views() {
+            for p in params.views() {
+                super::check_distinct(&[("an AGC gradient", &g.buffer, true), ("an AGC parameter", &p.buffer, false)])?;
+            }
+        }
         if unit_lens.len() != grads.segment_count() {
             return Err(Error::LengthMismatch {
                 what: "AGC unit lengths (one per segment)".into(),
@@ -146,11 +150,8 @@ impl AgcPlan {
     }
 
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        pass.set_pipeline(&self.pipeline);
         for (group, units) in &self.groups {
-            let (x, y) = grid(*units);
-            pass.set_bind_group(0, group, &[]);
-            pass.dispatch_workgroups(x, y, 1);
+            dispatch(pass, &self.pipeline, group, *units);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Pipelines of `shaders/clip.wgsl`: in-place scaling or clamping over the norm's tiles.
 
-use super::{grid, layout, pipeline, storage_entry};
+use super::{dispatch, layout, pipeline, storage_entry};
 use crate::error::Result;
 use crate::shaders;
 
@@ -50,9 +50,6 @@ impl ClipKernel {
     }
 
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, bind_group: &wgpu::BindGroup, tiles: u32) {
-        let (x, y) = grid(tiles);
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, bind_group, &[]);
-        pass.dispatch_workgroups(x, y, 1);
+        dispatch(pass, &self.pipeline, bind_group, tiles);
     }
 }

@@ -1,6 +1,6 @@
 //! `shaders/copy.wgsl`: the memory roofline the benchmarks divide by.
 
-use super::{grid, layout, pipeline, range, storage_entry};
+use super::{dispatch, layout, pipeline, range, storage_entry};
 use crate::error::Result;
 use crate::shaders;
 
@@ -34,9 +34,6 @@ impl CopyKernel {
 
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, bind_group: &wgpu::BindGroup, bytes: u64) {
         let vec4s = (bytes / 16) as u32;
-        let (x, y) = grid(vec4s.div_ceil(VEC4S_PER_GROUP));
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, bind_group, &[]);
-        pass.dispatch_workgroups(x, y, 1);
+        dispatch(pass, &self.pipeline, bind_group, vec4s.div_ceil(VEC4S_PER_GROUP));
     }
 }

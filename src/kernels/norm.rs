@@ -1,6 +1,6 @@
 //! Pipelines of `shaders/norm.wgsl`: tiles → partials → segments → global NormStats.
 
-use super::{grid, layout, pipeline, storage_entry, uniform_entry};
+use super::{dispatch, layout, pipeline, storage_entry, uniform_entry};
 use crate::error::Result;
 use crate::shaders;
 
@@ -77,19 +77,12 @@ impl NormKernels {
 
     /// Stage 1 over one bound window holding `tiles` tiles.
     pub fn encode_tiles(&self, pass: &mut wgpu::ComputePass<'_>, bind_group: &wgpu::BindGroup, tiles: u32) {
-        let (x, y) = grid(tiles);
-        pass.set_pipeline(&self.tiles);
-        pass.set_bind_group(0, bind_group, &[]);
-        pass.dispatch_workgroups(x, y, 1);
+        dispatch(pass, &self.tiles, bind_group, tiles);
     }
 
     /// Stages 2 and 3: per-segment and global results into the stats buffer.
     pub fn encode_reduce(&self, pass: &mut wgpu::ComputePass<'_>, bind_group: &wgpu::BindGroup, segments: u32) {
-        let (x, y) = grid(segments);
-        pass.set_bind_group(0, bind_group, &[]);
-        pass.set_pipeline(&self.segments);
-        pass.dispatch_workgroups(x, y, 1);
-        pass.set_pipeline(&self.global);
-        pass.dispatch_workgroups(1, 1, 1);
+        dispatch(pass, &self.segments, bind_group, segments);
+        dispatch(pass, &self.global, bind_group, 1);
     }
 }
