@@ -43,6 +43,12 @@ pub enum Error {
     #[error("non-finite gradient: {nan} NaN and {inf} inf elements, first in segment {segment}")]
     NonFinite { segment: u32, nan: u32, inf: u32 },
 
+    #[error("the gradient norm overflows f32 ({norm}) although every element is finite")]
+    NormOverflow { norm: f32 },
+
+    #[error("segments {first} and {second} overlap in their buffer: each element may belong to one segment only")]
+    OverlappingSegments { first: usize, second: usize },
+
     #[error("the device reported an error in {during}: {message}")]
     Device { during: &'static str, message: String },
 
