@@ -39,12 +39,12 @@ fn finite(x: f32) -> bool {
     return (bitcast<u32>(x) & EXP_MASK) != EXP_MASK;
 }
 
-const BLOCK: u32 = 16u;
+const BLOCK: u32 = 64u;
 
-// Plain f32 sums (of at most 64 elements, one block) are as good as the rescaling
+// Plain f32 sums (of at most 256 elements, one block) are as good as the rescaling
 // ones when no sum overflowed (a sum of non-negative terms that overflows stays inf), no
 // element was NaN or inf, and the largest |x| is at least 2^-40, so squares that flush to
-// zero are below 2^-126 and weigh less than 64·2^-126/2^-80 = 2^-40 of the sum.
+// zero are below 2^-126 and weigh less than 2^8·2^-126/2^-80 = 2^-38 of the sum.
 fn plain_sums_exact(sumsq: f32, abssum: f32, maxabs: f32) -> bool {
     return finite(sumsq) && finite(abssum) && (maxabs == 0.0 || maxabs >= 0x1p-40f);
 }

@@ -20,6 +20,8 @@ enum BenchKind {
     All,
     /// GEMM: the tiled kernel against a naive WGSL kernel and a CPU sgemm.
     Matmul,
+    /// Training steps of the lab's MLP and RNN: rate, submits, waits, recording, memory.
+    Train,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +120,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 BenchKind::Clip => Which::Clip,
                 BenchKind::All => Which::All,
                 BenchKind::Matmul => return bench_matmul(&gpu, sizes, reps, json),
+                BenchKind::Train => return bench_train(&gpu, json),
             };
             let report = gradguard::bench::clip::run(&gpu, which, elems, &segments, reps.max(1))?;
             if json {
@@ -126,6 +129,16 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 print!("{}", report.table());
             }
         }
+    }
+    Ok(())
+}
+
+fn bench_train(gpu: &Gpu, json: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let report = gradguard::bench::train::run(gpu, &Default::default())?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
     }
     Ok(())
 }

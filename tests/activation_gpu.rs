@@ -1,24 +1,15 @@
 //! Activation kernels against their CPU twin, the twin's derivatives against finite
 //! differences, GELU against exact values, and bad input.
 
+mod common;
+
+use common::{gpu, upload};
+
 use gradguard::cpu::activation as twin;
 use gradguard::kernels::activation::{Activation, ActivationKernel};
 use gradguard::readback::read_f32s;
-use gradguard::wgpu::{self, util::DeviceExt};
+use gradguard::wgpu;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-
-fn gpu() -> &'static gradguard::Gpu {
-    static G: std::sync::OnceLock<gradguard::Gpu> = std::sync::OnceLock::new();
-    G.get_or_init(|| gradguard::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")))
-}
-
-fn upload(data: &[f32]) -> wgpu::Buffer {
-    gpu().device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: None,
-        contents: bytemuck::cast_slice(data),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-    })
-}
 
 fn run(kernel: &ActivationKernel, binding: &gradguard::kernels::activation::ActivationBinding) {
     let mut encoder = gpu().device.create_command_encoder(&Default::default());

@@ -1,27 +1,18 @@
 //! BatchNorm1d kernels against their CPU twin, the twin's backward against finite
 //! differences, the running stats after one hand-computed step, and bad input.
 
+mod common;
+
+use common::{gpu, upload};
+
 use gradguard::cpu::batchnorm as twin;
 use gradguard::kernels::batchnorm::{
     BatchNorm, BatchNormBackward, BatchNormBinding, BatchNormEval, BatchNormKernel, BatchNormTrain,
 };
 use gradguard::readback::read_f32s;
-use gradguard::wgpu::{self, util::DeviceExt};
+use gradguard::wgpu;
 use gradguard::Error;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-
-fn gpu() -> &'static gradguard::Gpu {
-    static G: std::sync::OnceLock<gradguard::Gpu> = std::sync::OnceLock::new();
-    G.get_or_init(|| gradguard::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")))
-}
-
-fn upload(data: &[f32]) -> wgpu::Buffer {
-    gpu().device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: None,
-        contents: bytemuck::cast_slice(data),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-    })
-}
 
 fn read(buffer: &wgpu::Buffer) -> Vec<f32> {
     read_f32s(&gpu().device, &gpu().queue, buffer).unwrap()

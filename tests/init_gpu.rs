@@ -1,15 +1,14 @@
 //! Host initialization: torch's fans and gains, the distributions' moments, seeding, and
 //! orthogonality (checked on the GPU with the matmul kernel too).
 
+mod common;
+
+use common::gpu;
+
 use gradguard::init::{self, FanMode, Nonlinearity};
 use gradguard::kernels::matmul::{MatmulKernel, MatmulOp};
 use gradguard::readback::read_f32s;
 use gradguard::wgpu::{self, util::DeviceExt};
-
-fn gpu() -> &'static gradguard::Gpu {
-    static G: std::sync::OnceLock<gradguard::Gpu> = std::sync::OnceLock::new();
-    G.get_or_init(|| gradguard::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")))
-}
 
 /// (mean, standard deviation, max |x|).
 fn moments(v: &[f32]) -> (f64, f64, f64) {

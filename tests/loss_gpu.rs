@@ -1,17 +1,16 @@
 //! Loss kernels against their CPU twin, the twin's gradients against finite differences,
 //! hand-computed values, and bad input.
 
+mod common;
+
+use common::gpu;
+
 use gradguard::cpu::loss as twin;
 use gradguard::kernels::loss::{LossBinding, LossKernel};
 use gradguard::readback::read_f32s;
 use gradguard::wgpu::{self, util::DeviceExt};
 use gradguard::Error;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-
-fn gpu() -> &'static gradguard::Gpu {
-    static G: std::sync::OnceLock<gradguard::Gpu> = std::sync::OnceLock::new();
-    G.get_or_init(|| gradguard::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")))
-}
 
 fn upload<T: bytemuck::Pod>(data: &[T]) -> wgpu::Buffer {
     gpu().device.create_buffer_init(&wgpu::util::BufferInitDescriptor {

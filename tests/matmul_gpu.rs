@@ -1,24 +1,15 @@
 //! The matmul kernels (tiled, naive, bias gradient) against their CPU twin, the Linear
 //! backward products against finite differences, and bad input.
 
+mod common;
+
+use common::{gpu, upload};
+
 use gradguard::cpu::matmul as twin;
 use gradguard::kernels::matmul::{MatmulKernel, MatmulOp, Staging, Tiling};
 use gradguard::readback::read_f32s;
-use gradguard::wgpu::{self, util::DeviceExt};
+use gradguard::wgpu;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-
-fn gpu() -> &'static gradguard::Gpu {
-    static G: std::sync::OnceLock<gradguard::Gpu> = std::sync::OnceLock::new();
-    G.get_or_init(|| gradguard::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")))
-}
-
-fn upload(data: &[f32]) -> wgpu::Buffer {
-    gpu().device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: None,
-        contents: bytemuck::cast_slice(data),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-    })
-}
 
 fn random(rng: &mut StdRng, n: u64) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()

@@ -1,32 +1,18 @@
 //! SGD and AdamW against their CPU twin over several steps and a schedule change,
 //! hand-computed steps, the skip flag, and bad input.
 
+mod common;
+
+use common::{download, gpu, upload};
+
 use gradguard::cpu::optimizer as twin;
 use gradguard::kernels::optimizer::{lr_buffer, set_lr, AdamW, Optimizer, OptimizerBuffers, OptimizerKernel, Sgd};
-use gradguard::readback::read_f32s;
-use gradguard::wgpu::{self, util::DeviceExt};
+use gradguard::wgpu;
 use gradguard::{Error, GradNorm, GradSet, NonFinitePolicy, NormConfig};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-fn gpu() -> &'static gradguard::Gpu {
-    static G: std::sync::OnceLock<gradguard::Gpu> = std::sync::OnceLock::new();
-    G.get_or_init(|| gradguard::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")))
-}
-
-fn upload(data: &[f32]) -> wgpu::Buffer {
-    gpu().device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: None,
-        contents: bytemuck::cast_slice(data),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-    })
-}
-
-fn read(buffer: &wgpu::Buffer) -> Vec<f32> {
-    read_f32s(&gpu().device, &gpu().queue, buffer).unwrap()
-}
-
 fn read_step(kernel_binding: &gradguard::kernels::optimizer::OptimizerBinding) -> u32 {
-    read(kernel_binding.step_buffer())[0].to_bits()
+    download(kernel_binding.step_buffer())[0].to_bits()
 }
 
 /// Parameters, gradients and state on the device, and the twin's copies.
@@ -119,9 +105,9 @@ fn updates_match_twin_over_steps_and_a_schedule() {
                 run.twin_step(lr, completed);
             }
             let what = format!("{optimizer:?} len {len}");
-            assert_close(&format!("{what} params"), &read(&run.params.0), &run.params.1);
+            assert_close(&format!("{what} params"), &download(&run.params.0), &run.params.1);
             for (buffer, want) in &run.state {
-                assert_close(&format!("{what} state"), &read(buffer), want);
+                assert_close(&format!("{what} state"), &download(buffer), want);
             }
             assert_eq!(read_step(&binding), 5);
         }
@@ -136,21 +122,21 @@ fn hand_computed_steps() {
     let run = Run::new(Optimizer::AdamW(AdamW::default()), vec![1.0], vec![0.5], 0.1);
     step(&kernel, &run.bind(&kernel, None).unwrap());
     let near = |got: f32, want: f64| (got as f64 - want).abs() < 1e-7 * (1.0 + want.abs());
-    assert!(near(read(&run.params.0)[0], 0.999 - 0.1 * 0.5 / (0.5 + 1e-8)));
-    assert!(near(read(&run.state[0].0)[0], 0.05));
-    assert!(near(read(&run.state[1].0)[0], 2.5e-4));
+    assert!(near(download(&run.params.0)[0], 0.999 - 0.1 * 0.5 / (0.5 + 1e-8)));
+    assert!(near(download(&run.state[0].0)[0], 0.05));
+    assert!(near(download(&run.state[1].0)[0], 2.5e-4));
     // SGD with momentum 0.9, lr 0.1, g = 0.5 twice: buf 0.5 then 0.95; p 0.95 then 0.855.
     let sgd = Sgd { momentum: 0.9, ..Default::default() };
     let run = Run::new(Optimizer::Sgd(sgd), vec![1.0], vec![0.5], 0.1);
     let binding = run.bind(&kernel, None).unwrap();
     step(&kernel, &binding);
-    assert!(near(read(&run.params.0)[0], 0.95));
+    assert!(near(download(&run.params.0)[0], 0.95));
     step(&kernel, &binding);
-    assert!(near(read(&run.params.0)[0], 0.855) && near(read(&run.state[0].0)[0], 0.95));
+    assert!(near(download(&run.params.0)[0], 0.855) && near(download(&run.state[0].0)[0], 0.95));
     // Nesterov: g + 0.9·buf = 0.95 on the first step.
     let run = Run::new(Optimizer::Sgd(Sgd { nesterov: true, ..sgd }), vec![1.0], vec![0.5], 0.1);
     step(&kernel, &run.bind(&kernel, None).unwrap());
-    assert!(near(read(&run.params.0)[0], 0.905));
+    assert!(near(download(&run.params.0)[0], 0.905));
 }
 
 /// A NaN gradient under `SkipStep` sets the norm's skip flag: parameters, state and step
@@ -175,7 +161,7 @@ fn skip_flag_leaves_everything_bitwise_unchanged() {
             norm.encode(&mut encoder);
             kernel.encode(&mut encoder.begin_compute_pass(&Default::default()), &binding);
             gpu().queue.submit([encoder.finish()]);
-            let bits = |b: &wgpu::Buffer| read(b).iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let bits = |b: &wgpu::Buffer| download(b).iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             (bits(&run.params.0), run.state.iter().map(|s| bits(&s.0)).collect::<Vec<_>>(), read_step(&binding))
         };
         let before = full_step(&run); // one finite step so that the state is non-zero

@@ -48,3 +48,178 @@ fn task_model_mismatch_is_refused_before_writing() {
     assert!(stderr.contains("linear99") && stderr.contains("linear1"), "{stderr}");
     assert!(!dir.exists());
 }
+
+/// Every file of `dir` with its bytes.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+/// The tensors and the step and host metadata of a checkpoint (not the config: `steps`
+/// may differ).
+fn checkpoint_contents(path: &std::path::Path) -> (Vec<(String, Vec<u8>)>, String, String) {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<u8>)> = file.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect();
+    tensors.sort();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone().unwrap();
+    (tensors, meta["step"].clone(), meta["host"].clone())
+}
+
+const REMEDIES: &[&str] =
+    &["--optimizer", "adamw", "--clip", "zclip", "--batchnorm", "--init", "normal:0.3", "--lr-drop-on-spike", "0.5", "--lr", "0.01"];
+
+#[test]
+fn resumed_run_matches_uninterrupted_run() {
+    let (a, b) = (out_dir("straight"), out_dir("resumed"));
+    let run = |steps: &str, dir: &std::path::Path, resume: Option<&std::path::Path>| {
+        let mut args: Vec<&str> = REMEDIES.to_vec();
+        args.extend(["--steps", steps, "--checkpoint-every", "20", "--out", dir.to_str().unwrap()]);
+        let ckpt = resume.map(|p| p.to_str().unwrap().to_string());
+        if let Some(p) = &ckpt {
+            args.extend(["--resume", p.as_str()]);
+        }
+        let (ok, stderr) = train(&args);
+        assert!(ok, "{stderr}");
+    };
+    run("40", &a, None);
+    run("20", &b, None);
+    let ckpt = b.join("checkpoint.safetensors");
+    run("40", &b, Some(&ckpt));
+    let (metrics_a, metrics_b) = (std::fs::read_to_string(a.join("metrics.csv")).unwrap(), std::fs::read_to_string(b.join("metrics.csv")).unwrap());
+    let after_20 = |m: &str| m.lines().skip(21).map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(after_20(&metrics_a).len(), 20);
+    assert_eq!(after_20(&metrics_a), after_20(&metrics_b), "rows after step 20");
+    assert_eq!(metrics_a, metrics_b, "the resumed run's metrics.csv holds every step");
+    assert_eq!(std::fs::read(a.join("events.jsonl")).unwrap(), std::fs::read(b.join("events.jsonl")).unwrap());
+    // Weights, optimizer state, step counters, running stats and host state, bit for bit.
+    assert_eq!(checkpoint_contents(&a.join("checkpoint.safetensors")), checkpoint_contents(&ckpt));
+    for d in [a, b] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn corrupt_checkpoint_is_refused_and_out_untouched() {
+    let dir = out_dir("corrupt");
+    let (ok, stderr) = train(&["--steps", "4", "--checkpoint-every", "2", "--out", dir.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let ckpt = dir.join("checkpoint.safetensors");
+    let good = std::fs::read(&ckpt).unwrap();
+    let elsewhere = out_dir("corrupt-inputs");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let truncated = elsewhere.join("truncated.safetensors");
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+    let garbage = elsewhere.join("garbage.safetensors");
+    std::fs::write(&garbage, b"\xff\x00 not a checkpoint at all, just bytes \x13\x37").unwrap();
+    let header_only = elsewhere.join("header.safetensors");
+    std::fs::write(&header_only, &good[..12]).unwrap();
+    let missing = elsewhere.join("missing.safetensors");
+    for bad in [&truncated, &garbage, &header_only, &missing] {
+        let before = snapshot(&dir);
+        let (ok, stderr) =
+            train(&["--steps", "8", "--resume", bad.to_str().unwrap(), "--checkpoint-every", "2", "--out", dir.to_str().unwrap()]);
+        assert!(!ok, "{} was accepted", bad.display());
+        assert!(stderr.contains("error: checkpoint") && stderr.contains(bad.to_str().unwrap()), "{stderr}");
+        assert_eq!(before, snapshot(&dir), "{} changed --out", bad.display());
+    }
+    // The checkpoint in --out itself cut short (as a non-atomic writer would leave it).
+    std::fs::write(&ckpt, &good[..good.len() - 7]).unwrap();
+    let before = snapshot(&dir);
+    let (ok, stderr) = train(&["--steps", "8", "--resume", ckpt.to_str().unwrap(), "--checkpoint-every", "2", "--out", dir.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("not a readable safetensors file"), "{stderr}");
+    assert_eq!(before, snapshot(&dir));
+    for d in [dir, elsewhere] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn mismatched_checkpoint_is_refused_and_out_untouched() {
+    let dir = out_dir("mismatch-ckpt");
+    let (ok, stderr) = train(&["--steps", "6", "--checkpoint-every", "3", "--out", dir.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let ckpt = dir.join("checkpoint.safetensors");
+    let ckpt = ckpt.to_str().unwrap();
+    for (args, says) in [
+        (vec!["--steps", "9", "--width", "32"], "model"),
+        (vec!["--steps", "9", "--model", "rnn", "--task", "adding"], "task"),
+        (vec!["--steps", "9", "--optimizer", "adamw"], "optimizer"),
+        (vec!["--steps", "9", "--seed", "1"], "seed"),
+        (vec!["--steps", "4"], "past --steps 4"),
+    ] {
+        let before = snapshot(&dir);
+        let mut all = vec!["--resume", ckpt, "--checkpoint-every", "3", "--out", dir.to_str().unwrap()];
+        all.extend(&args);
+        let (ok, stderr) = train(&all);
+        assert!(!ok, "{args:?} was accepted");
+        assert!(stderr.contains("error: checkpoint") && stderr.contains(says), "{args:?}: {stderr}");
+        assert_eq!(before, snapshot(&dir), "{args:?} changed --out");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn interrupted_checkpoint_write_leaves_the_previous_one() {
+    let dir = out_dir("interrupted");
+    let (ok, stderr) = train(&["--steps", "4", "--checkpoint-every", "2", "--out", dir.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let ckpt = dir.join("checkpoint.safetensors");
+    // A crash between writing the temporary file and the rename leaves this behind.
+    let tmp = gradguard::train::temp_path(&ckpt);
+    let good = std::fs::read(&ckpt).unwrap();
+    std::fs::write(&tmp, &good[..good.len() / 3]).unwrap();
+    assert_eq!(gradguard::train::checkpoint::read_info(&ckpt).unwrap().step, 4);
+    let (ok, stderr) = train(&["--steps", "6", "--resume", ckpt.to_str().unwrap(), "--checkpoint-every", "2", "--out", dir.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert_eq!(gradguard::train::checkpoint::read_info(&ckpt).unwrap().step, 6);
+    assert!(!tmp.exists(), "the next checkpoint replaces the stale temporary file");
+
+    // A real crash: SIGKILL while checkpointing every step, so the kill most likely lands
+    // in a write. Whatever it hit, the checkpoint on disk is whole and resumes.
+    for wait_ms in [150, 420] {
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gradguard"))
+            .args(["train", "--depth", "1", "--width", "8", "--batch", "8", "--steps", "1000000", "--checkpoint-every", "1"])
+            .args(["--out", dir.to_str().unwrap()])
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while !ckpt.exists() {
+            assert!(started.elapsed().as_secs() < 120, "no checkpoint after 2 minutes");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let step = gradguard::train::checkpoint::read_info(&ckpt).unwrap().step;
+        assert!(step >= 1);
+        let steps = (step + 2).to_string();
+        let (ok, stderr) = train(&[
+            "--depth", "1", "--width", "8", "--batch", "8", "--steps", &steps, "--resume", ckpt.to_str().unwrap(),
+            "--checkpoint-every", "1", "--out", dir.to_str().unwrap(),
+        ]);
+        assert!(ok, "resuming from step {step}: {stderr}");
+        assert_eq!(gradguard::train::checkpoint::read_info(&ckpt).unwrap().step, step + 2);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn checkpoint_flags_are_checked_before_training() {
+    let dir = out_dir("ckpt-flags");
+    let (ok, stderr) = train(&["--steps", "2", "--checkpoint-every", "1"]);
+    assert!(!ok && stderr.contains("--out"), "{stderr}");
+    let (ok, stderr) = train(&["--steps", "2", "--checkpoint-every", "0", "--out", dir.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("≥ 1"), "{stderr}");
+    assert!(!dir.exists());
+}

@@ -3,6 +3,10 @@
 //! under skip-step leaves every weight and optimizer state bitwise unchanged and training
 //! continues; an injected spike is reported in the right layer.
 
+mod common;
+
+use common::gpu;
+
 use std::hash::{Hash, Hasher};
 
 use gradguard::lab::exploding_mlp;
@@ -11,11 +15,6 @@ use gradguard::nn::InitScheme;
 use gradguard::readback::read_f32s;
 use gradguard::train::{ClipSetting, Fault, FaultKind, Trainer, LAG};
 use gradguard::{NonFinitePolicy, NormKind};
-
-fn gpu() -> &'static gradguard::Gpu {
-    static G: std::sync::OnceLock<gradguard::Gpu> = std::sync::OnceLock::new();
-    G.get_or_init(|| gradguard::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")))
-}
 
 #[test]
 fn exploding_mlp_is_detected_within_bounded_steps_naming_the_layer() {

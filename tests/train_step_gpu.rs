@@ -1,6 +1,10 @@
 //! One device training step equals one step of the f64 CPU twin (same init, same batch),
 //! for the MLP (with batch norm) and the vanilla RNN (through time).
 
+mod common;
+
+use common::gpu;
+
 use gradguard::cpu::optimizer::sgd;
 use gradguard::data::BatchOrder;
 use gradguard::kernels::activation::Activation;
@@ -10,11 +14,6 @@ use gradguard::nn::cpu::CpuModel;
 use gradguard::nn::InitScheme;
 use gradguard::readback::read_f32s;
 use gradguard::train::{ModelChoice, OptimizerChoice, TrainConfig, Trainer};
-
-fn gpu() -> &'static gradguard::Gpu {
-    static G: std::sync::OnceLock<gradguard::Gpu> = std::sync::OnceLock::new();
-    G.get_or_init(|| gradguard::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")))
-}
 
 /// `got` within `rel` of `want`, measured against the tensor's largest magnitude.
 fn assert_tensor_close(what: &str, got: &[f32], want: &[f64], rel: f64) {

@@ -1,15 +1,14 @@
 //! The wine MLP beats the majority-class baseline on the test split, and two runs with
 //! the same seed write identical metrics.
 
+mod common;
+
+use common::gpu;
+
 use gradguard::kernels::activation::Activation;
 use gradguard::lab::exploding_mlp;
 use gradguard::nn::InitScheme;
 use gradguard::train::{write_run, ClipSetting, ModelChoice, Trainer};
-
-fn gpu() -> &'static gradguard::Gpu {
-    static G: std::sync::OnceLock<gradguard::Gpu> = std::sync::OnceLock::new();
-    G.get_or_init(|| gradguard::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")))
-}
 
 #[test]
 fn wine_mlp_beats_the_majority_baseline() {

@@ -3,6 +3,7 @@
 
 pub mod clip;
 pub mod matmul;
+pub mod train;
 
 use crate::error::Result;
 use crate::gpu::Gpu;

@@ -160,12 +160,17 @@ impl GpuModel {
         let targets = alloc.zeros("targets", if loss_kind == LossKind::Mse { b * outputs } else { b });
         let loss = alloc.zeros("loss", 1);
         let mut acts = vec![input.clone()];
-        let mut dacts = vec![matches!(layers[0], LayerSpec::BatchNorm { .. })
-            .then(|| alloc.zeros("input grad", b * widths[0] as u64))];
         for (i, w) in widths[1..].iter().enumerate() {
             acts.push(alloc.zeros(&format!("layer {i} output"), b * *w as u64));
-            dacts.push(Some(alloc.zeros(&format!("layer {i} output grad"), b * *w as u64)));
         }
+        // Layer i's backward reads the gradient of its output (i + 1) and writes that of its
+        // input (i), and nothing reads a gradient after the layer below has consumed it: two
+        // buffers, alternating by parity, hold every activation gradient.
+        let widest = b * *widths.iter().max().expect("never empty") as u64;
+        let grad_pair = [alloc.zeros("activation grad (even layers)", widest), alloc.zeros("activation grad (odd layers)", widest)];
+        let first_needs_grad = matches!(layers[0], LayerSpec::BatchNorm { .. });
+        let dacts: Vec<Option<wgpu::Buffer>> =
+            (0..widths.len()).map(|i| (i > 0 || first_needs_grad).then(|| grad_pair[i % 2].clone())).collect();
         let dact = |i: usize| dacts[i].as_ref().expect("allocated for every layer output");
 
         let (mm, act, bn) = (&kernels.matmul, &kernels.activation, &kernels.batchnorm);
@@ -234,7 +239,10 @@ impl GpuModel {
                     let pre: Vec<_> = (0..t_len).map(|t| alloc.zeros(&format!("rnn pre{t}"), hb)).collect();
                     let mut hs: Vec<_> = (0..t_len - 1).map(|t| alloc.zeros(&format!("rnn h{t}"), hb)).collect();
                     hs.push(y.clone());
-                    let mut dhs: Vec<_> = (0..t_len - 1).map(|t| alloc.zeros(&format!("rnn dh{t}"), hb)).collect();
+                    // Step t's backward reads dh_t and writes dh_{t-1}: two buffers alternate
+                    // (the last step's is the layer's output gradient).
+                    let dh_pair = [alloc.zeros("rnn dh (even steps)", hb), alloc.zeros("rnn dh (odd steps)", hb)];
+                    let mut dhs: Vec<_> = (0..t_len - 1).map(|t| dh_pair[t % 2].clone()).collect();
                     dhs.push(dy.clone());
                     let dpre = alloc.zeros("rnn dpre", hb);
                     let input_op = MatmulOp::linear_forward(batch, inputs, hidden);

@@ -74,6 +74,16 @@ pub struct TrainSummary {
     pub record_seconds: f64,
 }
 
+/// What the steps so far cost the host: for benchmarks and the run summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct StepCounters {
+    pub submits: u64,
+    /// Record reads that had to wait for the device.
+    pub blocking_waits: u64,
+    /// Host time spent recording command buffers.
+    pub record_seconds: f64,
+}
+
 /// A fault bound once, recorded at its step.
 enum FaultOp {
     /// Copy 4 bytes from `source` over the start of `grad`.
@@ -316,6 +326,15 @@ impl<'g> Trainer<'g> {
     /// Optimizer state buffers, one list per parameter tensor.
     pub fn optimizer_state(&self) -> &[Vec<wgpu::Buffer>] {
         &self.optimizer_state
+    }
+
+    pub fn counters(&self) -> StepCounters {
+        StepCounters { submits: self.submits, blocking_waits: self.ring.waits, record_seconds: self.record_time.as_secs_f64() }
+    }
+
+    /// Device bytes held by the optimizer's state buffers.
+    pub fn optimizer_state_bytes(&self) -> u64 {
+        self.optimizer_state.iter().flatten().map(|b| b.size()).sum()
     }
 
     /// Compute dispatches per step: model, norm + clip, optimizer (two per tensor).
@@ -589,6 +608,7 @@ impl<'g> Trainer<'g> {
         let (metric_name, metric, baseline) = self.evaluate()?;
         let tail = &self.records[self.records.len().saturating_sub(10)..];
         let first_explosion = self.monitor.events().iter().find(|e| e.detector.is_explosion()).cloned();
+        let counters = self.counters();
         Ok(TrainSummary {
             task: self.config.task.name(),
             steps_run: self.next_step,
@@ -601,10 +621,10 @@ impl<'g> Trainer<'g> {
             metric,
             baseline,
             seconds: self.started.elapsed().as_secs_f64(),
-            submits: self.submits,
-            blocking_waits: self.ring.waits,
+            submits: counters.submits,
+            blocking_waits: counters.blocking_waits,
             dispatches_per_step: self.dispatches_per_step(),
-            record_seconds: self.record_time.as_secs_f64(),
+            record_seconds: counters.record_seconds,
         })
     }
 }

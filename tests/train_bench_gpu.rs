@@ -1,0 +1,31 @@
+//! The step `gradguard bench train` measures meets its targets on a short run: one submit
+//! and no blocking wait a step, no device allocation once the trainer is built, and at most
+//! 25% more device memory than the roles must hold.
+
+mod common;
+
+use common::gpu;
+use gradguard::bench::train::{run, TrainBenchConfig};
+
+#[test]
+fn a_step_submits_once_waits_never_and_allocates_nothing() {
+    let report = run(gpu(), &TrainBenchConfig { warmup: 3, mlp_steps: 12, rnn_steps: 4 }).unwrap();
+    assert_eq!(report.results.len(), 2);
+    for r in &report.results {
+        assert_eq!(r.submits_per_step, 1.0, "{}", r.model);
+        assert_eq!(r.blocking_waits_per_step, 0.0, "{}: deferred monitoring never waits", r.model);
+        assert!(r.dispatches_per_step > 0);
+        // The device allocator counts every live allocation, ours and wgpu's.
+        assert_eq!(
+            r.allocations_during_steps,
+            Some(0),
+            "{}: steps allocated device memory (None: this backend has no allocator report; use WGPU_BACKEND=vulkan)",
+            r.model
+        );
+        let m = &r.memory;
+        assert_eq!(m.measured_by, "allocator report");
+        assert!(m.allocated >= m.params + m.grads + m.optimizer_state + m.activations, "{m:?}");
+        assert!(m.required > 0 && m.required <= m.allocated, "{m:?}");
+        assert!(m.overhead_percent <= 25.0, "{}: {:.1}% over what the roles must hold: {m:?}", r.model, m.overhead_percent);
+    }
+}
