@@ -3,6 +3,11 @@
 //   train     mean, biased variance σ² (two passes over the column), inv_std = 1/√(σ² + eps),
 //             y = (x - mean)·inv_std·γ + β; saves mean and inv_std; running stats move by
 //             momentum towards mean and the UNBIASED variance σ²·n/(n-1).
+//             With DEFER_RUNNING the training forward leaves the running stats alone and
+//             saves the biased variance as a third row of `saved`; `running`, recorded after
+//             the gradient norm, then moves them unless the norm flagged the step as skipped
+//             (a non-finite step leaves them bitwise unchanged, as the optimizer leaves the
+//             weights).
 //   eval      y = (x - running_mean)/√(running_var + eps)·γ + β.
 //   backward  dβ = Σ dy, dγ = Σ dy·x̂, dx = γ·inv_std/n · (n·dy - dβ - x̂·dγ), x̂ = (x - mean)·inv_std.
 
@@ -18,10 +23,17 @@ struct Params {
 @group(0) @binding(1) var<storage, read> gamma: array<f32>;
 @group(0) @binding(2) var<storage, read> beta_dy: array<f32>;                // β / dy
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;              // y / dx
-@group(0) @binding(4) var<storage, read_write> saved: array<f32>;            // [mean; inv_std], 2·features
+@group(0) @binding(4) var<storage, read_write> saved: array<f32>;            // [mean; inv_std (; biased var)]
 @group(0) @binding(5) var<storage, read_write> running_mean_dgamma: array<f32>; // running mean / dγ
 @group(0) @binding(6) var<storage, read_write> running_var_dbeta: array<f32>;   // running var / dβ
 @group(0) @binding(7) var<uniform> params: Params;
+@group(0) @binding(8) var<storage, read> norm_stats: array<u32>;             // running: the norm's stats
+
+// Training forward: leave the running stats to `running` (saved gets 3·features).
+override DEFER_RUNNING: bool = false;
+
+// Word of the gradient-norm stats holding the skip flag (norm::STATS_SKIP_OFFSET / 4).
+const SKIP_WORD: u32 = 2u;
 
 const WG: u32 = 64u;
 
@@ -41,6 +53,14 @@ fn reduce_sum(local: u32, value: f32) -> f32 {
 
 fn feature(wid: vec3<u32>, groups: vec3<u32>) -> u32 {
     return wid.y * groups.x + wid.x;
+}
+
+// torch's momentum update, towards the batch mean and the unbiased batch variance.
+fn update_running(f: u32, mean: f32, var_biased: f32) {
+    let n = f32(params.batch);
+    let m = params.momentum;
+    running_mean_dgamma[f] = (1.0 - m) * running_mean_dgamma[f] + m * mean;
+    running_var_dbeta[f] = (1.0 - m) * running_var_dbeta[f] + m * var_biased * n / (n - 1.0);
 }
 
 @compute @workgroup_size(64)
@@ -63,10 +83,21 @@ fn train(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups:
     if (local == 0u) {
         saved[f] = mean;
         saved[nf + f] = inv_std;
-        let m = params.momentum;
-        running_mean_dgamma[f] = (1.0 - m) * running_mean_dgamma[f] + m * mean;
-        running_var_dbeta[f] = (1.0 - m) * running_var_dbeta[f] + m * var_biased * n / (n - 1.0);
+        if (DEFER_RUNNING) {
+            saved[2u * nf + f] = var_biased;
+        } else {
+            update_running(f, mean, var_biased);
+        }
     }
+}
+
+// The deferred running-stat update: one thread per feature, from `saved`, skipped with the step.
+@compute @workgroup_size(64)
+fn running(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let f = feature(wid, groups) * 64u + local;
+    let nf = params.features;
+    if (f >= nf || norm_stats[SKIP_WORD] != 0u) { return; }
+    update_running(f, saved[f], saved[2u * nf + f]);
 }
 
 @compute @workgroup_size(64)

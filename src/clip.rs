@@ -140,6 +140,17 @@ impl GradClip {
         }
     }
 
+    /// Compute dispatches one [`GradClip::encode`] records: the norm's, then the clip
+    /// stage's (one per bound window, one per AGC group, none when nothing is written).
+    pub fn dispatch_count(&self) -> usize {
+        let clip = match &self.stage {
+            Stage::None => 0,
+            Stage::Tiles { groups, .. } => self.norm.plan.windows.len().min(groups.len()),
+            Stage::Agc(plan) => plan.dispatch_count(),
+        };
+        self.norm.dispatch_count() + clip
+    }
+
     pub fn norm(&self) -> &GradNorm {
         &self.norm
     }

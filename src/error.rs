@@ -58,6 +58,24 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     Invalid(String),
 
+    /// A setting outside the range it is meaningful in (a percentile above 100, a negative
+    /// z-score limit, a NaN…).
+    #[error("{what} must be {expected}, got {value}")]
+    OutOfRange { what: &'static str, value: f64, expected: &'static str },
+
+    /// A model layer with a zero size (no features, no hidden units, no time steps).
+    #[error("layer {layer} ({kind}): {what} must be ≥ 1, got 0")]
+    EmptyLayer { layer: usize, kind: &'static str, what: &'static str },
+
+    /// A file or directory that could not be written, created or read.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A checkpoint that cannot be written, read or resumed from (corrupt, or written by
     /// another configuration).
     #[error("checkpoint {}: {reason}", path.display())]

@@ -216,8 +216,7 @@ pub fn comparison_plot(runs: &[LabRun]) -> String {
 
 /// Writes the table, the comparison plot and each run's summary into `dir`.
 pub fn write(dir: &Path, runs: &[LabRun]) -> Result<()> {
-    let err = |e: std::io::Error| crate::Error::Invalid(format!("writing {}: {e}", dir.display()));
-    std::fs::create_dir_all(dir).map_err(err)?;
+    crate::train::create_dir(dir)?;
     crate::train::write_file(&dir.join("table.txt"), table(runs).as_bytes())?;
     crate::train::write_file(&dir.join("comparison.svg"), comparison_plot(runs).as_bytes())?;
     let summaries: Vec<_> = runs

@@ -1,6 +1,10 @@
 //! `GradMonitor`: reads each step's `NormStats` (global and per-layer norms) and the loss,
 //! and reports explosions as they happen, each naming the step, the layer and the value.
 
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use crate::error::{Error, Result};
 use crate::norm::NormStats;
 
 /// What noticed a problem.
@@ -92,6 +96,51 @@ impl Default for MonitorConfig {
     }
 }
 
+impl MonitorConfig {
+    /// Checks every setting; a library caller gets a typed error here instead of nonsense
+    /// (or a panic) later.
+    pub fn validate(&self) -> Result<()> {
+        positive("monitor max_norm", self.max_norm, true)?;
+        unit_interval("monitor ema_alpha", self.ema_alpha)?;
+        positive("monitor z_threshold", self.z_threshold, false)?;
+        if self.warmup == 0 {
+            return Err(Error::OutOfRange { what: "monitor warmup", value: 0.0, expected: "≥ 1 step" });
+        }
+        percentile_range("monitor percentile", self.percentile)?;
+        positive("monitor percentile_factor", self.percentile_factor, false)?;
+        positive("monitor depth_ratio", self.depth_ratio, true)?;
+        positive("monitor loss_factor", self.loss_factor, true)
+    }
+}
+
+/// `value > 0` (and finite unless `allow_inf`: +inf turns a threshold off).
+pub(crate) fn positive(what: &'static str, value: f64, allow_inf: bool) -> Result<()> {
+    if value > 0.0 && (allow_inf || value.is_finite()) {
+        Ok(())
+    } else {
+        let expected = if allow_inf { "> 0 (or +inf)" } else { "finite and > 0" };
+        Err(Error::OutOfRange { what, value, expected })
+    }
+}
+
+/// An EMA smoothing factor in [0, 1].
+pub(crate) fn unit_interval(what: &'static str, value: f64) -> Result<()> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::OutOfRange { what, value, expected: "in [0, 1]" })
+    }
+}
+
+/// A percentile in [0, 100].
+pub(crate) fn percentile_range(what: &'static str, value: f64) -> Result<()> {
+    if (0.0..=100.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::OutOfRange { what, value, expected: "a percentile in [0, 100]" })
+    }
+}
+
 /// An exponential moving mean and variance, as ZClip keeps them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Ema {
@@ -119,10 +168,133 @@ impl Ema {
     }
 }
 
-/// `p`-th percentile (0..=100, nearest rank) of sorted values.
+/// `p`-th percentile (0..=100, nearest rank) of sorted values. A `p` outside 0..=100
+/// picks the nearest end (NaN the first value).
 pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    let last = sorted.len().checked_sub(1)?;
-    Some(sorted[((p / 100.0) * last as f64).round() as usize].min(sorted[last]))
+    Some(sorted[rank(p, sorted.len())?])
+}
+
+/// The index [`percentile`] picks among `n` sorted values (None when `n == 0`).
+fn rank(p: f64, n: usize) -> Option<usize> {
+    let last = n.checked_sub(1)?;
+    // `as usize` saturates: negative and NaN give 0.
+    Some((((p / 100.0) * last as f64).round() as usize).min(last))
+}
+
+/// An `f64` ordered by [`f64::total_cmp`], for the heaps of [`NormHistory`].
+#[derive(Clone, Copy, Debug)]
+struct Total(f64);
+
+impl PartialEq for Total {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Total {}
+
+impl PartialOrd for Total {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Total {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Every finite norm seen so far and one fixed percentile of them (AutoClip's statistic,
+/// the percentile detector's): O(log n) inserts and O(1) queries, the same value as
+/// [`percentile`] over the sorted history. Two heaps split the values at the percentile's
+/// rank: `lower` (a max-heap) holds the smallest `rank + 1`, `upper` (a min-heap) the rest.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(from = "SortedHistory", into = "SortedHistory")]
+pub struct NormHistory {
+    p: f64,
+    lower: BinaryHeap<Total>,
+    upper: BinaryHeap<Reverse<Total>>,
+}
+
+/// [`NormHistory`]'s serialized form: the percentile and the values, sorted.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct SortedHistory {
+    p: f64,
+    sorted: Vec<f64>,
+}
+
+impl From<SortedHistory> for NormHistory {
+    fn from(s: SortedHistory) -> Self {
+        Self::from_values(s.p, s.sorted)
+    }
+}
+
+impl From<NormHistory> for SortedHistory {
+    fn from(h: NormHistory) -> Self {
+        Self { p: h.p, sorted: h.sorted() }
+    }
+}
+
+impl NormHistory {
+    /// An empty history that answers the `p`-th percentile (0..=100).
+    pub fn new(p: f64) -> Self {
+        Self { p, lower: BinaryHeap::new(), upper: BinaryHeap::new() }
+    }
+
+    /// A history holding `values` (in any order; non-finite ones are left out).
+    pub fn from_values(p: f64, values: impl IntoIterator<Item = f64>) -> Self {
+        let mut history = Self::new(p);
+        values.into_iter().for_each(|v| {
+            history.insert(v);
+        });
+        history
+    }
+
+    pub fn p(&self) -> f64 {
+        self.p
+    }
+
+    pub fn len(&self) -> usize {
+        self.lower.len() + self.upper.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `value` if it is finite (returns whether it did).
+    pub fn insert(&mut self, value: f64) -> bool {
+        if !value.is_finite() {
+            return false;
+        }
+        match self.lower.peek() {
+            Some(max) if value <= max.0 => self.lower.push(Total(value)),
+            _ => self.upper.push(Reverse(Total(value))),
+        }
+        let target = rank(self.p, self.len()).map_or(0, |r| r + 1);
+        while self.lower.len() > target {
+            let moved = self.lower.pop().expect("longer than target ≥ 0");
+            self.upper.push(Reverse(moved));
+        }
+        while self.lower.len() < target {
+            let Some(Reverse(moved)) = self.upper.pop() else { break };
+            self.lower.push(moved);
+        }
+        true
+    }
+
+    /// The `p`-th percentile (nearest rank) of the values so far; None while empty.
+    pub fn percentile(&self) -> Option<f64> {
+        self.lower.peek().map(|t| t.0)
+    }
+
+    /// The values, sorted (checkpoints save them so).
+    pub fn sorted(&self) -> Vec<f64> {
+        let mut values: Vec<f64> = self.lower.iter().map(|t| t.0).chain(self.upper.iter().map(|t| t.0 .0)).collect();
+        values.sort_by(f64::total_cmp);
+        values
+    }
 }
 
 /// What a monitor has learned from the steps it saw: a checkpoint saves it so that a
@@ -148,25 +320,34 @@ pub struct GradMonitor {
     segment_layer: Vec<usize>,
     norm_ema: Ema,
     loss_ema: Ema,
-    /// Finite norms seen so far, sorted (AutoClip's history).
-    history: Vec<f64>,
+    /// Finite norms seen so far (AutoClip's history) and their percentile.
+    history: NormHistory,
     firing: Vec<Detector>,
     events: Vec<Explosion>,
 }
 
 impl GradMonitor {
-    /// `layers`: names of the layers; `segment_layer[s]`: the layer of gradient segment `s`.
-    pub fn new(config: MonitorConfig, layers: Vec<String>, segment_layer: Vec<usize>) -> Self {
-        Self {
+    /// `layers`: names of the layers; `segment_layer[s]`: the layer of gradient segment `s`,
+    /// an index into `layers`. Refuses an invalid configuration or a segment whose layer
+    /// does not exist.
+    pub fn new(config: MonitorConfig, layers: Vec<String>, segment_layer: Vec<usize>) -> Result<Self> {
+        config.validate()?;
+        if let Some((s, &l)) = segment_layer.iter().enumerate().find(|(_, &l)| l >= layers.len()) {
+            return Err(Error::Invalid(format!(
+                "gradient segment {s} belongs to layer {l}, but the monitor has {} layers",
+                layers.len()
+            )));
+        }
+        Ok(Self {
+            history: NormHistory::new(config.percentile),
             config,
             layers,
             segment_layer,
             norm_ema: Ema::default(),
             loss_ema: Ema::default(),
-            history: Vec::new(),
             firing: Vec::new(),
             events: Vec::new(),
-        }
+        })
     }
 
     pub fn layers(&self) -> &[String] {
@@ -177,8 +358,9 @@ impl GradMonitor {
     pub fn layer_norms(&self, stats: &NormStats) -> Vec<f64> {
         let mut sq = vec![0.0f64; self.layers.len()];
         for (s, seg) in stats.segments.iter().enumerate() {
-            if let Some(&l) = self.segment_layer.get(s) {
-                sq[l] += (seg.l2 as f64).powi(2);
+            // `new` checks the map; a deserialized monitor may still hold a bad one.
+            if let Some(sum) = self.segment_layer.get(s).and_then(|&l| sq.get_mut(l)) {
+                *sum += (seg.l2 as f64).powi(2);
             }
         }
         sq.into_iter().map(f64::sqrt).collect()
@@ -193,7 +375,7 @@ impl GradMonitor {
         MonitorState {
             norm_ema: self.norm_ema,
             loss_ema: self.loss_ema,
-            history: self.history.clone(),
+            history: self.history.sorted(),
             firing: self.firing.clone(),
             events: self.events.clone(),
         }
@@ -202,6 +384,7 @@ impl GradMonitor {
     /// Continues from `state` (same configuration and layers).
     pub fn restore(&mut self, state: MonitorState) {
         let MonitorState { norm_ema, loss_ema, history, firing, events } = state;
+        let history = NormHistory::from_values(self.config.percentile, history);
         (self.norm_ema, self.loss_ema, self.history, self.firing, self.events) = (norm_ema, loss_ema, history, firing, events);
     }
 
@@ -238,7 +421,7 @@ impl GradMonitor {
                 if z > c.z_threshold {
                     fired.push((Detector::Spike, name(loudest), z, c.z_threshold));
                 }
-                if let Some(p) = percentile(&self.history, c.percentile) {
+                if let Some(p) = self.history.percentile() {
                     if norm > c.percentile_factor * p {
                         fired.push((Detector::Percentile, name(loudest), norm, c.percentile_factor * p));
                     }
@@ -249,8 +432,7 @@ impl GradMonitor {
                 fired.push((Detector::DepthGrowth, name(0), first / last.max(f64::MIN_POSITIVE), c.depth_ratio));
             }
             self.norm_ema.update(norm, c.ema_alpha);
-            let at = self.history.partition_point(|&h| h < norm);
-            self.history.insert(at, norm);
+            self.history.insert(norm);
         }
         let loss = loss as f64;
         if loss.is_finite() {

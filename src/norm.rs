@@ -1,11 +1,9 @@
 //! `GradNorm`: the global and per-segment gradient norm of a `GradSet`, on the device.
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
 use crate::grad_set::{GradSet, TilePlan};
 use crate::kernels::norm::{default_workgroup_size, NormKernels, NormParams, ACC_BYTES, HEADER_WORDS, SEGMENT_WORDS};
-use crate::kernels::{bind_group, placeholder};
+use crate::kernels::{bind_group, buffer_init, placeholder, scoped};
 
 /// Which vector norm: `norm_type` 1, 2 or inf in `torch.nn.utils.clip_grad_norm_`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -168,21 +166,27 @@ impl GradNorm {
         let segment_count = set.segment_count() as u32;
 
         let storage = wgpu::BufferUsages::STORAGE;
-        let init = |label: &str, contents: &[u8], usage| {
-            device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage })
-        };
+        let init = |label: &str, contents: &[u8], usage| buffer_init(device, label, contents, usage);
         let zeroed = |label: &str, size: u64, usage| {
             device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
         };
-        let tiles = (!plan.tiles.is_empty()).then(|| init("gradguard tiles", bytemuck::cast_slice(&plan.tiles), storage));
-        let ranges = init("gradguard segment ranges", bytemuck::cast_slice(&plan.ranges), storage);
-        let partials = zeroed("gradguard partials", ACC_BYTES * plan.partial_count.max(1) as u64, storage);
-        let segments = zeroed("gradguard segment norms", ACC_BYTES * segment_count as u64, storage);
-        let stats = zeroed(
-            "gradguard NormStats",
-            4 * (HEADER_WORDS + SEGMENT_WORDS * segment_count as u64),
-            storage | wgpu::BufferUsages::COPY_SRC,
-        );
+        // Scratch is O(segments + tiles); a set too large for the device fails here, typed.
+        let tiles = match plan.tiles.is_empty() {
+            true => None,
+            false => Some(init("gradguard tiles", bytemuck::cast_slice(&plan.tiles), storage)?),
+        };
+        let ranges = init("gradguard segment ranges", bytemuck::cast_slice(&plan.ranges), storage)?;
+        let (partials, segments, stats) = scoped(device, "allocating the norm's scratch", || {
+            (
+                zeroed("gradguard partials", ACC_BYTES * plan.partial_count.max(1) as u64, storage),
+                zeroed("gradguard segment norms", ACC_BYTES * segment_count as u64, storage),
+                zeroed(
+                    "gradguard NormStats",
+                    4 * (HEADER_WORDS + SEGMENT_WORDS * segment_count as u64),
+                    storage | wgpu::BufferUsages::COPY_SRC,
+                ),
+            )
+        })?;
         let param_values = NormParams {
             segment_count,
             kind: match config.kind {
@@ -200,7 +204,7 @@ impl GradNorm {
             "gradguard norm params",
             bytemuck::bytes_of(&param_values),
             wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        );
+        )?;
         let placeholder = placeholder(device);
         let tile_groups = bind_windows(device, &plan, tiles.as_ref(), &placeholder, &kernels.tiles_layout, "norm tiles", || {
             vec![partials.as_entire_binding()]

@@ -40,7 +40,7 @@ fn map_and_wait(device: &wgpu::Device, buffer: &wgpu::Buffer) -> Result<()> {
 /// Reads a whole buffer back as `T`s (it needs COPY_SRC). Submits and waits: for tests,
 /// tools and checkpoints, never inside a training step.
 pub fn read_buffer<T: bytemuck::Pod>(device: &wgpu::Device, queue: &wgpu::Queue, buffer: &wgpu::Buffer) -> Result<Vec<T>> {
-    let staging = staging(device, buffer.size());
+    let staging = crate::kernels::scoped(device, "allocating a readback buffer", || staging(device, buffer.size()))?;
     let mut encoder = device.create_command_encoder(&Default::default());
     encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
     queue.submit([encoder.finish()]);
@@ -116,17 +116,20 @@ pub struct ReadbackRing {
 }
 
 impl ReadbackRing {
-    /// `depth` slots of `record_bytes` each (a multiple of 4).
-    pub fn new(device: &wgpu::Device, record_bytes: u64, depth: usize) -> Self {
-        let slots = (0..depth.max(1))
-            .map(|_| Slot {
-                buffer: staging(device, record_bytes),
-                state: Arc::new(AtomicU8::new(FREE)),
-                step: 0,
-                submission: None,
-            })
+    /// `depth` slots of `record_bytes` each (a multiple of 4). Fails, typed, when the
+    /// device cannot hold them.
+    pub fn new(device: &wgpu::Device, record_bytes: u64, depth: usize) -> Result<Self> {
+        if record_bytes == 0 || record_bytes % 4 != 0 {
+            return Err(Error::Invalid(format!("a record must be a positive multiple of 4 bytes, got {record_bytes}")));
+        }
+        let buffers = crate::kernels::scoped(device, "allocating readback slots", || {
+            (0..depth.max(1)).map(|_| staging(device, record_bytes)).collect::<Vec<_>>()
+        })?;
+        let slots = buffers
+            .into_iter()
+            .map(|buffer| Slot { buffer, state: Arc::new(AtomicU8::new(FREE)), step: 0, submission: None })
             .collect();
-        Self { slots, record_bytes, dropped: 0, waits: 0 }
+        Ok(Self { slots, record_bytes, dropped: 0, waits: 0 })
     }
 
     /// Records copies of `sources` (buffer, bytes from offset 0), laid end to end, as
@@ -266,8 +269,8 @@ pub struct StatsRing {
 
 impl StatsRing {
     /// `depth` slots for a stats buffer of `stats_size` bytes ([`crate::GradNorm::stats_size`]).
-    pub fn new(device: &wgpu::Device, stats_size: u64, depth: usize) -> Self {
-        Self { ring: ReadbackRing::new(device, stats_size, depth) }
+    pub fn new(device: &wgpu::Device, stats_size: u64, depth: usize) -> Result<Self> {
+        Ok(Self { ring: ReadbackRing::new(device, stats_size, depth)? })
     }
 
     /// Records a copy of `stats` for `step`; false (a counted drop) if no slot is free.

@@ -62,7 +62,7 @@ pub const OPTIMIZER: Shader = Shader {
 pub const BATCHNORM: Shader = Shader {
     name: "batchnorm",
     source: include_str!("../shaders/batchnorm.wgsl"),
-    entry_points: &["train", "eval", "backward"],
+    entry_points: &["train", "eval", "backward", "running"],
 };
 
 /// Every shader the crate ships.

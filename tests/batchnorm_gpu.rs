@@ -7,7 +7,7 @@ use common::{gpu, upload};
 
 use gradguard::cpu::batchnorm as twin;
 use gradguard::kernels::batchnorm::{
-    BatchNorm, BatchNormBackward, BatchNormBinding, BatchNormEval, BatchNormKernel, BatchNormTrain,
+    BatchNorm, BatchNormBackward, BatchNormBinding, BatchNormEval, BatchNormKernel, BatchNormRunning, BatchNormTrain,
 };
 use gradguard::readback::read_f32s;
 use gradguard::wgpu;
@@ -195,4 +195,63 @@ fn bad_input_is_a_typed_error() {
     assert!(kernel.bind_eval(device, &BatchNorm::new(1, 4), eval).is_ok(), "eval works on a batch of one");
     let back = BatchNormBackward { x: &x, gamma: &f1, saved: &saved, dy: &y, dx: &no_storage, dgamma: &f3, dbeta: &f4 };
     assert!(matches!(kernel.bind_backward(device, &BatchNorm::new(2, 4), back), Err(Error::MissingBufferUsage { .. })));
+}
+
+/// The deferred forward leaves the running stats alone; the `running` pass then moves them
+/// exactly as the immediate forward does, unless the norm's skip flag (word 2) is set.
+#[test]
+fn deferred_running_update_obeys_the_skip_flag() {
+    let device = &gpu().device;
+    let kernel = BatchNormKernel::new(device).unwrap();
+    let (batch, features) = (7, 70); // more features than one 64-thread workgroup
+    let bn = BatchNorm::new(batch, features);
+    let mut rng = StdRng::seed_from_u64(3);
+    let x: Vec<f32> = (0..batch * features).map(|_| rng.random::<f32>() * 4.0 - 1.0).collect();
+    let f = features as usize;
+    let rm0: Vec<f32> = (0..f).map(|i| i as f32 * 0.01).collect();
+    let rv0: Vec<f32> = (0..f).map(|i| 1.0 + i as f32 * 0.02).collect();
+    let (gx, ggamma, gbeta) = (upload(&x), upload(&vec![1.0; f]), upload(&vec![0.0; f]));
+
+    // Immediate, for reference.
+    let (gy, gsaved, grm, grv) = (upload(&vec![0.0; x.len()]), upload(&vec![0.0; 2 * f]), upload(&rm0), upload(&rv0));
+    let train = BatchNormTrain { x: &gx, gamma: &ggamma, beta: &gbeta, y: &gy, saved: &gsaved, running_mean: &grm, running_var: &grv };
+    run(&kernel, &kernel.bind_train(device, &bn, train).unwrap());
+
+    for skip in [0u32, 1] {
+        let (dy, dsaved, drm, drv) = (upload(&vec![0.0; x.len()]), upload(&vec![0.0; 3 * f]), upload(&rm0), upload(&rv0));
+        let stats = upload(&[0.0, 0.0, f32::from_bits(skip), 0.0]);
+        let train = BatchNormTrain { x: &gx, gamma: &ggamma, beta: &gbeta, y: &dy, saved: &dsaved, running_mean: &drm, running_var: &drv };
+        run(&kernel, &kernel.bind_train_deferred(device, &bn, train).unwrap());
+        assert_eq!(read(&drm), rm0, "the deferred forward leaves the running mean alone");
+        assert_eq!(read(&drv), rv0);
+        assert_close("deferred y", &read(&dy), &widen(&read(&gy)), 1e-7);
+        assert_close("deferred saved", &read(&dsaved)[..2 * f], &widen(&read(&gsaved)), 1e-7);
+        let running = BatchNormRunning { saved: &dsaved, running_mean: &drm, running_var: &drv, norm_stats: &stats };
+        run(&kernel, &kernel.bind_running(device, &bn, running).unwrap());
+        if skip == 0 {
+            assert_close("deferred running mean", &read(&drm), &widen(&read(&grm)), 1e-6);
+            assert_close("deferred running var", &read(&drv), &widen(&read(&grv)), 1e-6);
+            // And against the twin's update from the saved batch statistics.
+            let saved = widen(&read(&dsaved));
+            let (mut rm, mut rv) = (widen(&rm0), widen(&rv0));
+            twin::running(&bn, &saved[..f], &saved[2 * f..], &mut rm, &mut rv, false);
+            assert_close("twin running mean", &read(&drm), &rm, 1e-6);
+            assert_close("twin running var", &read(&drv), &rv, 1e-6);
+        } else {
+            let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            assert_eq!(bits(read(&drm)), bits(rm0.clone()), "skipped: running mean bitwise unchanged");
+            assert_eq!(bits(read(&drv)), bits(rv0.clone()), "skipped: running var bitwise unchanged");
+        }
+    }
+
+    // Bad input: a saved buffer without the third row, a stats buffer without the flag.
+    let (short_saved, rm, rv) = (upload(&vec![0.0; 2 * f]), upload(&rm0), upload(&rv0));
+    let stats = upload(&[0.0; 4]);
+    let bad = BatchNormRunning { saved: &short_saved, running_mean: &rm, running_var: &rv, norm_stats: &stats };
+    assert!(matches!(kernel.bind_running(device, &bn, bad), Err(Error::LengthMismatch { .. })));
+    let (saved, tiny) = (upload(&vec![0.0; 3 * f]), upload(&[0.0; 2]));
+    let bad = BatchNormRunning { saved: &saved, running_mean: &rm, running_var: &rv, norm_stats: &tiny };
+    assert!(matches!(kernel.bind_running(device, &bn, bad), Err(Error::LengthMismatch { .. })));
+    let bad = BatchNormRunning { saved: &saved, running_mean: &rm, running_var: &rm, norm_stats: &stats };
+    assert!(matches!(kernel.bind_running(device, &bn, bad), Err(Error::Invalid(_))));
 }

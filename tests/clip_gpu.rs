@@ -163,3 +163,43 @@ fn a_norm_beyond_f32_from_finite_elements_skips_or_zeroes() {
     let stats = check(&segs, policy, None, NonFinitePolicy::Propagate);
     assert!(!stats.skipped && stats.clip_coef == 0.0);
 }
+
+/// `dispatch_count` is the norm's dispatches plus the clip stage's: none when nothing is
+/// written, one per bound window for the tile kernels, one per AGC group.
+#[test]
+fn dispatch_count_follows_the_clip_stage() {
+    let g = gpu();
+    let lens = [64 * 9, 9];
+    let gbuf = upload(&segments(20, &[64 * 9, 9], 1.0).concat());
+    let pbuf = upload(&segments(21, &[64 * 9, 9], 0.1).concat());
+    let set = GradSet::packed(&gbuf, &lens);
+    let count = |policy: ClipPolicy, nonfinite: NonFinitePolicy, config: gradguard::NormConfig| {
+        let config = gradguard::NormConfig { nonfinite, ..config };
+        let clip = GradClip::with_config(&g.device, &set, policy, config).unwrap();
+        (clip.dispatch_count(), clip.norm().dispatch_count())
+    };
+    let global = ClipPolicy::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 };
+    let plain = gradguard::NormConfig::default();
+    // One window: the norm is 1 + 2 dispatches.
+    let (n, norm) = count(ClipPolicy::None, NonFinitePolicy::Propagate, plain.clone());
+    assert_eq!((n, norm), (3, 3), "measure only: the norm alone");
+    assert_eq!(count(ClipPolicy::None, NonFinitePolicy::ZeroNonFinite, plain.clone()).0, norm + 1, "zeroing writes per window");
+    assert_eq!(count(global.clone(), NonFinitePolicy::SkipStep, plain.clone()).0, norm + 1);
+    assert_eq!(count(ClipPolicy::Value { clip_value: 0.5 }, NonFinitePolicy::Propagate, plain.clone()).0, norm + 1);
+    let agc = ClipPolicy::Agc { clipping: 0.05, eps: 1e-3, params: GradSet::packed(&pbuf, &lens), unit_lens: vec![64, 9] };
+    assert_eq!(count(agc, NonFinitePolicy::Propagate, plain).0, norm + 1, "one AGC group");
+    // Many bound windows: one clip dispatch per window.
+    let big_lens = [9000, 20_001];
+    let big = upload(&segments(22, &[9000, 20_001], 1.0).concat());
+    let big_set = GradSet::packed(&big, &big_lens);
+    let chunked = gradguard::NormConfig { max_binding_bytes: Some(4096), tile_elems: Some(256), ..Default::default() };
+    let count_big = |policy: ClipPolicy| {
+        let clip = GradClip::with_config(&g.device, &big_set, policy, chunked.clone()).unwrap();
+        (clip.dispatch_count(), clip.norm().dispatch_count())
+    };
+    let (n, norm) = count_big(global);
+    let windows = norm - 2;
+    assert!(windows > 1, "the set must span several windows");
+    assert_eq!(n, norm + windows);
+    assert_eq!(count_big(ClipPolicy::None).0, norm);
+}

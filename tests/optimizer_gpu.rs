@@ -32,7 +32,7 @@ impl Run {
             state: (0..optimizer.state_buffers()).map(|_| (upload(&zeros), zeros.clone())).collect(),
             params: (upload(&params), params),
             grads: (upload(&grads), grads),
-            lr: lr_buffer(&gpu().device, lr),
+            lr: lr_buffer(&gpu().device, lr).unwrap(),
         }
     }
 
@@ -182,7 +182,7 @@ fn bad_input_is_a_typed_error() {
     let device = &gpu().device;
     let kernel = OptimizerKernel::new(device).unwrap();
     let (p, g, s, small) = (upload(&[0.0; 8]), upload(&[0.0; 8]), upload(&[0.0; 8]), upload(&[0.0; 4]));
-    let lr = lr_buffer(device, 0.1);
+    let lr = lr_buffer(device, 0.1).unwrap();
     let no_storage = device.create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size: 32,

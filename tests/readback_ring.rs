@@ -11,7 +11,7 @@ fn ring_returns_every_step_in_order() {
     let g = gpu();
     let buffer = upload(&[0.0; 1000]);
     let norm = GradNorm::new(&g.device, &GradSet::packed(&buffer, &[600, 400]), &NormConfig::default()).unwrap();
-    let mut ring = StatsRing::new(&g.device, norm.stats_size(), 4);
+    let mut ring = StatsRing::new(&g.device, norm.stats_size(), 4).unwrap();
     let mut seen = Vec::new();
     for step in 0..20u64 {
         // Each step's gradients are the constant `step`: its L2 norm is step·sqrt(1000).
@@ -38,7 +38,7 @@ fn raw_ring_takes_one_step_and_survives_a_cancelled_encoder() {
     let g = gpu();
     let a = upload(&[1.0, 2.0, 3.0, 4.0]);
     let b = upload(&[5.0, 6.0]);
-    let mut ring = ReadbackRing::new(&g.device, 24, 2);
+    let mut ring = ReadbackRing::new(&g.device, 24, 2).unwrap();
     // Copies recorded into an encoder that is dropped must not hold a slot forever.
     for _ in 0..3 {
         let mut encoder = g.device.create_command_encoder(&Default::default());
@@ -62,4 +62,14 @@ fn raw_ring_takes_one_step_and_survives_a_cancelled_encoder() {
     assert!(ring.take(&g.device, 7).is_err(), "a step never recorded is an error");
     let mut encoder = g.device.create_command_encoder(&Default::default());
     assert!(ring.encode_copy(&mut encoder, 3, &[(&a, 16), (&b, 8), (&b, 8)]).is_err(), "too big a record");
+}
+
+#[test]
+fn an_allocation_beyond_the_device_is_a_typed_error() {
+    let g = gpu();
+    let too_big = g.device.limits().max_buffer_size + 4;
+    let err = ReadbackRing::new(&g.device, too_big / 4 * 4 + 4, 2).err().expect("must fail");
+    assert!(matches!(err, gradguard::Error::Device { .. }), "{err}");
+    // The device is still usable afterwards.
+    assert!(ReadbackRing::new(&g.device, 64, 2).is_ok());
 }

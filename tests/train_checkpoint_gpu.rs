@@ -111,3 +111,43 @@ fn stop_on_explosion_survives_a_resume() {
     // The fault's record is in flight at the checkpoint; the resumed run stops at the same step.
     check_resume("stop", config, 10);
 }
+
+/// A checkpoint whose in-flight record says "skipped" with finite gradients (tampered, or
+/// corrupt) stops the run with a report under `NonFinitePolicy::Error`, never a panic.
+#[test]
+fn a_tampered_in_flight_record_is_reported_not_a_panic() {
+    let mut config = exploding_mlp(8, 12);
+    config.model = gradguard::train::ModelChoice::Mlp {
+        depth: 2,
+        width: 16,
+        activation: gradguard::kernels::activation::Activation::Relu,
+        batchnorm: false,
+    };
+    config.init = gradguard::nn::InitScheme::Kaiming;
+    config.on_nonfinite = gradguard::NonFinitePolicy::Error;
+    let path = checkpoint_path("tampered");
+    {
+        let mut first = Trainer::new(gpu(), config.clone()).unwrap();
+        for _ in 0..4 {
+            first.step().unwrap();
+        }
+        first.save_checkpoint(&path).unwrap();
+    }
+    // Rewrite the host state: the first in-flight record claims a skipped step.
+    let bytes = std::fs::read(&path).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut metadata = header.metadata().clone().unwrap();
+    let mut host: serde_json::Value = serde_json::from_str(&metadata["host"]).unwrap();
+    let record = &mut host["in_flight"][0];
+    assert!(record.is_object(), "the checkpoint must hold records in flight");
+    record["words"][2] = 1.into();
+    metadata.insert("host".into(), host.to_string());
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors.tensors();
+    std::fs::write(&path, safetensors::serialize(views, Some(metadata)).unwrap()).unwrap();
+
+    let mut resumed = Trainer::resume(gpu(), config, &path).unwrap();
+    resumed.run(|_| {}).unwrap();
+    let stopped = resumed.stopped().expect("the skipped record stops an Error-policy run");
+    assert!(stopped.contains("inconsistent"), "{stopped}");
+}

@@ -93,3 +93,86 @@ fn rnn_step_through_time_matches_twin() {
     config.batch = 16;
     check_one_step(config);
 }
+
+/// Batch-norm running statistics obey the norm's skip flag as the optimizer does: the step
+/// whose gradient is NaN (SkipStep) leaves them bitwise unchanged; the steps around it move them.
+#[test]
+fn nan_gradient_under_skip_step_leaves_running_stats_unchanged() {
+    let mut config = exploding_mlp(6, 5);
+    config.model = ModelChoice::Mlp { depth: 2, width: 16, activation: Activation::Relu, batchnorm: true };
+    config.init = InitScheme::Kaiming;
+    config.on_nonfinite = gradguard::NonFinitePolicy::SkipStep;
+    config.faults = vec![gradguard::train::Fault { step: 2, layer: "linear1".into(), kind: gradguard::train::FaultKind::Nan }];
+    let mut trainer = Trainer::new(gpu(), config).unwrap();
+    let g = gpu();
+    let running = |t: &Trainer| -> Vec<Vec<u32>> {
+        t.model().running_stats().iter().map(|b| gradguard::readback::read_buffer(&g.device, &g.queue, b).unwrap()).collect()
+    };
+    assert_eq!(trainer.model().running_stats().len(), 4, "two batch-norm layers");
+    let mut seen = vec![running(&trainer)];
+    for _ in 0..4 {
+        trainer.step().unwrap();
+        seen.push(running(&trainer));
+    }
+    trainer.flush().unwrap();
+    let skipped: Vec<bool> = trainer.records().iter().map(|r| r.skipped).collect();
+    assert_eq!(skipped, [false, false, true, false]);
+    assert_ne!(seen[1], seen[0], "step 0 moves the running stats");
+    assert_ne!(seen[2], seen[1], "step 1 moves the running stats");
+    assert_eq!(seen[3], seen[2], "the skipped step 2 must leave the running stats bitwise unchanged");
+    assert_ne!(seen[4], seen[3], "step 3 moves them again");
+    assert!(seen[4].iter().flatten().all(|w| f32::from_bits(*w).is_finite()));
+}
+
+/// An RNN without time steps (or hidden units) is refused before any buffer is made.
+#[test]
+fn device_model_refuses_zero_sized_layers() {
+    use gradguard::nn::{GpuModel, LayerSpec, LossKind, ModelSpec, TrainKernels};
+    let g = gpu();
+    let kernels = TrainKernels::new(&g.device).unwrap();
+    for (steps, hidden) in [(0, 4), (3, 0)] {
+        let spec = ModelSpec {
+            layers: vec![
+                LayerSpec::Rnn { inputs: 2, hidden, steps, activation: Activation::Tanh },
+                LayerSpec::Linear { inputs: hidden, outputs: 1 },
+            ],
+            init: InitScheme::Kaiming,
+        };
+        let params = vec![vec![0.0; 2 * hidden as usize], vec![0.0; (hidden * hidden) as usize], vec![0.0; hidden as usize], vec![0.0; hidden as usize], vec![0.0]];
+        let result = GpuModel::new(&g.device, &kernels, &spec, 4, LossKind::Mse, &params);
+        assert!(matches!(result, Err(gradguard::Error::EmptyLayer { .. })), "steps {steps}, hidden {hidden}: {:?}", result.err());
+    }
+}
+
+/// Rows past the data, or data shorter than it claims, are typed errors, not panics.
+#[test]
+fn write_batch_refuses_bad_rows_and_short_data() {
+    let config = exploding_mlp(1, 2);
+    let split = config.task.load(config.seed).unwrap();
+    let trainer = Trainer::new(gpu(), config.clone()).unwrap();
+    let model = trainer.model();
+    let batch = config.batch as usize;
+    let data = &split.train;
+    let queue = &gpu().queue;
+    let good: Vec<usize> = (0..batch).collect();
+    model.write_batch(queue, data, &good).unwrap();
+    let mut past = good.clone();
+    past[batch - 1] = data.len();
+    assert!(matches!(model.write_batch(queue, data, &past), Err(gradguard::Error::Invalid(_))));
+    past[batch - 1] = usize::MAX;
+    assert!(matches!(model.write_batch(queue, data, &past), Err(gradguard::Error::Invalid(_))));
+    let mut short = data.clone();
+    short.inputs.truncate(short.inputs.len() - 1);
+    let rows: Vec<usize> = (short.len() - batch..short.len()).collect();
+    assert!(model.write_batch(queue, &short, &rows).is_err());
+    let mut short_labels = data.clone();
+    if let gradguard::data::Targets::Classes { labels, .. } = &mut short_labels.targets {
+        labels.truncate(1);
+    }
+    assert!(matches!(model.write_batch(queue, &short_labels, &good), Err(gradguard::Error::LengthMismatch { .. })));
+    let mut bad_label = data.clone();
+    if let gradguard::data::Targets::Classes { labels, classes } = &mut bad_label.targets {
+        labels[0] = *classes;
+    }
+    assert!(matches!(model.write_batch(queue, &bad_label, &good), Err(gradguard::Error::Invalid(_))));
+}

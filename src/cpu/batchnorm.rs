@@ -16,20 +16,30 @@ pub fn train(
     running_mean: &mut [f64],
     running_var: &mut [f64],
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let (nf, n, m) = (bn.features as usize, bn.batch as f64, bn.momentum as f64);
+    let (nf, n) = (bn.features as usize, bn.batch as f64);
     let mean: Vec<f64> = (0..nf).map(|f| column(x, bn, f).sum::<f64>() / n).collect();
     let var: Vec<f64> = (0..nf).map(|f| column(x, bn, f).map(|v| (v - mean[f]).powi(2)).sum::<f64>() / n).collect();
     let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + bn.eps as f64).sqrt()).collect();
-    for f in 0..nf {
-        running_mean[f] = (1.0 - m) * running_mean[f] + m * mean[f];
-        running_var[f] = (1.0 - m) * running_var[f] + m * var[f] * n / (n - 1.0);
-    }
+    running(bn, &mean, &var, running_mean, running_var, false);
     let y = x
         .iter()
         .enumerate()
         .map(|(i, v)| (v - mean[i % nf]) * inv_std[i % nf] * gamma[i % nf] + beta[i % nf])
         .collect();
     (y, mean, inv_std)
+}
+
+/// The running-stat update from the batch mean and biased variance (the shader's
+/// `running` entry point, and the end of [`train`]); a `skipped` step leaves them alone.
+pub fn running(bn: &BatchNorm, mean: &[f64], var_biased: &[f64], running_mean: &mut [f64], running_var: &mut [f64], skipped: bool) {
+    if skipped {
+        return;
+    }
+    let (n, m) = (bn.batch as f64, bn.momentum as f64);
+    for f in 0..bn.features as usize {
+        running_mean[f] = (1.0 - m) * running_mean[f] + m * mean[f];
+        running_var[f] = (1.0 - m) * running_var[f] + m * var_biased[f] * n / (n - 1.0);
+    }
 }
 
 /// Evaluation forward from the running stats.

@@ -115,7 +115,7 @@ impl ActivationKernel {
         let mut buffers = vec![("activation input", x, false), ("activation output", out, true)];
         buffers.extend(dy.map(|dy| ("activation upstream gradient", dy, false)));
         check_distinct(&buffers)?;
-        let params = uniform(device, "activation params", &[len, kind, slope.to_bits(), 0]);
+        let params = uniform(device, "activation params", &[len, kind, slope.to_bits(), 0])?;
         let resources = vec![
             storage_words("activation input", x, len as u64)?,
             match dy {

@@ -117,14 +117,7 @@ impl AgcPlan {
             ("WG", workgroup_size as f64),
         ];
         let pipeline = pipeline(device, &shaders::AGC, "agc", &[&layout], &constants)?;
-        let table = wgpu::util::DeviceExt::create_buffer_init(
-            device,
-            &wgpu::util::BufferInitDescriptor {
-                label: Some("gradguard agc units"),
-                contents: bytemuck::cast_slice(&table),
-                usage: wgpu::BufferUsages::STORAGE,
-            },
-        );
+        let table = super::buffer_init(device, "gradguard agc units", bytemuck::cast_slice(&table), wgpu::BufferUsages::STORAGE)?;
         let groups = scoped(device, "binding AGC buffers", || {
             groups
                 .iter()
@@ -147,6 +140,11 @@ impl AgcPlan {
                 .collect()
         })?;
         Ok(Self { pipeline, groups })
+    }
+
+    /// Dispatches [`AgcPlan::encode`] records: one per group of units bound together.
+    pub fn dispatch_count(&self) -> usize {
+        self.groups.len()
     }
 
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {

@@ -1,5 +1,6 @@
-//! `shaders/batchnorm.wgsl`: BatchNorm1d training forward (with running-stat update),
-//! evaluation forward and backward.
+//! `shaders/batchnorm.wgsl`: BatchNorm1d training forward (with the running-stat update,
+//! or leaving it to a later pass that obeys the gradient norm's skip flag), evaluation
+//! forward and backward.
 
 use super::{
     bind_group, check_distinct, dispatch, index_range, layout, pipeline, placeholder, storage_entry, storage_words,
@@ -59,6 +60,18 @@ pub struct BatchNormTrain<'a> {
     pub running_var: &'a wgpu::Buffer,
 }
 
+/// Buffers of the deferred running-stat update ([`BatchNormKernel::bind_running`]):
+/// `saved` as the deferred training forward writes it (3·features f32: mean, inv_std,
+/// biased variance), the running stats it moves, and a `GradNorm`'s stats buffer whose
+/// skip flag (word 2) stops it.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNormRunning<'a> {
+    pub saved: &'a wgpu::Buffer,
+    pub running_mean: &'a wgpu::Buffer,
+    pub running_var: &'a wgpu::Buffer,
+    pub norm_stats: &'a wgpu::Buffer,
+}
+
 /// Buffers of the evaluation forward, from the running stats.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchNormEval<'a> {
@@ -86,8 +99,10 @@ pub struct BatchNormBackward<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Entry {
     Train,
+    TrainDeferred,
     Eval,
     Backward,
+    Running,
 }
 
 #[derive(Debug)]
@@ -102,9 +117,13 @@ pub struct BatchNormKernel {
     /// 0 x, 1 γ, 2 β or dy (read-only), 3 y or dx, 4 saved, 5 running mean or dγ,
     /// 6 running var or dβ (read-write), 7 params.
     pub layout: wgpu::BindGroupLayout,
+    /// 4 saved, 5 running mean, 6 running var (read-write), 7 params, 8 norm stats.
+    pub running_layout: wgpu::BindGroupLayout,
     train: wgpu::ComputePipeline,
+    train_deferred: wgpu::ComputePipeline,
     eval: wgpu::ComputePipeline,
     backward: wgpu::ComputePipeline,
+    running: wgpu::ComputePipeline,
     placeholder: wgpu::Buffer,
 }
 
@@ -116,13 +135,19 @@ impl BatchNormKernel {
         let mut entries: Vec<_> = (0..7).map(|i| storage_entry(i, i < 3)).collect();
         entries.push(uniform_entry(7));
         let layout = layout(device, "batchnorm", &entries);
+        let running_entries =
+            [storage_entry(4, false), storage_entry(5, false), storage_entry(6, false), uniform_entry(7), storage_entry(8, true)];
+        let running_layout = super::layout(device, "batchnorm running", &running_entries);
         let s = &shaders::BATCHNORM;
         Ok(Self {
             train: pipeline(device, s, "train", &[&layout], &[])?,
+            train_deferred: pipeline(device, s, "train", &[&layout], &[("DEFER_RUNNING", 1.0)])?,
             eval: pipeline(device, s, "eval", &[&layout], &[])?,
             backward: pipeline(device, s, "backward", &[&layout], &[])?,
+            running: pipeline(device, s, "running", &[&running_layout], &[])?,
             placeholder: placeholder(device),
             layout,
+            running_layout,
         })
     }
 
@@ -138,6 +163,55 @@ impl BatchNormKernel {
             ("batch norm running var", Some(b.running_var), f, true),
         ];
         self.bind(device, bn, Entry::Train, 2, slots)
+    }
+
+    /// The training forward without the running-stat update: `saved` must hold
+    /// 3·features f32 (the third row, the biased variance, is what
+    /// [`BatchNormKernel::bind_running`]'s pass reads). The running stats are bound but
+    /// left alone.
+    pub fn bind_train_deferred(&self, device: &wgpu::Device, bn: &BatchNorm, b: BatchNormTrain<'_>) -> Result<BatchNormBinding> {
+        let (len, f) = (bn.len(), bn.features as u64);
+        let slots = [
+            ("batch norm x", Some(b.x), len, false),
+            ("batch norm gamma", Some(b.gamma), f, false),
+            ("batch norm beta", Some(b.beta), f, false),
+            ("batch norm y", Some(b.y), len, true),
+            ("batch norm saved stats (deferred)", Some(b.saved), 3 * f, true),
+            ("batch norm running mean", Some(b.running_mean), f, true),
+            ("batch norm running var", Some(b.running_var), f, true),
+        ];
+        self.bind(device, bn, Entry::TrainDeferred, 2, slots)
+    }
+
+    /// The running-stat update after a deferred training forward, recorded after the
+    /// gradient norm that wrote `norm_stats`: a skipped step leaves the stats unchanged.
+    pub fn bind_running(&self, device: &wgpu::Device, bn: &BatchNorm, b: BatchNormRunning<'_>) -> Result<BatchNormBinding> {
+        let params = uniform(device, "batch norm params", &bn.params(2)?)?;
+        let f = bn.features as u64;
+        check_distinct(&[
+            ("batch norm saved stats (deferred)", b.saved, true),
+            ("batch norm running mean", b.running_mean, true),
+            ("batch norm running var", b.running_var, true),
+            ("gradient norm stats", b.norm_stats, false),
+        ])?;
+        let skip_words = crate::norm::STATS_SKIP_OFFSET / 4 + 1;
+        let resources = [
+            (4, storage_words("batch norm saved stats (deferred)", b.saved, 3 * f)?),
+            (5, storage_words("batch norm running mean", b.running_mean, f)?),
+            (6, storage_words("batch norm running var", b.running_var, f)?),
+            (7, params.as_entire_binding()),
+            (8, storage_words("gradient norm stats", b.norm_stats, skip_words)?),
+        ];
+        let entries: Vec<_> =
+            resources.into_iter().map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource }).collect();
+        let group = super::scoped(device, "batch norm running", || {
+            device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("batch norm running"),
+                layout: &self.running_layout,
+                entries: &entries,
+            })
+        })?;
+        Ok(BatchNormBinding { group, entry: Entry::Running, features: bn.features })
     }
 
     pub fn bind_eval(&self, device: &wgpu::Device, bn: &BatchNorm, b: BatchNormEval<'_>) -> Result<BatchNormBinding> {
@@ -181,7 +255,7 @@ impl BatchNormKernel {
         min_batch: u32,
         slots: [Slot<'_>; 7],
     ) -> Result<BatchNormBinding> {
-        let params = uniform(device, "batch norm params", &bn.params(min_batch)?);
+        let params = uniform(device, "batch norm params", &bn.params(min_batch)?)?;
         let named: Vec<_> = slots.iter().filter_map(|&(name, b, _, w)| b.map(|b| (name, b, w))).collect();
         check_distinct(&named)?;
         let mut resources = slots
@@ -197,11 +271,14 @@ impl BatchNormKernel {
     }
 
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, binding: &BatchNormBinding) {
-        let pipeline = match binding.entry {
-            Entry::Train => &self.train,
-            Entry::Eval => &self.eval,
-            Entry::Backward => &self.backward,
+        let (pipeline, groups) = match binding.entry {
+            Entry::Train => (&self.train, binding.features),
+            Entry::TrainDeferred => (&self.train_deferred, binding.features),
+            Entry::Eval => (&self.eval, binding.features),
+            Entry::Backward => (&self.backward, binding.features),
+            // One thread per feature.
+            Entry::Running => (&self.running, binding.features.div_ceil(64)),
         };
-        dispatch(pass, pipeline, &binding.group, binding.features);
+        dispatch(pass, pipeline, &binding.group, groups);
     }
 }

@@ -114,7 +114,7 @@ impl LossKernel {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let uniform = uniform(device, "loss params", &params);
+        let uniform = uniform(device, "loss params", &params)?;
         let resources = vec![
             storage_words("loss input", input, len as u64)?,
             storage_words("loss target", target, targets as u64)?,

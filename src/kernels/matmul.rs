@@ -293,7 +293,7 @@ impl MatmulKernel {
         check_distinct(&buffers)?;
         let variant = Variant::of(op, &self.tiling);
         let tiled = self.tiled_pipeline(device, variant)?;
-        let params = uniform(device, "matmul shape", &op.params(bias.is_some()));
+        let params = uniform(device, "matmul shape", &op.params(bias.is_some()))?;
         let bias = match bias {
             Some(buffer) => storage_words("matmul bias", buffer, op.n as u64)?,
             None => self.placeholder.as_entire_binding(),
@@ -332,7 +332,7 @@ impl MatmulKernel {
         let op = MatmulOp { m: rows, n: cols, k: 1, accumulate, ..MatmulOp::default() };
         op.validate()?;
         check_distinct(&[("bias grad dY", dy, false), ("bias grad db", db, true)])?;
-        let params = uniform(device, "bias grad shape", &op.params(false));
+        let params = uniform(device, "bias grad shape", &op.params(false))?;
         let resources = vec![
             storage_words("bias grad dY", dy, op.c_len())?,
             self.placeholder.as_entire_binding(),

@@ -11,7 +11,6 @@ pub mod matmul;
 pub mod norm;
 pub mod optimizer;
 
-use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::shaders::Shader;
@@ -155,13 +154,26 @@ pub(crate) fn check_distinct(bindings: &[(&str, &wgpu::Buffer, bool)]) -> Result
     Ok(())
 }
 
+/// A buffer holding `contents`, as `DeviceExt::create_buffer_init` makes it, except that a
+/// device that cannot (lost, out of memory, too large a buffer) gives an `Error` where
+/// `create_buffer_init` would panic.
+pub fn buffer_init(device: &wgpu::Device, label: &str, contents: &[u8], usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+    let size = (contents.len() as u64).max(4).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+    let buffer = scoped(device, "creating a buffer", || {
+        device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: true })
+    })?;
+    buffer
+        .get_mapped_range_mut(..)
+        .map_err(|e| Error::Device { during: "filling a new buffer", message: e.to_string() })?
+        .slice(..contents.len())
+        .copy_from_slice(contents);
+    buffer.unmap();
+    Ok(buffer)
+}
+
 /// A uniform buffer holding `value`.
-pub(crate) fn uniform<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, value: &T) -> wgpu::Buffer {
-    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some(label),
-        contents: bytemuck::bytes_of(value),
-        usage: wgpu::BufferUsages::UNIFORM,
-    })
+pub(crate) fn uniform<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, value: &T) -> Result<wgpu::Buffer> {
+    buffer_init(device, label, bytemuck::bytes_of(value), wgpu::BufferUsages::UNIFORM)
 }
 
 /// A bind group with `resources` at bindings 0, 1, …, created inside an error scope so that

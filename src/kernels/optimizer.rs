@@ -1,6 +1,5 @@
 //! `shaders/optimizer.wgsl`: SGD and AdamW updates that obey the gradient norm's skip flag.
 
-use wgpu::util::DeviceExt;
 
 use super::{
     bind_group, check_distinct, dispatch, index_range, layout, pipeline, placeholder, storage_entry, storage_words,
@@ -100,12 +99,9 @@ pub struct OptimizerBuffers<'a> {
 }
 
 /// A learning-rate buffer holding `lr` (usage STORAGE | COPY_DST | COPY_SRC).
-pub fn lr_buffer(device: &wgpu::Device, lr: f32) -> wgpu::Buffer {
-    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("gradguard learning rate"),
-        contents: bytemuck::bytes_of(&lr),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
-    })
+pub fn lr_buffer(device: &wgpu::Device, lr: f32) -> Result<wgpu::Buffer> {
+    let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+    super::buffer_init(device, "gradguard learning rate", bytemuck::bytes_of(&lr), usage)
 }
 
 /// Schedules the learning rate of later submissions (a queue write, no new pipeline).
@@ -184,7 +180,7 @@ impl OptimizerKernel {
             return Err(Error::Invalid("optimizer: zero parameters".into()));
         }
         let len = index_range("optimizer parameters", len)?;
-        let hyper = uniform(device, "optimizer hyperparameters", &optimizer.hyper(len)?);
+        let hyper = uniform(device, "optimizer hyperparameters", &optimizer.hyper(len)?)?;
         if buffers.state.len() != optimizer.state_buffers() {
             return Err(Error::LengthMismatch {
                 what: format!("{optimizer:?}: state buffers"),

@@ -1,7 +1,7 @@
 //! A model on the device: every buffer and bind group made once when it is built, so a
 //! training step only records dispatches.
 
-use wgpu::util::DeviceExt;
+use crate::kernels::buffer_init;
 
 use super::{LayerSpec, LossKind, ModelSpec};
 use crate::data::{Dataset, Targets};
@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::grad_set::{GradSet, GradView};
 use crate::kernels::activation::{ActivationBinding, ActivationKernel};
 use crate::kernels::batchnorm::{
-    BatchNorm, BatchNormBackward, BatchNormBinding, BatchNormKernel, BatchNormTrain,
+    BatchNorm, BatchNormBackward, BatchNormBinding, BatchNormKernel, BatchNormRunning, BatchNormTrain,
 };
 use crate::kernels::loss::{LossBinding, LossKernel};
 use crate::kernels::matmul::{BiasGradBinding, MatmulBinding, MatmulKernel, MatmulOp};
@@ -93,12 +93,8 @@ impl Alloc<'_> {
         self.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage: USAGE, mapped_at_creation: false })
     }
 
-    fn data(&self, label: &str, values: &[f32]) -> wgpu::Buffer {
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::cast_slice(values),
-            usage: USAGE,
-        })
+    fn data(&self, label: &str, values: &[f32]) -> Result<wgpu::Buffer> {
+        buffer_init(self.device, label, bytemuck::cast_slice(values), USAGE)
     }
 }
 
@@ -112,6 +108,11 @@ pub struct GpuModel {
     grads: Vec<wgpu::Buffer>,
     /// Each batch-norm layer's running mean and running variance, in layer order.
     running: Vec<wgpu::Buffer>,
+    /// Each batch-norm layer's shape and saved batch statistics (mean, inv_std, biased
+    /// variance), which its running-stat update reads.
+    batch_stats: Vec<(BatchNorm, wgpu::Buffer)>,
+    /// The running-stat updates, one per batch-norm layer, bound to a skip flag.
+    running_updates: Vec<BatchNormBinding>,
     input: wgpu::Buffer,
     targets: wgpu::Buffer,
     loss: wgpu::Buffer,
@@ -147,8 +148,8 @@ impl GpuModel {
             return Err(Error::Invalid("batch size must be ≥ 1".into()));
         }
         let mut alloc = Alloc { device, activation_bytes: 0 };
-        let param_buffers: Vec<_> = params.iter().zip(&tensors).map(|(p, t)| alloc.data(&t.name, p)).collect();
-        let grads: Vec<_> = tensors.iter().map(|t| alloc.data(&format!("{} grad", t.name), &vec![0.0; t.len()])).collect();
+        let param_buffers = params.iter().zip(&tensors).map(|(p, t)| alloc.data(&t.name, p)).collect::<Result<Vec<_>>>()?;
+        let grads = tensors.iter().map(|t| alloc.data(&format!("{} grad", t.name), &vec![0.0; t.len()])).collect::<Result<Vec<_>>>()?;
         let param_bytes: u64 = param_buffers.iter().map(|b| b.size()).sum();
 
         let widths = spec.widths();
@@ -177,6 +178,7 @@ impl GpuModel {
         let mut forward = Vec::new();
         let mut backward_by_layer: Vec<Vec<Op>> = Vec::new();
         let mut running = Vec::new();
+        let mut batch_stats = Vec::new();
         let mut input_copies = Vec::new();
         let mut p = 0; // first tensor of the current layer
         for (i, layer) in layers.iter().enumerate() {
@@ -205,13 +207,13 @@ impl GpuModel {
                 }
                 LayerSpec::BatchNorm { features } => {
                     let spec_bn = BatchNorm::new(batch, features);
-                    let saved = alloc.zeros("batch norm saved stats", 2 * features as u64);
+                    let saved = alloc.zeros("batch norm saved stats", 3 * features as u64);
                     let mean = alloc.zeros("batch norm running mean", features as u64);
-                    let var = alloc.data("batch norm running var", &vec![1.0; features as usize]);
+                    let var = alloc.data("batch norm running var", &vec![1.0; features as usize])?;
                     alloc.activation_bytes += var.size();
                     let (gamma, beta) = (&param_buffers[p], &param_buffers[p + 1]);
                     let train = BatchNormTrain { x, gamma, beta, y, saved: &saved, running_mean: &mean, running_var: &var };
-                    forward.push(Op::BatchNorm(bn.bind_train(device, &spec_bn, train)?));
+                    forward.push(Op::BatchNorm(bn.bind_train_deferred(device, &spec_bn, train)?));
                     let dx = dacts[i].as_ref().expect("batch norm always gets an input gradient");
                     let bwd = BatchNormBackward {
                         x,
@@ -224,6 +226,7 @@ impl GpuModel {
                     };
                     back.push(Op::BatchNorm(bn.bind_backward(device, &spec_bn, bwd)?));
                     running.extend([mean, var]);
+                    batch_stats.push((spec_bn, saved));
                     p += 2;
                 }
                 LayerSpec::Rnn { inputs, hidden, steps, activation } => {
@@ -282,6 +285,14 @@ impl GpuModel {
         };
         forward.push(Op::Loss(loss_op));
         let backward = backward_by_layer.into_iter().rev().flatten().collect();
+        // Until `bind_skip_flag`, the running stats follow every step.
+        let never_skipped = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("batch norm: no skip flag"),
+            size: crate::norm::STATS_SKIP_OFFSET + 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let running_updates = Self::bind_running(device, kernels, &batch_stats, &running, &never_skipped)?;
         let bytes = ModelBytes {
             params: param_bytes,
             grads: grads.iter().map(|g| g.size()).sum(),
@@ -294,6 +305,8 @@ impl GpuModel {
             params: param_buffers,
             grads,
             running,
+            batch_stats,
+            running_updates,
             input,
             targets,
             loss,
@@ -349,9 +362,35 @@ impl GpuModel {
         GradSet::new(buffers.iter().map(|b| GradView { buffer: b.clone(), offset: 0, len: b.size() / 4 }).collect())
     }
 
-    /// Compute dispatches one [`GpuModel::encode`] records.
+    fn bind_running(
+        device: &wgpu::Device,
+        kernels: &TrainKernels,
+        batch_stats: &[(BatchNorm, wgpu::Buffer)],
+        running: &[wgpu::Buffer],
+        norm_stats: &wgpu::Buffer,
+    ) -> Result<Vec<BatchNormBinding>> {
+        batch_stats
+            .iter()
+            .zip(running.chunks(2))
+            .map(|((bn, saved), pair)| {
+                let b = BatchNormRunning { saved, running_mean: &pair[0], running_var: &pair[1], norm_stats };
+                kernels.batchnorm.bind_running(device, bn, b)
+            })
+            .collect()
+    }
+
+    /// Makes the batch-norm running statistics obey the skip flag of a `GradNorm`'s stats
+    /// buffer (`stats`): a step that norm skips leaves them bitwise unchanged. Record
+    /// [`GpuModel::encode_running_update`] after that norm.
+    pub fn bind_skip_flag(&mut self, device: &wgpu::Device, kernels: &TrainKernels, stats: &wgpu::Buffer) -> Result<()> {
+        self.running_updates = Self::bind_running(device, kernels, &self.batch_stats, &self.running, stats)?;
+        Ok(())
+    }
+
+    /// Compute dispatches one [`GpuModel::encode`] and one
+    /// [`GpuModel::encode_running_update`] record together.
     pub fn dispatch_count(&self) -> usize {
-        self.forward.iter().chain(&self.backward).map(Op::dispatches).sum()
+        self.forward.iter().chain(&self.backward).map(Op::dispatches).sum::<usize>() + self.running_updates.len()
     }
 
     pub fn bytes(&self) -> ModelBytes {
@@ -369,6 +408,7 @@ impl GpuModel {
             return Err(Error::LengthMismatch { what: "input features per sample".into(), expected: n as u64, actual: data.sample_len as u64 });
         }
         let outputs = self.spec.output_len();
+        Self::check_batch(data, rows, n)?;
         let inputs: Vec<f32> = match self.spec.layers[0] {
             // Samples are [steps, inputs]; the RNN wants [steps, batch, inputs].
             LayerSpec::Rnn { inputs, steps, .. } => {
@@ -401,7 +441,46 @@ impl GpuModel {
         Ok(())
     }
 
-    /// Records forward, loss and backward (layers in reverse) into `encoder`.
+    /// Refuses rows past the data and data whose inputs or targets are shorter than its
+    /// rows need, before anything is indexed.
+    fn check_batch(data: &Dataset, rows: &[usize], sample_len: usize) -> Result<()> {
+        let samples = data.len();
+        if let Some(&r) = rows.iter().find(|&&r| r >= samples) {
+            return Err(Error::Invalid(format!("batch row {r} is past the data's {samples} samples")));
+        }
+        if data.inputs.len() != samples * sample_len {
+            return Err(Error::LengthMismatch {
+                what: "input values (samples × features)".into(),
+                expected: (samples * sample_len) as u64,
+                actual: data.inputs.len() as u64,
+            });
+        }
+        let (what, expected, actual) = match &data.targets {
+            Targets::Classes { labels, classes } => {
+                if let Some(&l) = rows.iter().map(|&r| labels.get(r)).find_map(|l| l.filter(|&&l| l >= *classes)) {
+                    return Err(Error::Invalid(format!("class label {l} is not below the {classes} classes")));
+                }
+                ("class labels (one per sample)", samples, labels.len())
+            }
+            Targets::Values { values, outputs: o } => ("target values (samples × outputs)", samples * *o as usize, values.len()),
+        };
+        if actual < expected {
+            return Err(Error::LengthMismatch { what: what.into(), expected: expected as u64, actual: actual as u64 });
+        }
+        Ok(())
+    }
+
+    /// Records the batch-norm running-stat updates of the last [`GpuModel::encode`] (none
+    /// without batch norm): after the gradient norm whose skip flag they obey (see
+    /// [`GpuModel::bind_skip_flag`]); without one, after `encode`.
+    pub fn encode_running_update(&self, kernels: &TrainKernels, pass: &mut wgpu::ComputePass<'_>) {
+        for binding in &self.running_updates {
+            kernels.batchnorm.encode(pass, binding);
+        }
+    }
+
+    /// Records forward, loss and backward (layers in reverse) into `encoder`. The
+    /// batch-norm running statistics move only with [`GpuModel::encode_running_update`].
     pub fn encode(&self, kernels: &TrainKernels, encoder: &mut wgpu::CommandEncoder) {
         for (offset, dst, size) in &self.input_copies {
             encoder.copy_buffer_to_buffer(&self.input, *offset, dst, 0, *size);

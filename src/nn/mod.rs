@@ -140,7 +140,7 @@ impl ModelSpec {
         match self.layers.first() {
             Some(LayerSpec::Linear { inputs, .. }) => *inputs as usize,
             Some(LayerSpec::BatchNorm { features }) => *features as usize,
-            Some(LayerSpec::Rnn { inputs, steps, .. }) => (*inputs * *steps) as usize,
+            Some(LayerSpec::Rnn { inputs, steps, .. }) => *inputs as usize * *steps as usize,
             Some(LayerSpec::Activation(_)) | None => 0,
         }
     }
@@ -161,10 +161,28 @@ impl ModelSpec {
         *self.widths().last().expect("never empty")
     }
 
-    /// Checks that the layers connect and that an RNN comes first.
+    /// Checks that every layer has a non-zero size, that the layers connect and that an RNN
+    /// comes first.
     pub fn validate(&self) -> Result<()> {
         if !self.layers.iter().any(|l| matches!(l, LayerSpec::Linear { .. } | LayerSpec::Rnn { .. })) {
             return Err(Error::Invalid("a model needs at least one Linear or RNN layer".into()));
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            let sizes: &[(&'static str, u32)] = match l {
+                LayerSpec::Linear { inputs, outputs } => &[("inputs", *inputs), ("outputs", *outputs)],
+                LayerSpec::BatchNorm { features } => &[("features", *features)],
+                LayerSpec::Rnn { inputs, hidden, steps, .. } => &[("inputs", *inputs), ("hidden", *hidden), ("steps", *steps)],
+                LayerSpec::Activation(_) => &[],
+            };
+            if let Some((what, _)) = sizes.iter().find(|(_, size)| *size == 0) {
+                let kind = match l {
+                    LayerSpec::Linear { .. } => "linear",
+                    LayerSpec::BatchNorm { .. } => "batch norm",
+                    LayerSpec::Rnn { .. } => "rnn",
+                    LayerSpec::Activation(_) => "activation",
+                };
+                return Err(Error::EmptyLayer { layer: i, kind, what });
+            }
         }
         let mut features = self.widths()[0];
         for (i, l) in self.layers.iter().enumerate() {

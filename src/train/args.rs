@@ -174,7 +174,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<super::TrainSummary> {
         None => Trainer::new(gpu, config)?,
     };
     if let Some((every, dir)) = checkpoints {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Invalid(format!("creating {}: {e}", dir.display())))?;
+        super::output::create_dir(dir)?;
         trainer.checkpoint_every(every, dir.join(super::checkpoint::FILE_NAME))?;
     }
     let bar = if std::io::stderr().is_terminal() {

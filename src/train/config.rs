@@ -4,7 +4,7 @@ use crate::data::{Dataset, Task};
 use crate::error::{Error, Result};
 use crate::kernels::activation::Activation;
 use crate::kernels::optimizer::{AdamW, Optimizer, Sgd};
-use crate::monitor::MonitorConfig;
+use crate::monitor::{percentile_range, positive, unit_interval, MonitorConfig};
 use crate::nn::{InitScheme, LossKind, MlpSpec, ModelSpec, RnnSpec};
 use crate::norm::{NonFinitePolicy, NormKind};
 
@@ -198,6 +198,43 @@ impl TrainConfig {
             if !(std.is_finite() && std > 0.0) {
                 return Err(Error::Invalid(format!("init std must be > 0, got {std}")));
             }
+        }
+        self.clip.validate()?;
+        self.monitor.validate()
+    }
+}
+
+impl ClipSetting {
+    /// Checks thresholds a library caller may have built by hand (the `--clip` parser
+    /// already refuses bad ones).
+    pub fn validate(&self) -> Result<()> {
+        let threshold = |what: &'static str, v: f32| positive(what, v as f64, false);
+        match *self {
+            Self::None => Ok(()),
+            Self::Value(v) => threshold("clip value", v),
+            Self::GlobalNorm { max_norm, .. } | Self::PerTensor { max_norm, .. } => threshold("clip max_norm", max_norm),
+            Self::Agc { clipping } => threshold("AGC clipping", clipping),
+            Self::Adaptive(adaptive) => adaptive.validate(),
+        }
+    }
+}
+
+impl AdaptiveClip {
+    /// α in [0, 1], z finite and > 0, p in [0, 100], warm-up ≥ 1 step.
+    pub fn validate(&self) -> Result<()> {
+        let warmup = match *self {
+            Self::ZScore { alpha, z, warmup } => {
+                unit_interval("zclip alpha", alpha)?;
+                positive("zclip z", z, false)?;
+                warmup
+            }
+            Self::Percentile { p, warmup } => {
+                percentile_range("autoclip percentile", p)?;
+                warmup
+            }
+        };
+        if warmup == 0 {
+            return Err(Error::OutOfRange { what: "adaptive clip warmup", value: 0.0, expected: "≥ 1 step" });
         }
         Ok(())
     }

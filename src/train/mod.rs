@@ -8,16 +8,15 @@ pub mod args;
 pub mod checkpoint;
 pub mod config;
 mod output;
-mod ring;
 
 pub use config::{AdaptiveClip, ClipSetting, Fault, FaultKind, ModelChoice, OptimizerChoice, Responses, Schedule, TrainConfig};
-pub use output::{temp_path, write_atomic as write_file, write_run};
+pub use output::{create_dir, temp_path, write_atomic as write_file, write_run};
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use wgpu::util::DeviceExt;
+use crate::kernels::buffer_init;
 
 use crate::clip::{ClipPolicy, GradClip};
 use crate::data::{BatchOrder, Split, Targets};
@@ -25,13 +24,12 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::matmul::{MatmulBinding, MatmulOp};
 use crate::kernels::optimizer::{lr_buffer, set_lr, OptimizerBinding, OptimizerBuffers};
-use crate::monitor::{percentile, Detector, Ema, Explosion, GradMonitor};
+use crate::monitor::{Detector, Ema, Explosion, GradMonitor, NormHistory};
 use crate::nn::cpu::CpuModel;
 use crate::nn::{GpuModel, ModelSpec, TrainKernels};
 use crate::norm::{GradNorm, NonFinitePolicy, NormConfig, NormStats};
-use crate::readback::read_f32s;
+use crate::readback::{read_f32s, ReadbackRing};
 use checkpoint::{DeviceTensor, HostState, InFlight};
-use ring::RecordRing;
 
 /// Steps between a step's submission and the host reading its record.
 pub const LAG: u64 = 2;
@@ -97,10 +95,19 @@ enum FaultOp {
 struct AdaptiveState {
     method: AdaptiveClip,
     ema: Ema,
-    history: Vec<f64>,
+    /// AutoClip's history (left empty by ZClip).
+    history: NormHistory,
 }
 
 impl AdaptiveState {
+    fn new(method: AdaptiveClip) -> Self {
+        let p = match method {
+            AdaptiveClip::Percentile { p, .. } => p,
+            AdaptiveClip::ZScore { .. } => 100.0,
+        };
+        Self { method, ema: Ema::default(), history: NormHistory::new(p) }
+    }
+
     /// Folds in a finite norm; returns the threshold for later steps once warmed up.
     fn update(&mut self, norm: f64) -> Option<f32> {
         match self.method {
@@ -110,13 +117,21 @@ impl AdaptiveState {
                 self.ema.update(limit.map_or(norm, |l| norm.min(l)), alpha);
                 (self.ema.count >= warmup).then(|| (self.ema.mean + z * self.ema.var.sqrt()) as f32)
             }
-            AdaptiveClip::Percentile { p, warmup } => {
-                let at = self.history.partition_point(|&h| h < norm);
-                self.history.insert(at, norm);
-                (self.history.len() as u64 >= warmup).then(|| percentile(&self.history, p).unwrap_or(norm) as f32)
+            AdaptiveClip::Percentile { warmup, .. } => {
+                self.history.insert(norm);
+                (self.history.len() as u64 >= warmup).then(|| self.history.percentile().unwrap_or(norm) as f32)
             }
         }
     }
+}
+
+/// A ring record split into the `NormStats` words, the loss and the applied norm.
+fn split_record(mut words: Vec<u32>) -> Result<(Vec<u32>, f32, f32)> {
+    if words.len() < 2 {
+        return Err(Error::Readback(format!("a step record of {} words is too short", words.len())));
+    }
+    let tail = words.split_off(words.len() - 2);
+    Ok((words, f32::from_bits(tail[0]), f32::from_bits(tail[1])))
 }
 
 /// A model, its data and every device object a step needs, built once.
@@ -137,7 +152,8 @@ pub struct Trainer<'g> {
     written_lr: f32,
     lr_scale: f32,
     order: BatchOrder,
-    ring: RecordRing,
+    /// Each step's `[NormStats words…, loss, norm after clipping]`, read `LAG` steps later.
+    ring: ReadbackRing,
     monitor: GradMonitor,
     faults: Vec<(u64, FaultOp)>,
     /// The learning rate each submitted step still in the ring ran with.
@@ -172,7 +188,7 @@ impl<'g> Trainer<'g> {
     fn with_params(gpu: &'g Gpu, config: TrainConfig, split: Split, spec: ModelSpec, params: &[Vec<f32>]) -> Result<Self> {
         let device = &gpu.device;
         let kernels = TrainKernels::new(device)?;
-        let model = GpuModel::new(device, &kernels, &spec, config.batch, config.loss_kind(), params)?;
+        let mut model = GpuModel::new(device, &kernels, &spec, config.batch, config.loss_kind(), params)?;
         let tensors = spec.tensors();
         let (clip_policy, adaptive) = match config.clip {
             ClipSetting::None => (ClipPolicy::None, None),
@@ -191,14 +207,15 @@ impl<'g> Trainer<'g> {
             // No clipping until the history has warmed up.
             ClipSetting::Adaptive(method) => (
                 ClipPolicy::GlobalNorm { max_norm: f32::MAX, kind: crate::NormKind::L2 },
-                Some(AdaptiveState { method, ema: Ema::default(), history: Vec::new() }),
+                Some(AdaptiveState::new(method)),
             ),
         };
         let clip = GradClip::new(device, &model.grad_set(), clip_policy, config.on_nonfinite)?;
+        model.bind_skip_flag(device, &kernels, clip.stats_buffer())?;
         let applied = GradNorm::new(device, &model.grad_set(), &NormConfig::default())?;
         let optimizer_config = config.optimizer_kernel_config()?;
         let lr = config.lr * config.schedule.factor(0, config.steps);
-        let lr_buf = lr_buffer(device, lr);
+        let lr_buf = lr_buffer(device, lr)?;
         let mut optimizer = Vec::new();
         let mut optimizer_state = Vec::new();
         for (p, g) in model.params().iter().zip(model.grads()) {
@@ -220,10 +237,11 @@ impl<'g> Trainer<'g> {
         let layers = spec.param_layers();
         let segment_layer =
             tensors.iter().map(|t| layers.iter().position(|(l, _)| *l == t.layer).unwrap_or(0)).collect();
-        let monitor = GradMonitor::new(config.monitor.clone(), layers.into_iter().map(|l| l.1).collect(), segment_layer);
+        let monitor = GradMonitor::new(config.monitor.clone(), layers.into_iter().map(|l| l.1).collect(), segment_layer)?;
         let faults = Self::bind_faults(gpu, &kernels, &spec, &model, &config.faults)?;
         let order = BatchOrder::new(split.train.len(), config.batch as usize, config.seed)?;
-        let ring = RecordRing::new(device, clip.stats_buffer().size(), LAG as usize + 1);
+        // LAG + 1 slots: steps k - LAG … k are in flight when step k's copy is recorded.
+        let ring = ReadbackRing::new(device, clip.stats_buffer().size() + 8, LAG as usize + 1)?;
         Ok(Self {
             gpu,
             split,
@@ -274,17 +292,15 @@ impl<'g> Trainer<'g> {
                 })?;
                 let t = tensors.iter().position(|t| t.layer == layer.0).expect("a parameter layer owns a tensor");
                 let grad = model.grads()[t].clone();
-                let init = |label: &str, contents: &[f32]| {
-                    device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: bytemuck::cast_slice(contents), usage })
-                };
+                let init = |label: &str, contents: &[f32]| buffer_init(device, label, bytemuck::cast_slice(contents), usage);
                 let op = match f.kind {
-                    FaultKind::Nan => FaultOp::Overwrite { source: init("fault NaN", &[f32::NAN]), grad },
-                    FaultKind::Inf => FaultOp::Overwrite { source: init("fault inf", &[f32::INFINITY]), grad },
+                    FaultKind::Nan => FaultOp::Overwrite { source: init("fault NaN", &[f32::NAN])?, grad },
+                    FaultKind::Inf => FaultOp::Overwrite { source: init("fault inf", &[f32::INFINITY])?, grad },
                     FaultKind::Scale(factor) => {
                         let len = (grad.size() / 4) as u32;
-                        let scratch = init("fault scratch", &vec![0.0; len as usize]);
+                        let scratch = init("fault scratch", &vec![0.0; len as usize])?;
                         let op = MatmulOp { m: len, n: 1, k: 1, ..MatmulOp::default() };
-                        let product = kernels.matmul.bind(device, &op, &grad, &init("fault factor", &[factor]), None, &scratch)?;
+                        let product = kernels.matmul.bind(device, &op, &grad, &init("fault factor", &[factor])?, None, &scratch)?;
                         FaultOp::Scale { product, scratch, grad }
                     }
                 };
@@ -329,7 +345,7 @@ impl<'g> Trainer<'g> {
     }
 
     pub fn counters(&self) -> StepCounters {
-        StepCounters { submits: self.submits, blocking_waits: self.ring.waits, record_seconds: self.record_time.as_secs_f64() }
+        StepCounters { submits: self.submits, blocking_waits: self.ring.waits(), record_seconds: self.record_time.as_secs_f64() }
     }
 
     /// Device bytes held by the optimizer's state buffers.
@@ -337,9 +353,10 @@ impl<'g> Trainer<'g> {
         self.optimizer_state.iter().flatten().map(|b| b.size()).sum()
     }
 
-    /// Compute dispatches per step: model, norm + clip, optimizer (two per tensor).
+    /// Compute dispatches per step: model (with the batch-norm running-stat updates),
+    /// norm + clip, the applied norm, optimizer (two per tensor).
     pub fn dispatches_per_step(&self) -> usize {
-        let clip = self.clip.norm().dispatch_count() * 2 + self.applied.dispatch_count();
+        let clip = self.clip.dispatch_count() + self.applied.dispatch_count();
         self.model.dispatch_count() + clip + 2 * self.optimizer.len()
     }
 
@@ -372,18 +389,24 @@ impl<'g> Trainer<'g> {
                 timestamp_writes: None,
             });
             self.clip.encode_in_pass(&mut pass);
+            // After the norm: the running statistics obey its skip flag, as the optimizer does.
+            self.model.encode_running_update(&self.kernels, &mut pass);
             self.applied.encode_in_pass(&mut pass);
             for binding in &self.optimizer {
                 self.kernels.optimizer.encode(&mut pass, binding);
             }
         }
-        let (stats, loss, applied) = (self.clip.stats_buffer(), self.model.loss_buffer(), self.applied.stats_buffer());
-        self.ring.encode_copy(&mut encoder, k, stats, loss, applied)?;
+        let stats = self.clip.stats_buffer();
+        let sources = [(stats, stats.size()), (self.model.loss_buffer(), 4), (self.applied.stats_buffer(), 4)];
+        if !self.ring.encode_copy(&mut encoder, k, &sources)? {
+            // Never with LAG + 1 slots and every record read at its step.
+            return Err(Error::Readback(format!("no free record slot for step {k}")));
+        }
         let commands = encoder.finish();
         self.record_time += t0.elapsed();
         let submission = self.gpu.queue.submit([commands]);
         self.submits += 1;
-        self.ring.after_submit(k, submission);
+        self.ring.after_submit(submission);
         self.pending_lr.push_back(lr);
         self.next_step += 1;
         self.read_until(self.next_step.saturating_sub(LAG))
@@ -406,7 +429,7 @@ impl<'g> Trainer<'g> {
                 (r.words, r.loss, r.applied_norm, r.lr)
             }
             _ => {
-                let (words, loss, applied_norm) = self.ring.take(&self.gpu.device, j)?;
+                let (words, loss, applied_norm) = split_record(self.ring.take(&self.gpu.device, j)?)?;
                 (words, loss, applied_norm, self.pending_lr.pop_front().unwrap_or(self.written_lr))
             }
         };
@@ -432,8 +455,13 @@ impl<'g> Trainer<'g> {
             if let Some(e) = events.iter().find(|e| responses.stop_on_explosion && e.detector.is_explosion()) {
                 self.stopped = Some(format!("stopped at step {} after an explosion: {e}", self.next_step));
             } else if stats.skipped && self.config.on_nonfinite == NonFinitePolicy::Error {
-                let e = stats.check_finite().expect_err("a skipped step has non-finite gradients");
-                self.stopped = Some(format!("stopped at step {}: step {j}: {e}", self.next_step));
+                // A skipped step has non-finite gradients; a tampered checkpoint's record may
+                // say otherwise, and is reported as it is.
+                let why = match stats.check_finite() {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "skipped with finite gradients (an inconsistent record)".into(),
+                };
+                self.stopped = Some(format!("stopped at step {}: step {j}: {why}", self.next_step));
             }
         }
         self.records.push(StepRecord {
@@ -523,13 +551,13 @@ impl<'g> Trainer<'g> {
         let mut in_flight: Vec<InFlight> = self.preloaded.iter().cloned().collect();
         let first_in_ring = self.next_read + self.preloaded.len() as u64;
         for (j, &lr) in (first_in_ring..self.next_step).zip(&self.pending_lr) {
-            let (words, loss, applied_norm) = self.ring.peek(&self.gpu.device, j)?;
+            let (words, loss, applied_norm) = split_record(self.ring.peek(&self.gpu.device, j)?)?;
             in_flight.push(InFlight { step: j, words, loss, applied_norm, lr });
         }
         let host = HostState {
             lr_scale: self.lr_scale,
             clip_limit: self.clip_limit,
-            adaptive: self.adaptive.as_ref().map(|a| (a.ema, a.history.clone())),
+            adaptive: self.adaptive.as_ref().map(|a| (a.ema, a.history.sorted())),
             monitor: self.monitor.state(),
             records: self.records.clone(),
             in_flight,
@@ -547,7 +575,8 @@ impl<'g> Trainer<'g> {
             trainer.clip.norm_mut().set_max_norm(&gpu.queue, limit)?;
         }
         if let (Some(adaptive), Some((ema, history))) = (&mut trainer.adaptive, host.adaptive) {
-            (adaptive.ema, adaptive.history) = (ema, history);
+            adaptive.ema = ema;
+            adaptive.history = NormHistory::from_values(adaptive.history.p(), history);
         }
         trainer.monitor.restore(host.monitor);
         trainer.next_read = host.in_flight.first().map_or(step, |r| r.step);

@@ -11,15 +11,18 @@ use crate::error::{Error, Result};
 use crate::monitor::Explosion;
 use crate::plot::{self, Chart, Series};
 
-/// Where [`write_atomic`] puts `path`'s bytes before renaming them into place.
+/// Where [`write_atomic`] puts `path`'s bytes before renaming them into place: the same
+/// name with `.tmp` appended (`foo` → `foo.tmp`, `run.csv` → `run.csv.tmp`).
 pub fn temp_path(path: &Path) -> PathBuf {
-    path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")))
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
 }
 
 /// Writes `contents` to `path` through a temporary file in the same directory, synced to
 /// disk before the rename: a crash at any point leaves either the old file or the new one.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    write_synced(path, contents).map_err(|e| Error::Invalid(format!("writing {}: {e}", path.display())))
+    write_synced(path, contents).map_err(|source| Error::Io { action: "writing", path: path.to_path_buf(), source })
 }
 
 pub(super) fn write_synced(path: &Path, contents: &[u8]) -> std::io::Result<()> {
@@ -37,6 +40,11 @@ pub(super) fn write_synced(path: &Path, contents: &[u8]) -> std::io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// Creates `dir` and its parents (an existing one is fine).
+pub fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io { action: "creating", path: dir.to_path_buf(), source })
 }
 
 /// metrics.csv: one row per step, one column per layer norm. Floats in Rust's shortest
@@ -111,7 +119,7 @@ pub fn write_run(
     layers: &[String],
     summary: &TrainSummary,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::Invalid(format!("creating {}: {e}", dir.display())))?;
+    create_dir(dir)?;
     write_atomic(&dir.join("metrics.csv"), metrics_csv(records, layers).as_bytes())?;
     let mut jsonl = String::new();
     for e in events {
