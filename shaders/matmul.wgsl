@@ -19,7 +19,10 @@ const FLAG_ACCUMULATE: u32 = 8u;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<uniform> shape: Shape;
+// Read-only storage, not a uniform: lavapipe (Mesa 22.3) inlines uniform values into a new
+// shader variant per dispatch when they steer loops, which leaked ~650 KB a dispatch and
+// cost a compile each time (see BENCHMARKS.md).
+@group(0) @binding(4) var<storage, read> shape: Shape;
 // A and B again, 4 floats at a time (bound only where VEC_A / VEC_B hold).
 @group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;

@@ -2,8 +2,8 @@
 //! the bias gradient.
 
 use super::{
-    bind_group, check_distinct, dispatch, index_range, layout, pipeline, placeholder, range, storage_entry,
-    storage_words, uniform, uniform_entry,
+    bind_group, buffer_init, check_distinct, dispatch, index_range, layout, pipeline, placeholder, range,
+    storage_entry, storage_words,
 };
 use crate::error::{Error, Result};
 use crate::shaders;
@@ -228,7 +228,7 @@ impl MatmulKernel {
                 storage_entry(1, true),
                 storage_entry(2, true),
                 storage_entry(3, false),
-                uniform_entry(4),
+                storage_entry(4, true),
                 storage_entry(5, true),
                 storage_entry(6, true),
             ],
@@ -293,7 +293,7 @@ impl MatmulKernel {
         check_distinct(&buffers)?;
         let variant = Variant::of(op, &self.tiling);
         let tiled = self.tiled_pipeline(device, variant)?;
-        let params = uniform(device, "matmul shape", &op.params(bias.is_some()))?;
+        let params = buffer_init(device, "matmul shape", bytemuck::bytes_of(&op.params(bias.is_some())), wgpu::BufferUsages::STORAGE)?;
         let bias = match bias {
             Some(buffer) => storage_words("matmul bias", buffer, op.n as u64)?,
             None => self.placeholder.as_entire_binding(),
@@ -332,7 +332,7 @@ impl MatmulKernel {
         let op = MatmulOp { m: rows, n: cols, k: 1, accumulate, ..MatmulOp::default() };
         op.validate()?;
         check_distinct(&[("bias grad dY", dy, false), ("bias grad db", db, true)])?;
-        let params = uniform(device, "bias grad shape", &op.params(false))?;
+        let params = buffer_init(device, "bias grad shape", bytemuck::bytes_of(&op.params(false)), wgpu::BufferUsages::STORAGE)?;
         let resources = vec![
             storage_words("bias grad dY", dy, op.c_len())?,
             self.placeholder.as_entire_binding(),
