@@ -82,6 +82,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Train(args) => {
             let summary = gradguard::train::args::run(&Gpu::new()?, &args)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+            // Stopped early (`--on-nonfinite error`, `--stop-on-explosion`): the outputs and
+            // the last checkpoint are written, and scripts see a distinct failure status.
+            if let Some(reason) = &summary.stopped {
+                eprintln!("gradguard: training {reason}");
+                std::process::exit(2);
+            }
         }
         Command::Lab { full, seed, out } => {
             let gpu = Gpu::new()?;

@@ -223,3 +223,33 @@ fn checkpoint_flags_are_checked_before_training() {
     assert!(!ok && stderr.contains("≥ 1"), "{stderr}");
     assert!(!dir.exists());
 }
+
+#[test]
+fn error_policy_stops_with_a_report_and_an_intact_checkpoint() {
+    let dir = out_dir("error-stop");
+    let out = Command::new(env!("CARGO_BIN_EXE_gradguard"))
+        .args(["train", "--steps", "20", "--depth", "2", "--inject-nan", "6:linear2", "--on-nonfinite", "error"])
+        .args(["--checkpoint-every", "2", "--out", dir.to_str().unwrap()])
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("step 6") && stderr.contains("segment 2"), "the report names step and segment: {stderr}");
+    let summary = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+    assert!(summary.contains("NonFiniteGradient") && summary.contains("linear2"), "{summary}");
+    // The last checkpoint loads: resuming it (into another folder) reaches the same stop.
+    let again = out_dir("error-stop-resumed");
+    let checkpoint = dir.join("checkpoint.safetensors");
+    let resumed = Command::new(env!("CARGO_BIN_EXE_gradguard"))
+        .args(["train", "--steps", "20", "--depth", "2", "--inject-nan", "6:linear2", "--on-nonfinite", "error"])
+        .args(["--out", again.to_str().unwrap(), "--resume", checkpoint.to_str().unwrap()])
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("the binary runs");
+    let resumed_err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(!resumed_err.contains("checkpoint"), "the checkpoint was unreadable: {resumed_err}");
+    assert_eq!(resumed.status.code(), Some(2), "{resumed_err}");
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(again);
+}
