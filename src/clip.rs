@@ -13,15 +13,39 @@ pub enum ClipPolicy {
     None,
     /// `torch.nn.utils.clip_grad_norm_`: scale all segments by
     /// `min(1, max_norm / (total_norm + 1e-6))`.
-    GlobalNorm { max_norm: f32, kind: NormKind },
+    GlobalNorm {
+        /// Norm above which gradients are scaled down (finite, > 0).
+        max_norm: f32,
+        /// The norm measured.
+        kind: NormKind,
+    },
     /// `torch.nn.utils.clip_grad_value_`: clamp each element to ±`clip_value`.
-    Value { clip_value: f32 },
+    Value {
+        /// Largest magnitude kept (finite, > 0).
+        clip_value: f32,
+    },
     /// Keras `clipnorm`: each segment scaled by its own `min(1, max_norm / (norm + 1e-6))`.
-    PerSegmentNorm { max_norm: f32, kind: NormKind },
+    PerSegmentNorm {
+        /// Norm above which a segment is scaled down (finite, > 0).
+        max_norm: f32,
+        /// The norm measured.
+        kind: NormKind,
+    },
     /// optax `adaptive_grad_clip`: unit-wise against the parameter norm. `params` mirrors
     /// the gradient set; `unit_lens[i]` (which must divide segment i's length) is the
     /// length of one unit of segment i: a row of a row-major weight, or the whole bias.
-    Agc { clipping: f32, eps: f32, params: GradSet, unit_lens: Vec<u64> },
+    Agc {
+        /// Largest ratio of a unit's gradient norm to `max(its parameter norm, eps)`
+        /// (finite, > 0; optax's `clipping`).
+        clipping: f32,
+        /// Floor of the parameter norm (finite, ≥ 0; optax's default 1e-3).
+        eps: f32,
+        /// The parameters, segment for segment the shape of the gradients, in other
+        /// buffers than the gradients (they are read while the gradients are written).
+        params: GradSet,
+        /// One unit length per segment.
+        unit_lens: Vec<u64>,
+    },
 }
 
 impl ClipPolicy {
@@ -151,10 +175,12 @@ impl GradClip {
         self.norm.dispatch_count() + clip
     }
 
+    /// The norm stage this clip runs first; its stats buffer is [`GradClip::stats_buffer`].
     pub fn norm(&self) -> &GradNorm {
         &self.norm
     }
 
+    /// The norm stage, mutably: e.g. [`GradNorm::set_max_norm`] for an adaptive threshold.
     pub fn norm_mut(&mut self) -> &mut GradNorm {
         &mut self.norm
     }

@@ -8,70 +8,172 @@ pub enum Error {
          `apt-get install -y mesa-vulkan-drivers libvulkan1`, or pick another backend with \
          WGPU_BACKEND=vulkan|gl|metal|dx12"
     )]
-    NoAdapter { detail: String },
+    /// No adapter matched: none installed, or none passing the `WGPU_BACKEND` /
+    /// `WGPU_ADAPTER_NAME` filters. Returned by [`Gpu::new`](crate::Gpu::new).
+    NoAdapter {
+        /// Which filter excluded everything (` for WGPU_BACKEND=…`, ` whose name contains …`),
+        /// or empty when no filter was set.
+        detail: String,
+    },
 
     #[error("requesting a device from adapter `{adapter}` failed: {source}")]
+    /// The adapter was found but refused to open a device with the requested features and
+    /// limits.
     RequestDevice {
+        /// The adapter's name.
         adapter: String,
+        /// wgpu's reason.
         #[source]
         source: wgpu::RequestDeviceError,
     },
 
     #[error("the gradient set is empty: give at least one segment")]
+    /// A [`GradSet`](crate::GradSet) with no segments.
     EmptySet,
 
     #[error("segment {segment}: byte offset {offset} is not a multiple of 4 (f32 elements must be aligned)")]
-    MisalignedOffset { segment: usize, offset: u64 },
+    /// A segment's byte offset is not a multiple of 4, so it cannot address `f32`s.
+    MisalignedOffset {
+        /// Index of the segment in the set.
+        segment: usize,
+        /// The offending byte offset.
+        offset: u64,
+    },
 
     #[error("segment {segment}: bytes {start}..{end} run past the end of its buffer ({buffer_size} bytes)")]
-    OutOfBounds { segment: usize, start: u64, end: u64, buffer_size: u64 },
+    /// A segment's bytes `start..end` run past the end of its buffer.
+    OutOfBounds {
+        /// Index of the segment in the set.
+        segment: usize,
+        /// First byte of the segment (its offset).
+        start: u64,
+        /// One past its last byte (`u64::MAX` if `offset + 4·len` overflowed).
+        end: u64,
+        /// Size of the buffer in bytes.
+        buffer_size: u64,
+    },
 
     #[error("segment {segment}: its buffer lacks usage {missing:?} (create it with BufferUsages::{missing:?})")]
-    MissingUsage { segment: usize, missing: wgpu::BufferUsages },
+    /// A segment's buffer was created without a usage the kernels need (gradients need
+    /// [`GRAD_USAGES`](crate::GRAD_USAGES), i.e. `STORAGE`).
+    MissingUsage {
+        /// Index of the segment in the set.
+        segment: usize,
+        /// The usage flags the buffer lacks.
+        missing: wgpu::BufferUsages,
+    },
 
     /// A kernel operand (named by `what`, e.g. "matmul C") lacks a usage flag its binding
     /// needs. [`Error::MissingUsage`] is the same refusal for a gradient-set segment.
     #[error("{what}: the buffer lacks usage {missing:?} (create it with BufferUsages::{missing:?})")]
-    MissingBufferUsage { what: String, missing: wgpu::BufferUsages },
+    MissingBufferUsage {
+        /// The operand, e.g. `"matmul C"`.
+        what: String,
+        /// The usage flags the buffer lacks.
+        missing: wgpu::BufferUsages,
+    },
 
     #[error("{what} must be a positive finite number, got {value}")]
-    NotPositive { what: &'static str, value: f64 },
+    /// A threshold (`max_norm`, `clip_value`, AGC `clipping`, …) that is ≤ 0, NaN or inf.
+    NotPositive {
+        /// The parameter's name.
+        what: &'static str,
+        /// The value given.
+        value: f64,
+    },
 
     #[error("{what}: expected {expected}, got {actual}")]
-    LengthMismatch { what: String, expected: u64, actual: u64 },
+    /// Two things that must have the same length or shape do not (AGC parameters against
+    /// gradients, a batch against the model's input, a buffer against its tensor…).
+    LengthMismatch {
+        /// What was measured.
+        what: String,
+        /// The length required.
+        expected: u64,
+        /// The length given.
+        actual: u64,
+    },
 
     #[error("non-finite gradient: {nan} NaN and {inf} inf elements, first in segment {segment}")]
-    NonFinite { segment: u32, nan: u32, inf: u32 },
+    /// The gradients held NaN or ±inf. Returned by
+    /// [`NormStats::check_finite`](crate::NormStats::check_finite), e.g. under
+    /// [`NonFinitePolicy::Error`](crate::NonFinitePolicy::Error).
+    NonFinite {
+        /// The first segment (in set order) holding a non-finite element.
+        segment: u32,
+        /// NaN elements across the whole set.
+        nan: u32,
+        /// ±inf elements across the whole set.
+        inf: u32,
+    },
 
     #[error("the gradient norm overflows f32 ({norm}) although every element is finite")]
-    NormOverflow { norm: f32 },
+    /// Every element is finite but the norm itself exceeds `f32::MAX`. Returned by
+    /// [`NormStats::check_finite`](crate::NormStats::check_finite).
+    NormOverflow {
+        /// The norm as computed (inf).
+        norm: f32,
+    },
 
     #[error("segments {first} and {second} overlap in their buffer: each element may belong to one segment only")]
-    OverlappingSegments { first: usize, second: usize },
+    /// Two segments of a set share bytes of one buffer.
+    OverlappingSegments {
+        /// Index of one overlapping segment.
+        first: usize,
+        /// Index of the other.
+        second: usize,
+    },
 
     #[error("the device reported an error in {during}: {message}")]
-    Device { during: &'static str, message: String },
+    /// wgpu reported a validation or out-of-memory error (caught in an error scope) or a
+    /// failed poll, during the named operation.
+    Device {
+        /// The operation, e.g. `"filling a new buffer"`.
+        during: &'static str,
+        /// wgpu's message.
+        message: String,
+    },
 
     #[error("reading back from the device failed: {0}")]
+    /// Mapping or decoding a buffer read back from the device failed (map error, a step
+    /// never recorded, a malformed stats record).
     Readback(String),
 
     #[error("invalid argument: {0}")]
+    /// An argument outside what the call accepts; the message says which and why.
     Invalid(String),
 
     /// A setting outside the range it is meaningful in (a percentile above 100, a negative
     /// z-score limit, a NaN…).
     #[error("{what} must be {expected}, got {value}")]
-    OutOfRange { what: &'static str, value: f64, expected: &'static str },
+    OutOfRange {
+        /// The setting's name.
+        what: &'static str,
+        /// The value given.
+        value: f64,
+        /// The accepted range, in words.
+        expected: &'static str,
+    },
 
     /// A model layer with a zero size (no features, no hidden units, no time steps).
     #[error("layer {layer} ({kind}): {what} must be ≥ 1, got 0")]
-    EmptyLayer { layer: usize, kind: &'static str, what: &'static str },
+    EmptyLayer {
+        /// Index of the layer in the model.
+        layer: usize,
+        /// The layer's kind, e.g. `"linear"`.
+        kind: &'static str,
+        /// The size that is zero.
+        what: &'static str,
+    },
 
     /// A file or directory that could not be written, created or read.
     #[error("{action} {}: {source}", path.display())]
     Io {
+        /// What was attempted: `"writing"` a file or `"creating"` a directory.
         action: &'static str,
+        /// The file or directory.
         path: std::path::PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -79,7 +181,13 @@ pub enum Error {
     /// A checkpoint that cannot be written, read or resumed from (corrupt, or written by
     /// another configuration).
     #[error("checkpoint {}: {reason}", path.display())]
-    Checkpoint { path: std::path::PathBuf, reason: String },
+    Checkpoint {
+        /// The checkpoint file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
+/// `std::result::Result` with gradguard's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -6,8 +6,11 @@ use crate::kernels::range;
 /// One gradient tensor (a *segment*): `len` f32 elements of `buffer` from byte `offset`.
 #[derive(Clone, Debug)]
 pub struct GradView {
+    /// The buffer holding the tensor (needs `STORAGE` usage).
     pub buffer: wgpu::Buffer,
+    /// Byte offset of the first element (a multiple of 4).
     pub offset: u64,
+    /// Number of f32 elements.
     pub len: u64,
 }
 
@@ -19,6 +22,9 @@ pub struct GradSet {
 }
 
 impl GradSet {
+    /// A set of `views`, in order. Nothing is checked here: [`GradSet::validate`] (run by
+    /// [`GradNorm::new`](crate::GradNorm::new) and [`GradClip::new`](crate::GradClip::new))
+    /// refuses bad layouts.
     pub fn new(views: Vec<GradView>) -> Self {
         Self { views }
     }
@@ -37,14 +43,17 @@ impl GradSet {
         Self { views }
     }
 
+    /// The segments, in order.
     pub fn views(&self) -> &[GradView] {
         &self.views
     }
 
+    /// Number of segments.
     pub fn segment_count(&self) -> usize {
         self.views.len()
     }
 
+    /// Total f32 elements over all segments.
     pub fn element_count(&self) -> u64 {
         self.views.iter().map(|v| v.len).sum()
     }

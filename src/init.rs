@@ -51,8 +51,10 @@ impl Nonlinearity {
 /// default) or the backward pass's (`FanOut`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FanMode {
+    /// Scale by fan-in: keeps the forward activations' variance (torch's default).
     #[default]
     FanIn,
+    /// Scale by fan-out: keeps the backward gradients' variance.
     FanOut,
 }
 

@@ -54,7 +54,9 @@ pub fn exploding_rnn(steps: u64, seq_len: u32, seed: u64) -> TrainConfig {
 /// A remedy: its name and how it changes the exploding configuration (None: not
 /// applicable to this model).
 pub struct Remedy {
+    /// The name shown in the table and the plot.
     pub name: &'static str,
+    /// The exploding configuration with the remedy applied.
     pub apply: fn(&TrainConfig) -> Option<TrainConfig>,
 }
 
@@ -91,6 +93,7 @@ fn shallower(c: &mut TrainConfig) {
     }
 }
 
+/// Every remedy the lab runs, the baseline (no remedy) first.
 pub const REMEDIES: &[Remedy] = &[
     Remedy { name: "baseline", apply: |c| Some(c.clone()) },
     Remedy { name: "clip global norm 1", apply: |c| with(c, |c| c.clip = ClipSetting::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 }) },
@@ -128,9 +131,13 @@ pub const REMEDIES: &[Remedy] = &[
 
 /// One lab run.
 pub struct LabRun {
+    /// Which exploding configuration: `"MLP/wine"` or `"RNN/adding"`.
     pub model: &'static str,
+    /// The remedy's [`Remedy::name`].
     pub remedy: &'static str,
+    /// How the run went.
     pub summary: TrainSummary,
+    /// Every step's record, for the plot.
     pub records: Vec<StepRecord>,
 }
 
@@ -160,6 +167,7 @@ pub fn table_header() -> String {
     )
 }
 
+/// One row of the table under [`table_header`].
 pub fn table_row(run: &LabRun) -> String {
     let s = &run.summary;
     let first = s

@@ -12,6 +12,7 @@ use crate::norm::NormStats;
 pub enum Detector {
     /// A NaN or ±inf gradient element; the layer is the first one holding one.
     NonFiniteGradient,
+    /// The loss is NaN or ±inf; the layer named is the one with the largest norm.
     NonFiniteLoss,
     /// The norm of the gradient the optimizer received (after clipping) above
     /// [`MonitorConfig::max_norm`]: clipping that contains a raw spike is no explosion.
@@ -32,6 +33,7 @@ impl Detector {
         matches!(self, Self::NonFiniteGradient | Self::NonFiniteLoss | Self::AbsoluteNorm | Self::LossSpike)
     }
 
+    /// Short kebab-case name used in logs, `events.jsonl` and plots, e.g. `"norm-spike"`.
     pub fn name(self) -> &'static str {
         match self {
             Self::NonFiniteGradient => "nonfinite-grad",
@@ -48,7 +50,9 @@ impl Detector {
 /// One detection.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Explosion {
+    /// The step whose record raised it.
     pub step: u64,
+    /// Which detector fired.
     pub detector: Detector,
     /// The layer at fault: the first non-finite one, or the one with the largest norm.
     pub layer: String,
@@ -67,6 +71,8 @@ impl std::fmt::Display for Explosion {
 /// Detector settings. The spike detector uses ZClip's defaults.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MonitorConfig {
+    /// Global L2 norm after clipping above which [`Detector::AbsoluteNorm`] fires (+inf turns
+    /// it off).
     pub max_norm: f64,
     /// EMA smoothing of the norm's mean and variance (ZClip: 0.97).
     pub ema_alpha: f64,
@@ -76,8 +82,12 @@ pub struct MonitorConfig {
     pub warmup: u64,
     /// Percentile of the norm history (AutoClip) and the factor above it that is flagged.
     pub percentile: f64,
+    /// Factor over that percentile above which [`Detector::Percentile`] fires.
     pub percentile_factor: f64,
+    /// First layer's norm over the last's above which [`Detector::DepthGrowth`] fires (+inf
+    /// turns it off).
     pub depth_ratio: f64,
+    /// Factor over the loss EMA above which [`Detector::LossSpike`] fires (+inf turns it off).
     pub loss_factor: f64,
 }
 
@@ -144,8 +154,11 @@ pub(crate) fn percentile_range(what: &'static str, value: f64) -> Result<()> {
 /// An exponential moving mean and variance, as ZClip keeps them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Ema {
+    /// Smoothed mean.
     pub mean: f64,
+    /// Smoothed variance.
     pub var: f64,
+    /// Values folded in so far.
     pub count: u64,
 }
 
@@ -163,6 +176,7 @@ impl Ema {
         self.count += 1;
     }
 
+    /// z-score of `x` against the mean and variance (the standard deviation floored at 1e-12).
     pub fn z(&self, x: f64) -> f64 {
         (x - self.mean) / self.var.sqrt().max(1e-12)
     }
@@ -251,14 +265,17 @@ impl NormHistory {
         history
     }
 
+    /// The percentile this history answers (0..=100).
     pub fn p(&self) -> f64 {
         self.p
     }
 
+    /// Number of values held.
     pub fn len(&self) -> usize {
         self.lower.len() + self.upper.len()
     }
 
+    /// Whether no value is held yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -301,12 +318,15 @@ impl NormHistory {
 /// resumed run's detectors answer as if it had never stopped.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MonitorState {
+    /// EMA of the global L2 norm (spike detector).
     pub norm_ema: Ema,
+    /// EMA of the loss (loss-spike detector).
     pub loss_ema: Ema,
     /// Finite norms seen so far, sorted (AutoClip's history).
     pub history: Vec<f64>,
     /// Detectors that fired at the last step (they report again only after a pause).
     pub firing: Vec<Detector>,
+    /// Every event so far.
     pub events: Vec<Explosion>,
 }
 
@@ -350,6 +370,7 @@ impl GradMonitor {
         })
     }
 
+    /// The layer names given to [`GradMonitor::new`].
     pub fn layers(&self) -> &[String] {
         &self.layers
     }
@@ -371,6 +392,7 @@ impl GradMonitor {
         &self.events
     }
 
+    /// A snapshot of what the monitor has learned, for checkpoints; see [`GradMonitor::restore`].
     pub fn state(&self) -> MonitorState {
         MonitorState {
             norm_ema: self.norm_ema,

@@ -8,7 +8,9 @@ use crate::kernels::{bind_group, buffer_init, placeholder, scoped};
 /// Which vector norm: `norm_type` 1, 2 or inf in `torch.nn.utils.clip_grad_norm_`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NormKind {
+    /// Sum of absolute values.
     L1,
+    /// Euclidean norm (the default).
     #[default]
     L2,
     /// Max-abs. A NaN anywhere gives NaN, as in PyTorch.
@@ -43,12 +45,15 @@ impl NonFinitePolicy {
 /// How a `GradNorm` is computed and cut up.
 #[derive(Clone, Debug)]
 pub struct NormConfig {
+    /// The norm reported as [`NormStats::norm`] and used for the clip coefficient (every kind
+    /// is computed either way).
     pub kind: NormKind,
     /// When set, the clip coefficient `min(1, max_norm / (norm + eps))` is computed
     /// (globally and per segment); otherwise it is 1.
     pub max_norm: Option<f32>,
     /// 1e-6, as `clip_grad_norm_`.
     pub eps: f32,
+    /// What a NaN or ±inf element does to the step.
     pub nonfinite: NonFinitePolicy,
     /// Elements per workgroup tile (a multiple of 4, at most 2^20); it fixes the reduction
     /// tree. `None` picks by device: 32,768 on CPU implementations (lavapipe), where each
@@ -78,6 +83,7 @@ impl Default for NormConfig {
 
 /// Byte offsets into the stats buffer that other kernels (optimizers) read on the device.
 pub const STATS_NORM_OFFSET: u64 = 0;
+/// An f32: the global clip coefficient ([`NormStats::clip_coef`]).
 pub const STATS_COEF_OFFSET: u64 = 4;
 /// A u32: 1 when the step must be skipped (non-finite gradients under `Error`/`SkipStep`).
 pub const STATS_SKIP_OFFSET: u64 = 8;
@@ -134,6 +140,11 @@ pub(crate) fn check_positive(what: &'static str, value: f32) -> Result<()> {
 }
 
 impl GradNorm {
+    /// Validates `set` (every buffer needs `STORAGE`) and `config`, plans the tiles and chunks,
+    /// and allocates scratch, pipelines and bind groups. Errors: the set's own
+    /// ([`GradSet::validate`]), `Error::NotPositive` for `max_norm`, `Error::Invalid` for `eps`,
+    /// `tile_elems`, `workgroup_size` or `max_binding_bytes` out of range, `Error::Device` if an
+    /// allocation or pipeline fails.
     pub fn new(device: &wgpu::Device, set: &GradSet, config: &NormConfig) -> Result<Self> {
         set.validate(wgpu::BufferUsages::STORAGE)?;
         if let Some(m) = config.max_norm {
@@ -267,6 +278,7 @@ impl GradNorm {
         self.stats.size()
     }
 
+    /// Segments (tensors) of the set.
     pub fn segment_count(&self) -> u32 {
         self.segment_count
     }
@@ -300,8 +312,11 @@ impl GradNorm {
 /// Norms of one segment.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct SegmentNorms {
+    /// L2 norm.
     pub l2: f32,
+    /// L1 norm.
     pub l1: f32,
+    /// L∞ (max-abs) norm.
     pub linf: f32,
     /// NaN plus ±inf elements.
     pub nonfinite: u32,
@@ -316,12 +331,19 @@ pub struct NormStats {
     pub clip_coef: f32,
     /// The optimizer must skip this step.
     pub skipped: bool,
+    /// NaN elements across the set.
     pub nan_count: u32,
+    /// ±inf elements across the set.
     pub inf_count: u32,
+    /// The first segment (in set order) holding NaN or ±inf, if any.
     pub first_nonfinite_segment: Option<u32>,
+    /// Global L2 norm, whatever the configured kind.
     pub l2: f32,
+    /// Global L1 norm.
     pub l1: f32,
+    /// Global L∞ norm.
     pub linf: f32,
+    /// Each segment's norms, in set order.
     pub segments: Vec<SegmentNorms>,
 }
 

@@ -6,17 +6,24 @@ use std::fmt::Write;
 /// One line. Non-finite points (and non-positive ones on a log axis) leave a gap.
 #[derive(Clone, Debug)]
 pub struct Series {
+    /// Legend text.
     pub name: String,
+    /// `(x, y)` points, in drawing order.
     pub points: Vec<(f64, f64)>,
 }
 
 /// One panel.
 #[derive(Clone, Debug, Default)]
 pub struct Chart {
+    /// Title above the panel.
     pub title: String,
+    /// x-axis label.
     pub x_label: String,
+    /// y-axis label.
     pub y_label: String,
+    /// Logarithmic y axis.
     pub log_y: bool,
+    /// The lines drawn.
     pub series: Vec<Series>,
     /// Vertical marks at x, labelled (events).
     pub marks: Vec<(f64, String)>,

@@ -6,59 +6,71 @@
 /// One WGSL module and the entry points gradguard uses from it.
 #[derive(Clone, Copy, Debug)]
 pub struct Shader {
+    /// Module name; also the shader module's label.
     pub name: &'static str,
+    /// Complete WGSL source, `common.wgsl` already prepended where needed.
     pub source: &'static str,
+    /// The compute entry points gradguard calls.
     pub entry_points: &'static [&'static str],
 }
 
+/// The two-stage gradient norm: per-tile partials, per-segment and global reductions.
 pub const NORM: Shader = Shader {
     name: "norm",
     source: concat!(include_str!("../shaders/common.wgsl"), include_str!("../shaders/norm.wgsl")),
     entry_points: &["norm_tiles", "norm_segments", "norm_global"],
 };
 
+/// In-place clipping (global norm, per-segment norm, value) driven by the norm's stats.
 pub const CLIP: Shader = Shader {
     name: "clip",
     source: concat!(include_str!("../shaders/common.wgsl"), include_str!("../shaders/clip.wgsl")),
     entry_points: &["clip"],
 };
 
+/// Adaptive gradient clipping, unit-wise against the parameter norm.
 pub const AGC: Shader = Shader {
     name: "agc",
     source: concat!(include_str!("../shaders/common.wgsl"), include_str!("../shaders/agc.wgsl")),
     entry_points: &["agc"],
 };
 
+/// A plain f32 copy: the bandwidth baseline of the benchmarks.
 pub const COPY: Shader = Shader {
     name: "copy",
     source: include_str!("../shaders/copy.wgsl"),
     entry_points: &["copy"],
 };
 
+/// Tiled, direct and naive GEMM, and the bias gradient (a column sum).
 pub const MATMUL: Shader = Shader {
     name: "matmul",
     source: include_str!("../shaders/matmul.wgsl"),
     entry_points: &["matmul_tiled", "matmul_direct", "matmul_naive", "bias_grad"],
 };
 
+/// Element-wise activations, forward and backward.
 pub const ACTIVATION: Shader = Shader {
     name: "activation",
     source: include_str!("../shaders/activation.wgsl"),
     entry_points: &["forward", "backward"],
 };
 
+/// Softmax cross-entropy and MSE (loss and gradient), then a fixed-order mean.
 pub const LOSS: Shader = Shader {
     name: "loss",
     source: include_str!("../shaders/loss.wgsl"),
     entry_points: &["cross_entropy", "mse", "mean"],
 };
 
+/// SGD and AdamW updates that obey the norm's skip flag, and the step counter.
 pub const OPTIMIZER: Shader = Shader {
     name: "optimizer",
     source: include_str!("../shaders/optimizer.wgsl"),
     entry_points: &["sgd", "adamw", "advance"],
 };
 
+/// BatchNorm1d: training and evaluation forward, backward, deferred running-stat update.
 pub const BATCHNORM: Shader = Shader {
     name: "batchnorm",
     source: include_str!("../shaders/batchnorm.wgsl"),

@@ -15,8 +15,11 @@ use crate::readback::read_stats_blocking;
 /// Which of the memory-bound kernels to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Which {
+    /// The norm alone (`norm_l2`).
     Norm,
+    /// The clip pass alone and norm + clip (`clip_scale`, `clip_grad_norm`).
     Clip,
+    /// Both.
     All,
 }
 

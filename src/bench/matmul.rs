@@ -26,8 +26,11 @@ pub struct MatmulResult {
     /// "square", or the product of a Linear layer: "mlp_forward" (x·Wᵀ), "mlp_input_grad"
     /// (dY·W), "mlp_weight_grad" (dYᵀ·X); "mlp" for the other transposes of those shapes.
     pub case: &'static str,
+    /// Rows of C.
     pub m: u32,
+    /// Columns of C.
     pub n: u32,
+    /// The contracted dimension.
     pub k: u32,
     /// "NN", "NT", "TN" or "TT": whether A, then B, is read transposed.
     pub transposes: String,
@@ -35,6 +38,7 @@ pub struct MatmulResult {
     pub millis: f64,
     /// 2·m·n·k over the time.
     pub gflops: f64,
+    /// CPU sgemm time over this kernel's: > 1 means faster than the CPU.
     pub ratio_to_cpu_sgemm: f64,
     /// `None` where the naive kernel was not run (see [`MatmulConfig::naive_max_flop`]).
     pub ratio_to_naive: Option<f64>,
@@ -46,7 +50,14 @@ pub enum Size {
     /// `1024`: m = n = k, all four transpose cases.
     Square(u32),
     /// `512x256x128` (m x n x k), all four transpose cases.
-    Shape { m: u32, n: u32, k: u32 },
+    Shape {
+        /// Rows of C.
+        m: u32,
+        /// Columns of C.
+        n: u32,
+        /// The contracted dimension.
+        k: u32,
+    },
     /// `mlp`: a 256-wide Linear layer at batch 512, [512, 256] x [256, 256] and
     /// [256, 512] x [512, 256] (the weight gradient), all four transpose cases each.
     Mlp,
@@ -75,8 +86,10 @@ impl FromStr for Size {
 pub const DEFAULT_SIZES: [Size; 5] =
     [Size::Square(256), Size::Square(512), Size::Square(1024), Size::Square(2048), Size::Mlp];
 
+/// What `gradguard bench matmul` measures, and how long it may take.
 #[derive(Clone, Debug)]
 pub struct MatmulConfig {
+    /// The products to measure.
     pub sizes: Vec<Size>,
     /// At most this many timed repetitions (after one warm-up) per measurement …
     pub max_reps: u32,

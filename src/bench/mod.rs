@@ -11,13 +11,18 @@ use crate::gpu::Gpu;
 /// One measured kernel.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BenchResult {
+    /// What was timed, and so its minimum traffic: `copy` (read + write), `norm_l2` (one read),
+    /// `clip_scale` (read + write), `clip_grad_norm` (norm then clip; read + write counted).
     pub kernel: String,
+    /// f32 elements processed per call.
     pub elements: u64,
+    /// Segments the elements were cut into.
     pub segments: u32,
     /// Median over the repetitions.
     pub millis: f64,
     /// The kernel's minimum traffic (see [`BenchResult::kernel`]) over its time.
     pub gbytes_per_s: f64,
+    /// `gbytes_per_s` over the copy kernel's, measured in the same run (1 for the copy itself).
     pub ratio_to_copy: f64,
 }
 
@@ -25,10 +30,13 @@ pub struct BenchResult {
 /// ([`BenchResult`] for the memory-bound kernels, [`matmul::MatmulResult`] for GEMM).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BenchReport<R = BenchResult> {
+    /// Adapter name.
     pub adapter: String,
+    /// wgpu backend.
     pub backend: String,
     /// "timestamp" (GPU timestamp queries) or "wall" (submit-to-idle wall clock).
     pub timing: &'static str,
+    /// One entry per measurement.
     pub results: Vec<R>,
 }
 
@@ -50,6 +58,7 @@ pub struct Timer {
 }
 
 impl Timer {
+    /// A timer for `gpu`: timestamp queries if the device has `TIMESTAMP_QUERY`, else wall clock.
     pub fn new(gpu: &Gpu) -> Self {
         let queries = gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY).then(|| {
             let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
@@ -68,6 +77,7 @@ impl Timer {
         Self { queries }
     }
 
+    /// `"timestamp"` or `"wall"`: how [`Timer::time`] measures.
     pub fn kind(&self) -> &'static str {
         if self.queries.is_some() { "timestamp" } else { "wall" }
     }

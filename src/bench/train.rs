@@ -16,8 +16,11 @@ use crate::train::{TrainConfig, Trainer};
 /// Device bytes by role.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct MemoryUse {
+    /// Parameters.
     pub params: u64,
+    /// Their gradients.
     pub grads: u64,
+    /// Optimizer state (momentum, or AdamW's two moments).
     pub optimizer_state: u64,
     /// Layer outputs, their gradients, batch-norm statistics, the batch.
     pub activations: u64,
@@ -38,17 +41,25 @@ pub struct MemoryUse {
 /// One model's step.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TrainBenchResult {
+    /// The name given to [`measure`], e.g. `"MLP/wine (lab default)"`.
     pub model: String,
     /// Steps timed (after warm-up steps).
     pub steps: u64,
+    /// Training steps per second.
     pub steps_per_s: f64,
+    /// Milliseconds per step.
     pub step_ms: f64,
+    /// Compute dispatches per step.
     pub dispatches_per_step: usize,
+    /// Queue submits per step.
     pub submits_per_step: f64,
+    /// Record reads per step that had to wait for the device.
     pub blocking_waits_per_step: f64,
     /// Host time recording a step's command buffer.
     pub record_ms_per_step: f64,
+    /// Recording time as a percentage of the step time.
     pub record_percent_of_step: f64,
+    /// Device memory by role.
     pub memory: MemoryUse,
     /// Device allocations made during the timed steps (None: no allocator report).
     pub allocations_during_steps: Option<i64>,
@@ -57,8 +68,11 @@ pub struct TrainBenchResult {
 /// Steps, after `warmup` untimed ones, for each model.
 #[derive(Clone, Copy, Debug)]
 pub struct TrainBenchConfig {
+    /// Untimed steps first.
     pub warmup: u64,
+    /// Timed steps of the MLP.
     pub mlp_steps: u64,
+    /// Timed steps of the RNN.
     pub rnn_steps: u64,
 }
 

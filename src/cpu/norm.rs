@@ -5,14 +5,20 @@ use crate::norm::{NonFinitePolicy, NormKind, NormStats, SegmentNorms};
 /// Exact-ish sums of one segment or of the whole set, in f64.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Sums {
+    /// Sum of squares of the finite elements.
     pub sumsq: f64,
+    /// Sum of absolute values of the finite elements.
     pub abssum: f64,
+    /// Largest absolute value among the finite elements (0 if none).
     pub maxabs: f64,
+    /// NaN elements.
     pub nan: u32,
+    /// ±inf elements.
     pub inf: u32,
 }
 
 impl Sums {
+    /// Sums of `values`; NaN and ±inf are counted, not summed.
     pub fn of(values: &[f32]) -> Self {
         let mut s = Self::default();
         for &x in values {

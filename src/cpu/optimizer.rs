@@ -4,6 +4,8 @@
 
 use crate::kernels::optimizer::{AdamW, Sgd};
 
+/// One `torch.optim.SGD` step in place. `momentum_buf` (one per parameter, unused without
+/// momentum) is initialized from the gradient on the first step (`completed == 0`).
 pub fn sgd(cfg: &Sgd, lr: f32, completed: u32, params: &mut [f32], grads: &[f32], momentum_buf: &mut [f32]) {
     let (lr, momentum, dampening, wd) = (lr as f64, cfg.momentum as f64, cfg.dampening as f64, cfg.weight_decay as f64);
     for (i, p) in params.iter_mut().enumerate() {
@@ -17,6 +19,7 @@ pub fn sgd(cfg: &Sgd, lr: f32, completed: u32, params: &mut [f32], grads: &[f32]
     }
 }
 
+/// One `torch.optim.AdamW` step in place, with bias correction for step `completed + 1`.
 pub fn adamw(
     cfg: &AdamW,
     lr: f32,

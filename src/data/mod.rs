@@ -16,25 +16,40 @@ use crate::init::rng;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Targets {
     /// One class id per sample, below `classes` (cross-entropy).
-    Classes { labels: Vec<u32>, classes: u32 },
+    Classes {
+        /// One label per sample.
+        labels: Vec<u32>,
+        /// Number of classes.
+        classes: u32,
+    },
     /// `outputs` values per sample (mean squared error).
-    Values { values: Vec<f32>, outputs: u32 },
+    Values {
+        /// `outputs` values per sample, row-major.
+        values: Vec<f32>,
+        /// Values per sample.
+        outputs: u32,
+    },
 }
 
 /// Samples stored row-major: sample `i` is `inputs[i·sample_len .. (i+1)·sample_len]`.
 /// A sequence sample is `[steps, features]`, time-major within the sample.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
+    /// All samples' features, row-major.
     pub inputs: Vec<f32>,
+    /// Features per sample (`steps · features` for a sequence).
     pub sample_len: usize,
+    /// The labels or values, one entry (or `outputs` values) per sample.
     pub targets: Targets,
 }
 
 impl Dataset {
+    /// Number of samples.
     pub fn len(&self) -> usize {
         self.inputs.len().checked_div(self.sample_len).unwrap_or(0)
     }
 
+    /// Whether there is no sample.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -84,7 +99,9 @@ impl Dataset {
 /// A train/test split.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Split {
+    /// The training samples.
     pub train: Dataset,
+    /// The held-out samples the summary's metric is measured on.
     pub test: Dataset,
 }
 
@@ -105,12 +122,19 @@ pub enum Task {
     /// Red-wine quality, 11 standardized features, 6 quality classes.
     Wine,
     /// Sum of the two marked values in a sequence of `steps` (2 inputs per step).
-    Adding { steps: u32 },
+    Adding {
+        /// Sequence length.
+        steps: u32,
+    },
     /// Order (XX, XY, YX, YY) of two relevant symbols among distractors, `steps` long.
-    TemporalOrder { steps: u32 },
+    TemporalOrder {
+        /// Sequence length.
+        steps: u32,
+    },
 }
 
 impl Task {
+    /// A readable name: `wine`, `adding (T=…)`, `temporal order (T=…)`.
     pub fn name(&self) -> String {
         match self {
             Self::Wine => "wine".into(),
@@ -160,6 +184,8 @@ pub struct BatchOrder {
 }
 
 impl BatchOrder {
+    /// Batches of `batch` rows from a training set of `len` samples. `Err(Error::Invalid)`
+    /// unless `1 ≤ batch ≤ len`.
     pub fn new(len: usize, batch: usize, seed: u64) -> Result<Self> {
         if batch == 0 || batch > len {
             return Err(Error::Invalid(format!("batch size must lie in 1..={len} (the training set), got {batch}")));

@@ -10,11 +10,13 @@ use crate::shaders;
 /// An activation function, as in `torch.nn.functional`.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Activation {
+    /// `x`.
     Identity,
     /// `max(x, 0)`; derivative 0 at x = 0.
     Relu,
     /// `x` for x > 0, else `negative_slope·x` (torch default slope 0.01).
     LeakyRelu(f32),
+    /// `tanh(x)`.
     Tanh,
     /// `1 / (1 + e^-x)`.
     Sigmoid,
@@ -45,6 +47,8 @@ pub struct ActivationBinding {
     len: u32,
 }
 
+/// The activation pipelines: bind a forward or backward pass, then encode it. Buffers
+/// need STORAGE usage.
 #[derive(Debug)]
 pub struct ActivationKernel {
     /// 0 x, 1 dy (read-only; a placeholder in forward), 2 output (read-write), 3 params.
@@ -55,6 +59,7 @@ pub struct ActivationKernel {
 }
 
 impl ActivationKernel {
+    /// Builds the pipelines. `Err(Error::Device)` if the device refuses them.
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         let layout = layout(
             device,
@@ -129,6 +134,7 @@ impl ActivationKernel {
         Ok(ActivationBinding { group, backward: dy.is_some(), len })
     }
 
+    /// Records `binding`'s dispatch into `pass`.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, binding: &ActivationBinding) {
         let pipeline = if binding.backward { &self.backward } else { &self.forward };
         dispatch(pass, pipeline, &binding.group, binding.len.div_ceil(256));

@@ -30,6 +30,12 @@ pub struct AgcPlan {
 }
 
 impl AgcPlan {
+    /// Validates and binds AGC over `grads` (clipped in place) against `params`, reading the
+    /// skip flag from `stats` (a [`GradNorm`](crate::GradNorm) stats buffer) and binding at
+    /// most `chunk_bytes` at once. Errors: `Error::NotPositive` for `clipping`,
+    /// `Error::Invalid` for `eps`, a unit length that does not divide its segment, or a
+    /// parameter buffer that is also a gradient buffer; `Error::LengthMismatch` for shapes
+    /// that differ; the set errors of [`GradSet::validate`](crate::GradSet::validate).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         device: &wgpu::Device,
@@ -147,6 +153,7 @@ impl AgcPlan {
         self.groups.len()
     }
 
+    /// Records the AGC dispatches into `pass`, after the norm that wrote `stats`.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         for (group, units) in &self.groups {
             dispatch(pass, &self.pipeline, group, *units);

@@ -13,7 +13,9 @@ use crate::shaders;
 /// inputs of shape `[batch, features]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNorm {
+    /// Rows of the input (≥ 2 to train, as torch).
     pub batch: u32,
+    /// Columns of the input: the channels normalized, each over the batch.
     pub features: u32,
     /// 0.1, as torch: `running = (1 - momentum)·running + momentum·batch_stat`.
     pub momentum: f32,
@@ -51,12 +53,20 @@ impl BatchNorm {
 /// the backward reads; the running stats (features f32 each) are updated in place.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchNormTrain<'a> {
+    /// Input, `batch·features` f32.
     pub x: &'a wgpu::Buffer,
+    /// Scale γ, `features` f32.
     pub gamma: &'a wgpu::Buffer,
+    /// Shift β, `features` f32.
     pub beta: &'a wgpu::Buffer,
+    /// Output, `batch·features` f32, overwritten.
     pub y: &'a wgpu::Buffer,
+    /// Batch statistics for the backward: 2·features f32 (3·features for
+    /// [`BatchNormKernel::bind_train_deferred`]), overwritten.
     pub saved: &'a wgpu::Buffer,
+    /// Running mean, `features` f32, updated in place (left alone when deferred).
     pub running_mean: &'a wgpu::Buffer,
+    /// Running unbiased variance, `features` f32, updated in place (left alone when deferred).
     pub running_var: &'a wgpu::Buffer,
 }
 
@@ -66,20 +76,30 @@ pub struct BatchNormTrain<'a> {
 /// skip flag (word 2) stops it.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchNormRunning<'a> {
+    /// 3·features f32 written by the deferred training forward.
     pub saved: &'a wgpu::Buffer,
+    /// Running mean, `features` f32, updated in place.
     pub running_mean: &'a wgpu::Buffer,
+    /// Running unbiased variance, `features` f32, updated in place.
     pub running_var: &'a wgpu::Buffer,
+    /// A [`GradNorm`](crate::GradNorm) stats buffer; its skip flag cancels the update.
     pub norm_stats: &'a wgpu::Buffer,
 }
 
 /// Buffers of the evaluation forward, from the running stats.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchNormEval<'a> {
+    /// Input, `batch·features` f32.
     pub x: &'a wgpu::Buffer,
+    /// Scale γ, `features` f32.
     pub gamma: &'a wgpu::Buffer,
+    /// Shift β, `features` f32.
     pub beta: &'a wgpu::Buffer,
+    /// Output, `batch·features` f32, overwritten.
     pub y: &'a wgpu::Buffer,
+    /// Running mean, `features` f32 (read only, though bound writable).
     pub running_mean: &'a wgpu::Buffer,
+    /// Running variance, `features` f32 (read only, though bound writable).
     pub running_var: &'a wgpu::Buffer,
 }
 
@@ -87,12 +107,19 @@ pub struct BatchNormEval<'a> {
 /// gradients it writes (overwriting).
 #[derive(Clone, Copy, Debug)]
 pub struct BatchNormBackward<'a> {
+    /// The forward's input, `batch·features` f32.
     pub x: &'a wgpu::Buffer,
+    /// Scale γ, `features` f32.
     pub gamma: &'a wgpu::Buffer,
+    /// The training forward's `saved` (mean, inv_std).
     pub saved: &'a wgpu::Buffer,
+    /// Gradient of the loss with respect to the output, `batch·features` f32.
     pub dy: &'a wgpu::Buffer,
+    /// Gradient with respect to the input, `batch·features` f32, overwritten.
     pub dx: &'a wgpu::Buffer,
+    /// Gradient with respect to γ, `features` f32, overwritten.
     pub dgamma: &'a wgpu::Buffer,
+    /// Gradient with respect to β, `features` f32, overwritten.
     pub dbeta: &'a wgpu::Buffer,
 }
 
@@ -105,6 +132,8 @@ enum Entry {
     Running,
 }
 
+/// A bound batch-norm pass of one kind (train, deferred train, eval, backward, running
+/// update); record it with [`BatchNormKernel::encode`].
 #[derive(Debug)]
 pub struct BatchNormBinding {
     group: wgpu::BindGroup,
@@ -112,6 +141,8 @@ pub struct BatchNormBinding {
     features: u32,
 }
 
+/// The batch-norm pipelines. Every buffer needs STORAGE usage; a buffer bound twice where
+/// one binding is written is refused with `Error::Invalid`.
 #[derive(Debug)]
 pub struct BatchNormKernel {
     /// 0 x, 1 γ, 2 β or dy (read-only), 3 y or dx, 4 saved, 5 running mean or dγ,
@@ -131,6 +162,7 @@ pub struct BatchNormKernel {
 type Slot<'a> = (&'static str, Option<&'a wgpu::Buffer>, u64, bool);
 
 impl BatchNormKernel {
+    /// Builds the pipelines. `Err(Error::Device)` if the device refuses them.
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         let mut entries: Vec<_> = (0..7).map(|i| storage_entry(i, i < 3)).collect();
         entries.push(uniform_entry(7));
@@ -151,6 +183,8 @@ impl BatchNormKernel {
         })
     }
 
+    /// The training forward with batch statistics, updating the running stats in place
+    /// (`saved`: 2·features f32). Needs `batch ≥ 2`.
     pub fn bind_train(&self, device: &wgpu::Device, bn: &BatchNorm, b: BatchNormTrain<'_>) -> Result<BatchNormBinding> {
         let (len, f) = (bn.len(), bn.features as u64);
         let slots = [
@@ -214,6 +248,7 @@ impl BatchNormKernel {
         Ok(BatchNormBinding { group, entry: Entry::Running, features: bn.features })
     }
 
+    /// The evaluation forward: normalizes with the running stats (torch's `eval()` mode).
     pub fn bind_eval(&self, device: &wgpu::Device, bn: &BatchNorm, b: BatchNormEval<'_>) -> Result<BatchNormBinding> {
         let (len, f) = (bn.len(), bn.features as u64);
         let slots = [
@@ -228,6 +263,7 @@ impl BatchNormKernel {
         self.bind(device, bn, Entry::Eval, 1, slots)
     }
 
+    /// The backward of the training forward: writes `dx`, `dγ` and `dβ`.
     pub fn bind_backward(
         &self,
         device: &wgpu::Device,
@@ -270,6 +306,7 @@ impl BatchNormKernel {
         Ok(BatchNormBinding { group, entry, features: bn.features })
     }
 
+    /// Records `binding`'s dispatch into `pass`.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, binding: &BatchNormBinding) {
         let (pipeline, groups) = match binding.entry {
             Entry::Train => (&self.train, binding.features),

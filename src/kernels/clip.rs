@@ -15,6 +15,8 @@ pub enum ClipMode {
     Value(f32),
 }
 
+/// The clip pipeline for one [`ClipMode`], dispatched over the norm's tiles; used by
+/// [`GradClip`](crate::GradClip).
 #[derive(Debug)]
 pub struct ClipKernel {
     /// 0 data as vec4, 1 data as f32 (both read-write), 2 tiles, 3 stats, 4 segment scratch.
@@ -23,6 +25,7 @@ pub struct ClipKernel {
 }
 
 impl ClipKernel {
+    /// Builds the pipeline for `mode`; `zero_nonfinite` turns NaN and ±inf into 0 as it goes.
     pub fn new(device: &wgpu::Device, mode: ClipMode, zero_nonfinite: bool) -> Result<Self> {
         let layout = layout(
             device,
@@ -49,6 +52,7 @@ impl ClipKernel {
         Ok(Self { layout, pipeline })
     }
 
+    /// Records the clip over one bound window of `tiles` tiles.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, bind_group: &wgpu::BindGroup, tiles: u32) {
         dispatch(pass, &self.pipeline, bind_group, tiles);
     }

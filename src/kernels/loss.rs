@@ -16,6 +16,8 @@ pub struct LossBinding {
     groups: u32,
 }
 
+/// Cross-entropy and MSE pipelines: loss and gradient in one pass, then a fixed-order
+/// mean (deterministic). Buffers need STORAGE usage.
 #[derive(Debug)]
 pub struct LossKernel {
     /// 0 input, 1 targets (read-only), 2 gradient, 3 partial sums, 4 loss (read-write), 5 params.
@@ -26,6 +28,7 @@ pub struct LossKernel {
 }
 
 impl LossKernel {
+    /// Builds the pipelines. `Err(Error::Device)` if the device refuses them.
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         let layout = layout(
             device,

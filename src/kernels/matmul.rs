@@ -15,11 +15,17 @@ use crate::shaders;
 /// e.g. `dW` summed over the time steps of an RNN), like `torch.addmm(C, A, B)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MatmulOp {
+    /// Rows of C (and of op(A)).
     pub m: u32,
+    /// Columns of C (and of op(B)).
     pub n: u32,
+    /// The contracted dimension: columns of op(A), rows of op(B).
     pub k: u32,
+    /// A is stored `[k, m]` (read as Aᵀ).
     pub trans_a: bool,
+    /// B is stored `[n, k]` (read as Bᵀ).
     pub trans_b: bool,
+    /// `C += product` instead of `C = product`.
     pub accumulate: bool,
 }
 
@@ -39,14 +45,17 @@ impl MatmulOp {
         Self { m: out_features, n: in_features, k: batch, trans_a: true, ..Self::default() }
     }
 
+    /// f32 elements of A (`m·k`).
     pub fn a_len(&self) -> u64 {
         self.m as u64 * self.k as u64
     }
 
+    /// f32 elements of B (`k·n`).
     pub fn b_len(&self) -> u64 {
         self.k as u64 * self.n as u64
     }
 
+    /// f32 elements of C (`m·n`).
     pub fn c_len(&self) -> u64 {
         self.m as u64 * self.n as u64
     }
@@ -90,9 +99,13 @@ pub enum Staging {
 /// [`Staging::Direct`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tiling {
+    /// Threads of a workgroup along m.
     pub wg_m: u32,
+    /// Threads of a workgroup along n.
     pub wg_n: u32,
+    /// Depth of the k tiles staged in workgroup memory ([`Staging::Workgroup`] only).
     pub tile_k: u32,
+    /// How the operand tiles are shared.
     pub staging: Staging,
 }
 
@@ -197,6 +210,8 @@ impl Variant {
     }
 }
 
+/// The GEMM and bias-gradient pipelines. Operands need STORAGE usage; C may not share a
+/// buffer with A, B or the bias (`Error::Invalid`).
 #[derive(Debug)]
 pub struct MatmulKernel {
     /// 0 A, 1 B, 2 bias (read-only), 3 C (read-write), 4 shape uniform, 5 A and 6 B again
@@ -247,6 +262,7 @@ impl MatmulKernel {
         Ok(kernel)
     }
 
+    /// The tile shape the kernel was built with.
     pub fn tiling(&self) -> Tiling {
         self.tiling
     }
@@ -358,6 +374,7 @@ impl MatmulKernel {
         dispatch(pass, &self.naive, &binding.group, binding.op.c_len().div_ceil(WG as u64) as u32);
     }
 
+    /// Records the bias gradient bound by [`MatmulKernel::bind_bias_grad`].
     pub fn encode_bias_grad(&self, pass: &mut wgpu::ComputePass<'_>, binding: &BiasGradBinding) {
         dispatch(pass, &self.bias_grad, &binding.group, binding.cols.div_ceil(WG));
     }

@@ -6,6 +6,7 @@ use crate::shaders;
 
 /// Words of the NormStats header; 4 words per segment follow.
 pub const HEADER_WORDS: u64 = 16;
+/// Words per segment after the header: L2, L1, L∞ (f32 bits) and the non-finite count (u32).
 pub const SEGMENT_WORDS: u64 = 4;
 /// Bytes of one accumulator (`Acc` in the shader).
 pub const ACC_BYTES: u64 = 32;
@@ -23,7 +24,7 @@ pub fn default_workgroup_size(device: &wgpu::Device) -> u32 {
 /// The uniform block of the segment and global stages (`Params` in the shader).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct NormParams {
+pub(crate) struct NormParams {
     pub segment_count: u32,
     pub kind: u32,
     pub nonfinite: u32,

@@ -15,7 +15,9 @@ const _: () = assert!(STATS_SKIP_OFFSET == 8);
 /// `torch.optim.SGD` without its learning rate, which lives in a device buffer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sgd {
+    /// Momentum factor (0: none, and no state buffer).
     pub momentum: f32,
+    /// Dampening of the momentum buffer's update, as torch's `dampening`.
     pub dampening: f32,
     /// Coupled: added to the gradient as `weight_decay·p` (L2 regularization).
     pub weight_decay: f32,
@@ -26,6 +28,7 @@ pub struct Sgd {
 /// `torch.optim.AdamW` (no amsgrad) without its learning rate.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamW {
+    /// Decay rates of the first and second moment estimates, each in [0, 1).
     pub betas: (f32, f32),
     /// Added after the square root (and after bias correction), as torch does.
     pub eps: f32,
@@ -40,9 +43,12 @@ impl Default for AdamW {
     }
 }
 
+/// A device optimizer's update rule and hyperparameters (the learning rate excepted).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Optimizer {
+    /// SGD with optional momentum, Nesterov and coupled weight decay.
     Sgd(Sgd),
+    /// AdamW with decoupled weight decay.
     AdamW(AdamW),
 }
 
@@ -87,6 +93,7 @@ impl Optimizer {
 pub struct OptimizerBuffers<'a> {
     /// `len` f32 parameters, updated in place.
     pub params: &'a wgpu::Buffer,
+    /// `len` f32 gradients, read only.
     pub grads: &'a wgpu::Buffer,
     /// [`Optimizer::state_buffers`] buffers of `len` f32, zeroed before the first step.
     pub state: &'a [&'a wgpu::Buffer],
@@ -131,6 +138,8 @@ impl OptimizerBinding {
     }
 }
 
+/// The SGD and AdamW pipelines: [`OptimizerKernel::bind`] once per parameter tensor, then
+/// [`OptimizerKernel::encode`] every step.
 #[derive(Debug)]
 pub struct OptimizerKernel {
     /// 0 params, 1 grads, 2 state0, 3 state1, 4 lr, 5 stats, 6 step, 7 hyperparameters.
@@ -143,6 +152,7 @@ pub struct OptimizerKernel {
 }
 
 impl OptimizerKernel {
+    /// Builds the pipelines. `Err(Error::Device)` if the device refuses them.
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         let layout = layout(
             device,

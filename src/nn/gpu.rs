@@ -18,14 +18,20 @@ use crate::kernels::optimizer::OptimizerKernel;
 /// The pipelines a training step uses, compiled once per device.
 #[derive(Debug)]
 pub struct TrainKernels {
+    /// Linear forward and backward products, bias gradients, fault scaling.
     pub matmul: MatmulKernel,
+    /// Activation forward and backward.
     pub activation: ActivationKernel,
+    /// Batch norm forward, backward and running-stat updates.
     pub batchnorm: BatchNormKernel,
+    /// Loss and its gradient.
     pub loss: LossKernel,
+    /// Parameter updates.
     pub optimizer: OptimizerKernel,
 }
 
 impl TrainKernels {
+    /// Builds every pipeline. `Err(Error::Device)` if the device refuses one.
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         Ok(Self {
             matmul: MatmulKernel::new(device)?,
@@ -317,14 +323,17 @@ impl GpuModel {
         })
     }
 
+    /// The layers the model was built from.
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
     }
 
+    /// Samples per step the buffers are sized for.
     pub fn batch(&self) -> u32 {
         self.batch
     }
 
+    /// The loss the model is trained against.
     pub fn loss_kind(&self) -> LossKind {
         self.loss_kind
     }
@@ -334,6 +343,8 @@ impl GpuModel {
         &self.params
     }
 
+    /// One gradient buffer per parameter tensor, in [`ModelSpec::tensors`] order (usage
+    /// STORAGE | COPY_SRC | COPY_DST), overwritten by each backward.
     pub fn grads(&self) -> &[wgpu::Buffer] {
         &self.grads
     }
@@ -393,6 +404,7 @@ impl GpuModel {
         self.forward.iter().chain(&self.backward).map(Op::dispatches).sum::<usize>() + self.running_updates.len()
     }
 
+    /// Device bytes held by parameters, gradients and activations.
     pub fn bytes(&self) -> ModelBytes {
         self.bytes
     }

@@ -19,9 +19,15 @@ pub enum InitScheme {
     /// `xavier_uniform_` with the gain of the activation that follows.
     Xavier,
     /// `orthogonal_` times `gain` (times the activation's gain for feed-forward weights).
-    Orthogonal { gain: f32 },
+    Orthogonal {
+        /// Multiplier of the orthogonal matrix.
+        gain: f32,
+    },
     /// Every weight from N(0, std²): with a std too large for the width, gradients explode.
-    Normal { std: f32 },
+    Normal {
+        /// Standard deviation (> 0).
+        std: f32,
+    },
 }
 
 /// One layer. Inputs and outputs are `[batch, features]`, except the RNN's input,
@@ -29,13 +35,31 @@ pub enum InitScheme {
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum LayerSpec {
     /// `torch.nn.Linear`: `y = x·Wᵀ + b`, W `[outputs, inputs]`.
-    Linear { inputs: u32, outputs: u32 },
+    Linear {
+        /// Input features.
+        inputs: u32,
+        /// Output features.
+        outputs: u32,
+    },
+    /// An element-wise activation; keeps the feature count.
     Activation(Activation),
     /// `torch.nn.BatchNorm1d` in training mode (batch statistics).
-    BatchNorm { features: u32 },
+    BatchNorm {
+        /// Features normalized (each over the batch).
+        features: u32,
+    },
     /// `h_t = act(W_x·x_t + W_h·h_{t-1} + b)` from `h_0 = 0`, trained through time (BPTT);
     /// outputs the last hidden state. Only as the first layer.
-    Rnn { inputs: u32, hidden: u32, steps: u32, activation: Activation },
+    Rnn {
+        /// Input features per time step.
+        inputs: u32,
+        /// Hidden units.
+        hidden: u32,
+        /// Time steps per sample.
+        steps: u32,
+        /// The recurrence's activation.
+        activation: Activation,
+    },
 }
 
 impl LayerSpec {
@@ -53,16 +77,21 @@ impl LayerSpec {
 /// A parameter tensor of a model: which layer owns it, its name and shape.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorSpec {
+    /// Index of the owning layer in [`ModelSpec::layers`].
     pub layer: usize,
+    /// `{layer name}.{weight|bias|weight_ih|weight_hh}`, e.g. `linear1.weight`.
     pub name: String,
+    /// Shape, row-major: `[outputs, inputs]` for a weight matrix, `[features]` for a vector.
     pub shape: Vec<usize>,
 }
 
 impl TensorSpec {
+    /// Number of elements.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
 
+    /// Whether the tensor has no element.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -80,12 +109,19 @@ impl TensorSpec {
 /// activation, then a Linear head.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MlpSpec {
+    /// Features of one input sample.
     pub inputs: u32,
+    /// Outputs of the head (classes, or regression values).
     pub outputs: u32,
+    /// Hidden layers (0: a single Linear).
     pub depth: u32,
+    /// Features of each hidden layer.
     pub width: u32,
+    /// The hidden layers' activation.
     pub activation: Activation,
+    /// Batch norm between each hidden Linear and its activation.
     pub batchnorm: bool,
+    /// How weights start.
     pub init: InitScheme,
 }
 
@@ -93,22 +129,31 @@ pub struct MlpSpec {
 /// hidden state.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RnnSpec {
+    /// Input features per time step.
     pub inputs: u32,
+    /// Time steps per sample.
     pub steps: u32,
+    /// Hidden units.
     pub hidden: u32,
+    /// Outputs of the head.
     pub outputs: u32,
+    /// The recurrence's activation.
     pub activation: Activation,
+    /// How weights start.
     pub init: InitScheme,
 }
 
 /// A model: its layers and how its weights start.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelSpec {
+    /// The layers, input first.
     pub layers: Vec<LayerSpec>,
+    /// How weights start.
     pub init: InitScheme,
 }
 
 impl ModelSpec {
+    /// The layers of an MLP. `Err(Error::Invalid)` if inputs, width or outputs is 0.
     pub fn mlp(s: &MlpSpec) -> Result<Self> {
         if s.width == 0 || s.inputs == 0 || s.outputs == 0 {
             return Err(Error::Invalid(format!("an MLP needs inputs, width and outputs ≥ 1, got {s:?}")));
@@ -127,6 +172,7 @@ impl ModelSpec {
         Ok(Self { layers, init: s.init })
     }
 
+    /// The layers of an RNN and its head. `Err(Error::Invalid)` if any size is 0.
     pub fn rnn(s: &RnnSpec) -> Result<Self> {
         if s.steps == 0 || s.hidden == 0 || s.inputs == 0 || s.outputs == 0 {
             return Err(Error::Invalid(format!("an RNN needs steps, inputs, hidden and outputs ≥ 1, got {s:?}")));
@@ -157,6 +203,7 @@ impl ModelSpec {
         w
     }
 
+    /// Features of one output row (classes, or regression values).
     pub fn output_len(&self) -> u32 {
         *self.widths().last().expect("never empty")
     }

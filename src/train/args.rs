@@ -18,6 +18,9 @@ fn parse<T: std::str::FromStr<Err = Error>>(s: &str) -> std::result::Result<T, S
 
 /// `gradguard train`: every remedy is a flag.
 #[derive(Clone, Debug, clap::Args)]
+// The field docs are clap's `--help` text, where `[:SLOPE]` means an optional part, not an
+// intra-doc link; escaping it would print the backslashes in `--help`.
+#[allow(rustdoc::broken_intra_doc_links)]
 pub struct TrainArgs {
     /// mlp or rnn.
     #[arg(long, default_value = "mlp", value_parser = ["mlp", "rnn"])]
@@ -46,6 +49,7 @@ pub struct TrainArgs {
     /// kaiming, xavier, orthogonal[:GAIN], normal:STD.
     #[arg(long, default_value = "kaiming", value_parser = parse::<InitScheme>)]
     pub init: InitScheme,
+    /// Base learning rate.
     #[arg(long, default_value_t = 0.02)]
     pub lr: f32,
     /// constant, cosine, step:EVERY:FACTOR.
@@ -54,6 +58,7 @@ pub struct TrainArgs {
     /// sgd (with --momentum) or adamw.
     #[arg(long, default_value = "sgd", value_parser = ["sgd", "adamw"])]
     pub optimizer: String,
+    /// SGD momentum.
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f32,
     /// Decoupled for AdamW, torch SGD's weight_decay for SGD.
@@ -78,10 +83,13 @@ pub struct TrainArgs {
     /// Global norm the monitor calls an explosion.
     #[arg(long, default_value_t = 1e4)]
     pub explode_norm: f64,
+    /// Optimizer steps to run.
     #[arg(long, default_value_t = 300)]
     pub steps: u64,
+    /// Samples per step (≥ 2).
     #[arg(long, default_value_t = 64)]
     pub batch: u32,
+    /// Seed of the initialization, the data and the batch order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Write metrics.csv, events.jsonl, summary.json and plot.svg here.
@@ -105,6 +113,7 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The run these flags describe, validated. `Err(Error::Invalid)` names the bad flag.
     pub fn config(&self) -> Result<TrainConfig> {
         let task = match self.task.as_str() {
             "wine" => Task::Wine,

@@ -61,6 +61,7 @@ pub(super) struct HostState {
 pub struct CheckpointInfo {
     /// Steps completed: a resumed run continues with this step.
     pub step: u64,
+    /// The configuration the checkpoint was written by.
     pub config: TrainConfig,
 }
 

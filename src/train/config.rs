@@ -11,21 +11,44 @@ use crate::norm::{NonFinitePolicy, NormKind};
 /// The network, sized to the task's data when built.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ModelChoice {
-    Mlp { depth: u32, width: u32, activation: Activation, batchnorm: bool },
-    Rnn { hidden: u32, activation: Activation },
+    /// A multilayer perceptron ([`MlpSpec`]); for tabular tasks.
+    Mlp {
+        /// Hidden layers.
+        depth: u32,
+        /// Features of each hidden layer.
+        width: u32,
+        /// The hidden layers' activation.
+        activation: Activation,
+        /// Batch norm between each hidden Linear and its activation.
+        batchnorm: bool,
+    },
+    /// A vanilla RNN with a Linear head ([`RnnSpec`]); for sequence tasks.
+    Rnn {
+        /// Hidden units.
+        hidden: u32,
+        /// The recurrence's activation.
+        activation: Activation,
+    },
 }
 
 /// The learning rate over the steps.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Schedule {
+    /// The base rate throughout.
     Constant,
     /// Cosine decay from the base rate to 0 over the run.
     Cosine,
     /// Times `factor` every `every` steps.
-    Step { every: u64, factor: f32 },
+    Step {
+        /// Steps between cuts (≥ 1).
+        every: u64,
+        /// Multiplier per cut (> 0).
+        factor: f32,
+    },
 }
 
 impl Schedule {
+    /// Multiplier of the base learning rate at `step` (0-based) of a run of `steps`.
     pub fn factor(&self, step: u64, steps: u64) -> f32 {
         match *self {
             Self::Constant => 1.0,
@@ -35,9 +58,15 @@ impl Schedule {
     }
 }
 
+/// The device optimizer (its kernel: [`Optimizer`]).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum OptimizerChoice {
-    Sgd { momentum: f32 },
+    /// `torch.optim.SGD` (no dampening, no Nesterov).
+    Sgd {
+        /// Momentum factor (0: plain SGD).
+        momentum: f32,
+    },
+    /// `torch.optim.AdamW` with PyTorch's default betas and eps.
     AdamW,
 }
 
@@ -45,21 +74,49 @@ pub enum OptimizerChoice {
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum AdaptiveClip {
     /// ZClip: clip at `mean + z·std` of the EMA (α) of the norm, after `warmup` steps.
-    ZScore { alpha: f64, z: f64, warmup: u64 },
+    ZScore {
+        /// EMA smoothing factor in [0, 1] (ZClip: 0.97).
+        alpha: f64,
+        /// z-score above the mean at which to clip (> 0).
+        z: f64,
+        /// Steps observed before clipping starts (≥ 1).
+        warmup: u64,
+    },
     /// AutoClip: clip at the `p`-th percentile of every norm seen, after `warmup` steps.
-    Percentile { p: f64, warmup: u64 },
+    Percentile {
+        /// Percentile in [0, 100].
+        p: f64,
+        /// Norms observed before clipping starts (≥ 1).
+        warmup: u64,
+    },
 }
 
 /// How gradients are clipped on the device, between backward and the optimizer.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ClipSetting {
+    /// No clipping.
     None,
+    /// Every element clamped to `[-v, v]` (`clip_grad_value_`).
     Value(f32),
-    GlobalNorm { max_norm: f32, kind: NormKind },
+    /// All gradients scaled together by their global norm (`clip_grad_norm_`).
+    GlobalNorm {
+        /// Norm above which to scale down (> 0).
+        max_norm: f32,
+        /// The norm measured.
+        kind: NormKind,
+    },
     /// Each parameter tensor (a layer's weight, its bias) by its own norm (Keras `clipnorm`).
-    PerTensor { max_norm: f32, kind: NormKind },
+    PerTensor {
+        /// Norm above which a tensor is scaled down (> 0).
+        max_norm: f32,
+        /// The norm measured.
+        kind: NormKind,
+    },
     /// Unit-wise against the parameter norm (optax `adaptive_grad_clip`, eps 1e-3).
-    Agc { clipping: f32 },
+    Agc {
+        /// Largest allowed ratio of a unit's gradient norm to its parameter norm (> 0).
+        clipping: f32,
+    },
     /// A global L2 norm clip whose threshold follows the norm history.
     Adaptive(AdaptiveClip),
 }
@@ -76,11 +133,15 @@ pub struct Responses {
 /// A fault put into one layer's gradient on the device, inside the step, before the norm.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Fault {
+    /// The step (0-based) whose gradient is hit.
     pub step: u64,
+    /// A parameter layer's name from [`ModelSpec::param_layers`] (`linear1`, `bn2`, `rnn`…).
     pub layer: String,
+    /// What is done to the gradient.
     pub kind: FaultKind,
 }
 
+/// What a [`Fault`] does.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum FaultKind {
     /// The layer's first gradient element becomes NaN.
@@ -94,23 +155,37 @@ pub enum FaultKind {
 /// A whole training run.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
+    /// The data set and task.
     pub task: Task,
+    /// The network, sized to the task's data by [`TrainConfig::model_spec`].
     pub model: ModelChoice,
+    /// How weights start.
     pub init: InitScheme,
+    /// Optimizer steps to run (≥ 1).
     pub steps: u64,
+    /// Samples per step (≥ 2, for batch norm).
     pub batch: u32,
+    /// Seed of the initialization, the data split and the batch order.
     pub seed: u64,
+    /// Base learning rate (finite, ≥ 0), scaled by the schedule.
     pub lr: f32,
+    /// How the learning rate changes over the steps.
     pub schedule: Schedule,
+    /// The device optimizer.
     pub optimizer: OptimizerChoice,
     /// Decoupled for AdamW; torch SGD's `weight_decay` for SGD.
     pub weight_decay: f32,
     /// Coupled: `l2·p` added to the gradient (SGD only).
     pub l2: f32,
+    /// How gradients are clipped.
     pub clip: ClipSetting,
+    /// What a NaN or ±inf gradient does to the step.
     pub on_nonfinite: NonFinitePolicy,
+    /// Explosion detector settings.
     pub monitor: MonitorConfig,
+    /// What the trainer does when the monitor reports.
     pub responses: Responses,
+    /// Faults injected into gradients (tests and demonstrations).
     pub faults: Vec<Fault>,
 }
 
@@ -142,6 +217,7 @@ impl TrainConfig {
         }
     }
 
+    /// The loss the task is trained against: MSE for the adding task, cross-entropy otherwise.
     pub fn loss_kind(&self) -> LossKind {
         match self.task {
             Task::Adding { .. } => LossKind::Mse,

@@ -37,44 +37,64 @@ pub const LAG: u64 = 2;
 /// One step as the host saw it, `LAG` steps later.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct StepRecord {
+    /// The step (0-based).
     pub step: u64,
+    /// Mean loss over the batch, before the update.
     pub loss: f32,
     /// Global L2 norm before clipping.
     pub norm: f32,
     /// Global L2 norm of the gradient the optimizer received (after clipping).
     pub applied_norm: f32,
+    /// L2 norm of each parameter layer's gradient before clipping, in
+    /// [`ModelSpec::param_layers`] order.
     pub layer_norms: Vec<f64>,
+    /// Learning rate the step ran with (schedule and any spike drops applied).
     pub lr: f32,
+    /// Whether the optimizer skipped the step (non-finite gradients under `SkipStep`/`Error`).
     pub skipped: bool,
+    /// Detectors that started firing at this step.
     pub events: Vec<Detector>,
 }
 
 /// How a run went.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct TrainSummary {
+    /// The task's name, as [`Task::name`](crate::data::Task::name).
     pub task: String,
+    /// Steps submitted (fewer than configured after a stop).
     pub steps_run: u64,
+    /// Whether any explosion detector ([`Detector::is_explosion`]) fired.
     pub exploded: bool,
+    /// The first explosion event, if any.
     pub first_explosion: Option<Explosion>,
+    /// Why the run stopped early, if it did.
     pub stopped: Option<String>,
+    /// Steps the optimizer skipped.
     pub skipped_steps: u64,
     /// Mean loss of the last (up to) 10 steps.
     pub final_loss: f64,
     /// "accuracy" (classes) or "mse" (values), on the test split.
     pub metric_name: String,
+    /// Value of the test metric.
     pub metric: f64,
     /// Majority-class accuracy, or the MSE of predicting the training mean.
     pub baseline: f64,
+    /// Wall-clock seconds of the run.
     pub seconds: f64,
+    /// Queue submits (one per step).
     pub submits: u64,
+    /// Record reads that had to wait for the device.
     pub blocking_waits: u64,
+    /// Compute dispatches per step, as [`Trainer::dispatches_per_step`].
     pub dispatches_per_step: usize,
+    /// Host seconds spent recording command buffers.
     pub record_seconds: f64,
 }
 
 /// What the steps so far cost the host: for benchmarks and the run summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct StepCounters {
+    /// Queue submits so far.
     pub submits: u64,
     /// Record reads that had to wait for the device.
     pub blocking_waits: u64,
@@ -309,18 +329,22 @@ impl<'g> Trainer<'g> {
             .collect()
     }
 
+    /// The run's configuration.
     pub fn config(&self) -> &TrainConfig {
         &self.config
     }
 
+    /// The device model: parameters, gradients, activations.
     pub fn model(&self) -> &GpuModel {
         &self.model
     }
 
+    /// The model's layers, sized for the task's data.
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
     }
 
+    /// The monitor, with every event read so far.
     pub fn monitor(&self) -> &GradMonitor {
         &self.monitor
     }
@@ -335,6 +359,8 @@ impl<'g> Trainer<'g> {
         self.next_step
     }
 
+    /// Why the run stopped early (an explosion under `stop_on_explosion`, or non-finite
+    /// gradients under `NonFinitePolicy::Error`); None while it runs on.
     pub fn stopped(&self) -> Option<&str> {
         self.stopped.as_deref()
     }
@@ -344,6 +370,7 @@ impl<'g> Trainer<'g> {
         &self.optimizer_state
     }
 
+    /// What the steps so far cost the host.
     pub fn counters(&self) -> StepCounters {
         StepCounters { submits: self.submits, blocking_waits: self.ring.waits(), record_seconds: self.record_time.as_secs_f64() }
     }
