@@ -41,7 +41,7 @@ fn check(gpu: &Gpu) {
 fn benches(c: &mut Criterion) {
     let gpu = Gpu::new().expect("benches need a GPU adapter");
     check(&gpu);
-    let data: Vec<f32> = (0..ELEMS).map(|i| ((i * 2_654_435_761 >> 8) % 65_536) as f32 / 32_768.0 - 1.0).collect();
+    let data: Vec<f32> = (0..ELEMS).map(|i| (((i * 2_654_435_761) >> 8) % 65_536) as f32 / 32_768.0 - 1.0).collect();
     let grads = buffer(&gpu, &data);
     let bytes = ELEMS * 4;
     let mut group = c.benchmark_group("16M floats");

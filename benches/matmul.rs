@@ -26,7 +26,7 @@ fn benches(c: &mut Criterion) {
     check_correct(&gpu, &kernel).expect("the matmul kernels must agree with their CPU twin before timing");
 
     let len = (EDGE * EDGE) as usize;
-    let data: Vec<f32> = (0..len).map(|i| ((i * 2_654_435_761 >> 8) % 65_536) as f32 / 32_768.0 - 1.0).collect();
+    let data: Vec<f32> = (0..len).map(|i| (((i * 2_654_435_761) >> 8) % 65_536) as f32 / 32_768.0 - 1.0).collect();
     let (a, b, out) = (buffer(&gpu, &data), buffer(&gpu, &data), buffer(&gpu, &data));
     let mut group = c.benchmark_group("matmul 512³");
     group.sample_size(20);

@@ -138,7 +138,7 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
                 driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
                 subgroup_min_size: info.subgroup_min_size,
                 subgroup_max_size: info.subgroup_max_size,
-                max_storage_binding_bytes: limits.max_storage_buffer_binding_size as u64,
+                max_storage_binding_bytes: limits.max_storage_buffer_binding_size,
                 max_buffer_bytes: limits.max_buffer_size,
                 timestamp_queries: a.features().contains(wgpu::Features::TIMESTAMP_QUERY),
             }

@@ -151,7 +151,7 @@ impl TilePlan {
     /// its own) and then into tiles of at most `tile_elems` elements. `tile_align` is the
     /// storage-offset alignment in tile entries.
     pub fn new(set: &GradSet, tile_elems: u32, chunk_bytes: u64, tile_align: u64) -> Result<Self> {
-        assert!(tile_elems % 4 == 0 && chunk_bytes % 256 == 0 && chunk_bytes > 0);
+        assert!(tile_elems.is_multiple_of(4) && chunk_bytes.is_multiple_of(256) && chunk_bytes > 0);
         // Distinct buffers in first-seen order; each (buffer, chunk) becomes one window.
         let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
         let mut per_window: std::collections::BTreeMap<(usize, u64), Vec<Tile>> = Default::default();

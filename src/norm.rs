@@ -157,7 +157,7 @@ impl GradNorm {
             wgpu::DeviceType::Cpu => 1 << 15,
             _ => 1 << 13,
         });
-        if tile_elems == 0 || tile_elems % 4 != 0 || tile_elems > 1 << 20 {
+        if tile_elems == 0 || !tile_elems.is_multiple_of(4) || tile_elems > 1 << 20 {
             return Err(Error::Invalid(format!("tile_elems must be a multiple of 4 in 4..=2^20, got {tile_elems}")));
         }
         let workgroup_size = config.workgroup_size.unwrap_or_else(|| default_workgroup_size(device));

@@ -119,7 +119,7 @@ impl ReadbackRing {
     /// `depth` slots of `record_bytes` each (a multiple of 4). Fails, typed, when the
     /// device cannot hold them.
     pub fn new(device: &wgpu::Device, record_bytes: u64, depth: usize) -> Result<Self> {
-        if record_bytes == 0 || record_bytes % 4 != 0 {
+        if record_bytes == 0 || !record_bytes.is_multiple_of(4) {
             return Err(Error::Invalid(format!("a record must be a positive multiple of 4 bytes, got {record_bytes}")));
         }
         let buffers = crate::kernels::scoped(device, "allocating readback slots", || {

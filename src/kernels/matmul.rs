@@ -196,12 +196,12 @@ struct Variant {
 impl Variant {
     fn of(op: &MatmulOp, tiling: &Tiling) -> Self {
         // Along k the vectors also have to tile `tile_k` evenly.
-        let along_k = op.k % 4 == 0 && (tiling.staging == Staging::Direct || tiling.tile_k % 4 == 0);
+        let along_k = op.k.is_multiple_of(4) && (tiling.staging == Staging::Direct || tiling.tile_k.is_multiple_of(4));
         Self {
             trans_a: op.trans_a,
             trans_b: op.trans_b,
-            vec_a: if op.trans_a { op.m % 4 == 0 } else { along_k },
-            vec_b: if op.trans_b { along_k } else { op.n % 4 == 0 },
+            vec_a: if op.trans_a { op.m.is_multiple_of(4) } else { along_k },
+            vec_b: if op.trans_b { along_k } else { op.n.is_multiple_of(4) },
         }
     }
 

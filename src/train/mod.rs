@@ -528,7 +528,7 @@ impl<'g> Trainer<'g> {
             self.step()?;
             self.records[before..].iter().for_each(&mut on_record);
             if let Some((every, path)) = &self.checkpoints {
-                if self.next_step % every == 0 || self.next_step == self.config.steps {
+                if self.next_step.is_multiple_of(*every) || self.next_step == self.config.steps {
                     let path = path.clone();
                     self.save_checkpoint(&path)?;
                 }
