@@ -1,7 +1,9 @@
 // Gradient norm in three dispatches, with no float atomics and no CPU round trip.
 //
-//   norm_tiles     one workgroup per tile (a slice of one segment): a partial accumulator
-//   norm_segments  one workgroup per segment: combines its tiles' partials in a fixed order
+//   norm_tiles     one accumulator per tile (a slice of one segment), summed by a
+//                  workgroup (GPUs) or by one invocation (CPU implementations)
+//   norm_segments  per segment, its tiles' partials combined in a fixed order: by a
+//                  workgroup for segments of many tiles, by one invocation for the rest
 //   norm_global    one workgroup: combines every segment, writes NormStats and the clip
 //                  coefficient the clip kernels read on the device
 //
@@ -24,8 +26,8 @@ struct Params {
     clipping: u32,      // 1 when max_norm bounds the norm (global or per segment)
     max_norm: f32,
     eps: f32,
-    pad0: u32,
-    pad1: u32,
+    big_segments: u32,  // leading entries of `order` reduced by a whole workgroup
+    pad: u32,
 }
 
 // ---- stage 1: tiles -> partials ----------------------------------------------------
@@ -39,12 +41,13 @@ fn finite(x: f32) -> bool {
     return (bitcast<u32>(x) & EXP_MASK) != EXP_MASK;
 }
 
-const BLOCK: u32 = 64u;
-
-// Plain f32 sums (of at most 256 elements, one block) are as good as the rescaling
-// ones when no sum overflowed (a sum of non-negative terms that overflows stays inf), no
-// element was NaN or inf, and the largest |x| is at least 2^-40, so squares that flush to
-// zero are below 2^-126 and weigh less than 2^8·2^-126/2^-80 = 2^-38 of the sum.
+// Plain f32 sums (of at most 2,048 elements, one invocation's share of a tile: the host
+// enforces MAX_INVOCATION_ELEMS) are as good as the rescaling ones when no sum overflowed (a sum of
+// non-negative terms that overflows stays inf), no element was NaN or inf, and the
+// largest |x| is at least 2^-40, so squares that flush to zero are below 2^-126 and weigh
+// less than 2^11·2^-126/2^-80 = 2^-35 of the sum. Each sum is a chain of at most
+// 2048/16 + 4 roundings (16 elements a trip, added pairwise), so its relative error is
+// below 132·2^-24 ≈ 7.9e-6 and the L2 norm's below 4e-6.
 fn plain_sums_exact(sumsq: f32, abssum: f32, maxabs: f32) -> bool {
     return finite(sumsq) && finite(abssum) && (maxabs == 0.0 || maxabs >= 0x1p-40f);
 }
@@ -57,58 +60,79 @@ fn normalized(sumsq: f32, abssum: f32, maxabs: f32) -> Acc {
     return Acc(e, ldexp(ldexp(sumsq, -e), -e), ldexp(abssum, -e), maxabs, 0u, 0u, 1.0, 0u);
 }
 
+// Sums elements first*4.. last*4 (vec4 indices first, first + stride, … below last).
+// The fast path is one flat loop of plain sums, four loads a trip: on CPU implementations
+// a trip's own bookkeeping costs about as much as a load, and a nested loop more. If a sum
+// overflowed, an element was non-finite or the values fell towards subnormals, the share
+// is summed again with the rescaling accumulator, which classifies every element.
+fn sum_vec4s(first: u32, last: u32, stride: u32) -> Acc {
+    var sumsq = 0.0;
+    var abssum = 0.0;
+    var maxabs = 0.0;
+    var i = first;
+    for (; i + 3u * stride < last; i += 4u * stride) {
+        let a = abs(data4[i]);
+        let b = abs(data4[i + stride]);
+        let c = abs(data4[i + 2u * stride]);
+        let d = abs(data4[i + 3u * stride]);
+        sumsq += (dot(a, a) + dot(b, b)) + (dot(c, c) + dot(d, d));
+        let ab = a + b;
+        let cd = c + d;
+        abssum += ((ab.x + ab.y) + (ab.z + ab.w)) + ((cd.x + cd.y) + (cd.z + cd.w));
+        let m = max(max(a, b), max(c, d));
+        maxabs = max(maxabs, max(max(m.x, m.y), max(m.z, m.w)));
+    }
+    for (; i < last; i += stride) {
+        let a = abs(data4[i]);
+        sumsq += dot(a, a);
+        abssum += (a.x + a.y) + (a.z + a.w);
+        maxabs = max(maxabs, max(max(a.x, a.y), max(a.z, a.w)));
+    }
+    if (plain_sums_exact(sumsq, abssum, maxabs)) {
+        return normalized(sumsq, abssum, maxabs);
+    }
+    var r = running_new();
+    for (var j = first; j < last; j += stride) {
+        add4(&r, data4[j]);
+    }
+    return to_acc(r);
+}
+
+// true: each invocation sums a tile of its own, contiguously, and writes its partial —
+// no barrier, which on CPU implementations such as lavapipe costs a context switch per
+// SIMD group. false (GPUs): a workgroup shares a tile, invocations strided for coalesced
+// loads, and reduces it in shared memory.
+override INVOCATION_TILES: bool = false;
+
 @compute @workgroup_size(WG)
 fn norm_tiles(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let t = workgroup_index(wid, groups);
-    // Uniform across the workgroup, so the barriers below stay in uniform control flow.
+    let g = workgroup_index(wid, groups);
+    let t = select(g, g * WG + local, INVOCATION_TILES);
+    let lane = select(local, 0u, INVOCATION_TILES);
+    let stride = select(WG, 1u, INVOCATION_TILES);
+    // With workgroup tiles `live` is uniform, as the barriers below need.
     let live = t < arrayLength(&tiles);
-    var mine = empty_acc();
-    var tile = Tile(0u, 0u, 0u, 0u);
-    if (live) {
-        tile = tiles[t];
-        let s = span(tile);
-        let first = s.body_start / 4u + local;
-        let last = s.body_end / 4u;
-        // Blocks of BLOCK vec4 steps keep f32 rounding short (the blocks then fold into
-        // `mine` exactly, by powers of two). Each block takes the fast path, plain sums,
-        // unless something overflowed, was non-finite, or squares fell towards
-        // subnormals; then it is redone with the rescaling accumulator, which classifies
-        // every element.
-        for (var block = first; block < last; block += BLOCK * WG) {
-            let stop = min(block + BLOCK * WG, last);
-            var sumsq = 0.0;
-            var abssum = 0.0;
-            var maxabs = 0.0;
-            for (var i = block; i < stop; i += WG) {
-                let a = abs(data4[i]);
-                sumsq += dot(a, a);
-                abssum += (a.x + a.y) + (a.z + a.w);
-                maxabs = max(maxabs, max(max(a.x, a.y), max(a.z, a.w)));
-            }
-            if (plain_sums_exact(sumsq, abssum, maxabs)) {
-                mine = combine(mine, normalized(sumsq, abssum, maxabs));
-            } else {
-                var r = running_new();
-                for (var i = block; i < stop; i += WG) {
-                    add4(&r, data4[i]);
-                }
-                mine = combine(mine, to_acc(r));
-            }
-        }
-        var edge = running_new();
-        for (var e = local; e < 6u; e += WG) {
-            let j = edge_index(s, e);
-            if (j < s.end) { add1(&edge, data1[j]); }
-        }
-        mine = combine(mine, to_acc(edge));
+    var tile = Tile(0u, 0u, 0u, 0u); // empty: no trips below
+    if (live) { tile = tiles[t]; }
+    // The loops stay out of the `if`: on CPU implementations a loop inside control flow
+    // pays for its masks on every trip.
+    let s = span(tile);
+    var mine = sum_vec4s(s.body_start / 4u + lane, s.body_end / 4u, stride);
+    var edge = running_new();
+    for (var e = lane; e < 6u; e += stride) {
+        let j = edge_index(s, e);
+        if (j < s.end) { add1(&edge, data1[j]); }
     }
-    let total = reduce_workgroup(local, mine);
-    if (live && local == 0u) {
-        partials[tile.partial] = total;
+    mine = combine(mine, to_acc(edge));
+    if (!INVOCATION_TILES) {
+        mine = reduce_workgroup(local, mine); // valid in invocation 0
+    }
+    if (live && (INVOCATION_TILES || local == 0u)) {
+        partials[tile.partial] = mine;
     }
 }
 
@@ -173,31 +197,39 @@ fn clip_coef_bits(a: Acc, n: Norms) -> u32 {
     return bitcast<u32>(min(1.0, params.max_norm / (n.finite_chosen + params.eps)));
 }
 
+// Segment indices: the `params.big_segments` of many partials first, then the rest.
+@group(0) @binding(5) var<storage, read> order: array<u32>;
+
+// Workgroups below params.big_segments reduce one segment of many partials each; every
+// later workgroup takes WG of the other segments, one invocation each, with no barrier.
 @compute @workgroup_size(WG)
 fn norm_segments(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let s = workgroup_index(wid, groups);
-    var range = SegmentRange(0u, 0u);
-    if (s < params.segment_count) { range = ranges[s]; }
-    // Most segments fit one tile: their partial is the total, no reduction (and no
-    // barrier) needed. The branch is uniform: one segment per workgroup.
-    if (range.partial_count <= 1u) {
-        if (s < params.segment_count && local == 0u) {
-            var total = empty_acc();
-            if (range.partial_count == 1u) { total = stage_partials[range.first_partial]; }
+    let w = workgroup_index(wid, groups);
+    if (w < params.big_segments) { // uniform: a uniform-buffer value
+        let s = order[w];
+        let range = ranges[s];
+        var mine = empty_acc();
+        for (var i = local; i < range.partial_count; i += WG) {
+            mine = combine(mine, stage_partials[range.first_partial + i]);
+        }
+        let total = reduce_workgroup(local, mine);
+        if (local == 0u) {
             finish_segment(s, total);
         }
         return;
     }
-    var mine = empty_acc();
-    for (var i = local; i < range.partial_count; i += WG) {
-        mine = combine(mine, stage_partials[range.first_partial + i]);
-    }
-    let total = reduce_workgroup(local, mine);
-    if (local == 0u) {
+    let k = params.big_segments + (w - params.big_segments) * WG + local;
+    if (k < params.segment_count) {
+        let s = order[k];
+        let range = ranges[s];
+        var total = empty_acc();
+        for (var i = 0u; i < range.partial_count; i++) {
+            total = combine(total, stage_partials[range.first_partial + i]);
+        }
         finish_segment(s, total);
     }
 }

@@ -1,7 +1,7 @@
 //! `GradClip`: the norm, then in-place clipping that reads the norm's result on the device.
 
 use crate::error::Result;
-use crate::grad_set::GradSet;
+use crate::grad_set::{GradSet, TilePlan};
 use crate::kernels::agc::AgcPlan;
 use crate::kernels::clip::{ClipKernel, ClipMode};
 use crate::norm::{bind_windows, check_positive, GradNorm, NonFinitePolicy, NormConfig, NormKind};
@@ -67,7 +67,8 @@ impl ClipPolicy {
 enum Stage {
     /// Nothing to write (measure only, or non-finite elements left as they are).
     None,
-    Tiles { kernel: ClipKernel, groups: Vec<wgpu::BindGroup> },
+    /// The clip strides a workgroup through each tile of its own plan.
+    Tiles { kernel: ClipKernel, plan: TilePlan, groups: Vec<wgpu::BindGroup> },
     Agc(AgcPlan),
 }
 
@@ -129,10 +130,11 @@ impl GradClip {
             }
         };
         let kernel = ClipKernel::new(device, mode, zero)?;
-        let groups = bind_windows(device, &norm.plan, norm.tiles.as_ref(), &norm.placeholder, &kernel.layout, "clip", || {
+        let (plan, tiles) = norm.workgroup_plan(device, grads)?;
+        let groups = bind_windows(device, &plan, tiles.as_ref(), &norm.placeholder, &kernel.layout, "clip", || {
             vec![norm.stats_buffer().as_entire_binding(), norm.segments.as_entire_binding()]
         })?;
-        let stage = Stage::Tiles { kernel, groups };
+        let stage = Stage::Tiles { kernel, plan, groups };
         Ok(Self { norm, stage })
     }
 
@@ -155,8 +157,8 @@ impl GradClip {
     pub fn encode_clip_only(&self, pass: &mut wgpu::ComputePass<'_>) {
         match &self.stage {
             Stage::None => {}
-            Stage::Tiles { kernel, groups } => {
-                for (w, group) in self.norm.plan.windows.iter().zip(groups) {
+            Stage::Tiles { kernel, plan, groups } => {
+                for (w, group) in plan.windows.iter().zip(groups) {
                     kernel.encode(pass, group, w.tile_count);
                 }
             }
@@ -169,7 +171,7 @@ impl GradClip {
     pub fn dispatch_count(&self) -> usize {
         let clip = match &self.stage {
             Stage::None => 0,
-            Stage::Tiles { groups, .. } => self.norm.plan.windows.len().min(groups.len()),
+            Stage::Tiles { plan, groups, .. } => plan.windows.len().min(groups.len()),
             Stage::Agc(plan) => plan.dispatch_count(),
         };
         self.norm.dispatch_count() + clip

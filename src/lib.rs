@@ -48,7 +48,7 @@ pub use clip::{ClipPolicy, GradClip};
 pub use error::{Error, Result};
 pub use gpu::Gpu;
 pub use grad_set::{GradSet, GradView};
-pub use norm::{GradNorm, NonFinitePolicy, NormConfig, NormKind, NormStats, SegmentNorms};
+pub use norm::{GradNorm, NonFinitePolicy, NormConfig, NormKind, NormStats, SegmentNorms, TileLayout};
 
 /// Buffer usages gradient buffers need for norm and clip.
 pub const GRAD_USAGES: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE;

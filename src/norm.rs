@@ -42,6 +42,27 @@ impl NonFinitePolicy {
     }
 }
 
+/// Who sums one tile of the first stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileLayout {
+    /// A workgroup, its invocations strided through the tile and reduced in shared
+    /// memory: coalesced loads for GPUs.
+    Workgroup,
+    /// One invocation, contiguously, with no barrier: for CPU implementations such as
+    /// lavapipe, where a barrier switches context once per SIMD group.
+    Invocation,
+}
+
+impl TileLayout {
+    /// `Invocation` on CPU implementations, `Workgroup` elsewhere.
+    pub fn for_device(device: &wgpu::Device) -> Self {
+        match device.adapter_info().device_type {
+            wgpu::DeviceType::Cpu => Self::Invocation,
+            _ => Self::Workgroup,
+        }
+    }
+}
+
 /// How a `GradNorm` is computed and cut up.
 #[derive(Clone, Debug)]
 pub struct NormConfig {
@@ -55,13 +76,18 @@ pub struct NormConfig {
     pub eps: f32,
     /// What a NaN or ±inf element does to the step.
     pub nonfinite: NonFinitePolicy,
-    /// Elements per workgroup tile (a multiple of 4, at most 2^20); it fixes the reduction
-    /// tree. `None` picks by device: 32,768 on CPU implementations (lavapipe), where each
-    /// workgroup costs a barrier, and 8,192 on GPUs, which want many workgroups.
+    /// Elements per tile of the first stage (a multiple of 4); with the layout and the
+    /// workgroup size it fixes the reduction tree. At most [`MAX_INVOCATION_ELEMS`] per
+    /// invocation: 2,048 for `TileLayout::Invocation`, 2,048 × `workgroup_size` for
+    /// `TileLayout::Workgroup`. `None`: 2,048 for invocation tiles, 8,192 (or the cap) for
+    /// workgroup tiles.
     pub tile_elems: Option<u32>,
     /// Invocations per workgroup (1..=256); it fixes the in-workgroup reduction order.
     /// `None`: 256 on GPUs, 16 on CPU implementations (see `kernels::norm`).
     pub workgroup_size: Option<u32>,
+    /// Who sums a tile: a workgroup (GPUs) or one invocation (CPU implementations), the
+    /// default being [`TileLayout::for_device`].
+    pub tile_layout: Option<TileLayout>,
     /// Bytes bound at once; default: the device's `max_storage_buffer_binding_size`.
     /// Lower it to exercise chunking on small data.
     pub max_binding_bytes: Option<u64>,
@@ -76,10 +102,19 @@ impl Default for NormConfig {
             nonfinite: NonFinitePolicy::Propagate,
             tile_elems: None,
             workgroup_size: None,
+            tile_layout: None,
             max_binding_bytes: None,
         }
     }
 }
+
+/// Segments with more partials than this are reduced by a whole workgroup in the second
+/// stage; the others by one invocation each, serially.
+const INVOCATION_SEGMENT_MAX_PARTIALS: u32 = 64;
+
+/// The most elements one invocation sums in plain f32 before its partial is rescaled:
+/// it bounds the rounding error of the fast path (see `shaders/norm.wgsl`).
+pub const MAX_INVOCATION_ELEMS: u32 = 2048;
 
 /// Byte offsets into the stats buffer that other kernels (optimizers) read on the device.
 pub const STATS_NORM_OFFSET: u64 = 0;
@@ -106,6 +141,8 @@ pub struct GradNorm {
     segment_count: u32,
     chunk_bytes: u64,
     workgroup_size: u32,
+    tile_elems: u32,
+    tile_align: u64,
 }
 
 /// One bind group per bound window of `plan`: the window's data as vec4s and as f32s,
@@ -153,16 +190,21 @@ impl GradNorm {
         if !(config.eps >= 0.0 && config.eps.is_finite()) {
             return Err(Error::Invalid(format!("eps must be finite and ≥ 0, got {}", config.eps)));
         }
-        let tile_elems = config.tile_elems.unwrap_or(match device.adapter_info().device_type {
-            wgpu::DeviceType::Cpu => 1 << 15,
-            _ => 1 << 13,
-        });
-        if tile_elems == 0 || !tile_elems.is_multiple_of(4) || tile_elems > 1 << 20 {
-            return Err(Error::Invalid(format!("tile_elems must be a multiple of 4 in 4..=2^20, got {tile_elems}")));
-        }
         let workgroup_size = config.workgroup_size.unwrap_or_else(|| default_workgroup_size(device));
         if !(1..=256).contains(&workgroup_size) {
             return Err(Error::Invalid(format!("workgroup_size must be in 1..=256, got {workgroup_size}")));
+        }
+        let tile_layout = config.tile_layout.unwrap_or_else(|| TileLayout::for_device(device));
+        let (default_tile, max_tile) = match tile_layout {
+            TileLayout::Invocation => (MAX_INVOCATION_ELEMS, MAX_INVOCATION_ELEMS),
+            TileLayout::Workgroup => (8192.min(MAX_INVOCATION_ELEMS * workgroup_size), MAX_INVOCATION_ELEMS * workgroup_size),
+        };
+        let tile_elems = config.tile_elems.unwrap_or(default_tile);
+        if tile_elems == 0 || !tile_elems.is_multiple_of(4) || tile_elems > max_tile {
+            return Err(Error::Invalid(format!(
+                "tile_elems must be a multiple of 4 in 4..={max_tile} ({MAX_INVOCATION_ELEMS} per invocation \
+                 with {tile_layout:?} tiles of {workgroup_size} invocations), got {tile_elems}"
+            )));
         }
         let limits = device.limits();
         let device_max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
@@ -173,7 +215,7 @@ impl GradNorm {
         }
         let tile_align = (limits.min_storage_buffer_offset_alignment as u64 / 16).max(1);
         let plan = TilePlan::new(set, tile_elems, chunk, tile_align)?;
-        let kernels = NormKernels::new(device, workgroup_size)?;
+        let kernels = NormKernels::new(device, workgroup_size, tile_layout)?;
         let segment_count = set.segment_count() as u32;
 
         let storage = wgpu::BufferUsages::STORAGE;
@@ -182,11 +224,14 @@ impl GradNorm {
             device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
         };
         // Scratch is O(segments + tiles); a set too large for the device fails here, typed.
-        let tiles = match plan.tiles.is_empty() {
-            true => None,
-            false => Some(init("gradguard tiles", bytemuck::cast_slice(&plan.tiles), storage)?),
-        };
+        let tiles = upload_tiles(device, &plan)?;
         let ranges = init("gradguard segment ranges", bytemuck::cast_slice(&plan.ranges), storage)?;
+        // The second stage's work list: segments of many partials first (a workgroup each).
+        let (mut order, rest): (Vec<u32>, Vec<u32>) =
+            (0..segment_count).partition(|&s| plan.ranges[s as usize][1] > INVOCATION_SEGMENT_MAX_PARTIALS);
+        let big_segments = order.len() as u32;
+        order.extend(rest);
+        let order = init("gradguard segment order", bytemuck::cast_slice(&order), storage)?;
         let (partials, segments, stats) = scoped(device, "allocating the norm's scratch", || {
             (
                 zeroed("gradguard partials", ACC_BYTES * plan.partial_count.max(1) as u64, storage),
@@ -209,7 +254,8 @@ impl GradNorm {
             clipping: config.max_norm.is_some() as u32,
             max_norm: config.max_norm.unwrap_or(1.0),
             eps: config.eps,
-            pad: [0; 2],
+            big_segments,
+            pad: 0,
         };
         let params = init(
             "gradguard norm params",
@@ -230,6 +276,7 @@ impl GradNorm {
                 segments.as_entire_binding(),
                 stats.as_entire_binding(),
                 params.as_entire_binding(),
+                order.as_entire_binding(),
             ],
         )?;
         Ok(Self {
@@ -246,11 +293,33 @@ impl GradNorm {
             segment_count,
             chunk_bytes: chunk,
             workgroup_size,
+            tile_elems,
+            tile_align,
         })
     }
 }
 
+/// The plan's tile table on the device (none for a plan without tiles).
+fn upload_tiles(device: &wgpu::Device, plan: &TilePlan) -> Result<Option<wgpu::Buffer>> {
+    match plan.tiles.is_empty() {
+        true => Ok(None),
+        false => buffer_init(device, "gradguard tiles", bytemuck::cast_slice(&plan.tiles), wgpu::BufferUsages::STORAGE).map(Some),
+    }
+}
+
 impl GradNorm {
+    /// `set` (the one this norm was built for) cut into tiles as large as one first-stage
+    /// workgroup's share, `tile_elems × tiles_per_group`, with its table on the device: for
+    /// kernels such as the clip that stride a whole workgroup through each tile.
+    pub(crate) fn workgroup_plan(&self, device: &wgpu::Device, set: &GradSet) -> Result<(TilePlan, Option<wgpu::Buffer>)> {
+        if self.tiles_per_group() == 1 {
+            return Ok((self.plan.clone(), self.tiles.clone()));
+        }
+        let plan = TilePlan::new(set, self.tile_elems * self.tiles_per_group(), self.chunk_bytes, self.tile_align)?;
+        let tiles = upload_tiles(device, &plan)?;
+        Ok((plan, tiles))
+    }
+
     /// Records the norm (at most 2 + one dispatch per bound window) into `encoder`.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -265,7 +334,7 @@ impl GradNorm {
         for (w, group) in self.plan.windows.iter().zip(&self.tile_groups) {
             self.kernels.encode_tiles(pass, group, w.tile_count);
         }
-        self.kernels.encode_reduce(pass, &self.reduce_group, self.segment_count);
+        self.kernels.encode_reduce(pass, &self.reduce_group, self.segment_count, self.param_values.big_segments);
     }
 
     /// The device buffer holding [`NormStats`] (usage STORAGE | COPY_SRC).
@@ -287,6 +356,12 @@ impl GradNorm {
     /// barrier, always runs 256 wide).
     pub fn workgroup_size(&self) -> u32 {
         self.workgroup_size
+    }
+
+    /// Tiles one workgroup of the first stage covers: 1 for workgroup tiles, the workgroup
+    /// size for invocation tiles. Kernels that walk the norm's tiles group them the same way.
+    pub fn tiles_per_group(&self) -> u32 {
+        self.kernels.tiles_per_group()
     }
 
     /// Bytes of a gradient buffer bound at once.

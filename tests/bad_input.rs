@@ -4,7 +4,9 @@ mod common;
 
 use common::*;
 use gradguard::wgpu;
-use gradguard::{ClipPolicy, Error, GradClip, GradNorm, GradSet, GradView, NonFinitePolicy, NormConfig, NormKind};
+use gradguard::{
+    ClipPolicy, Error, GradClip, GradNorm, GradSet, GradView, NonFinitePolicy, NormConfig, NormKind, TileLayout,
+};
 
 fn norm_err(set: &GradSet, config: &NormConfig) -> Error {
     GradNorm::new(&gpu().device, set, config).unwrap_err()
@@ -81,6 +83,14 @@ fn bad_tiling_config() {
     for config in [
         NormConfig { tile_elems: Some(0), ..Default::default() },
         NormConfig { tile_elems: Some(6), ..Default::default() },
+        // More than 2,048 elements per invocation: the plain f32 sums would lose accuracy.
+        NormConfig { tile_elems: Some(2052), tile_layout: Some(TileLayout::Invocation), ..Default::default() },
+        NormConfig {
+            tile_elems: Some(2048 * 16 + 4),
+            workgroup_size: Some(16),
+            tile_layout: Some(TileLayout::Workgroup),
+            ..Default::default()
+        },
         NormConfig { max_binding_bytes: Some(100), ..Default::default() },
         NormConfig { eps: -1.0, ..Default::default() },
     ] {

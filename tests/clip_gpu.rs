@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use gradguard::readback::read_stats_blocking;
-use gradguard::{cpu, ClipPolicy, GradClip, GradSet, NonFinitePolicy, NormKind, NormStats};
+use gradguard::{cpu, ClipPolicy, GradClip, GradSet, NonFinitePolicy, NormKind, NormStats, TileLayout};
 
 /// Packs `segments` into one buffer, clips on the GPU, returns (clipped data, stats).
 fn clip_gpu(segments: &[Vec<f32>], policy: ClipPolicy, nonfinite: NonFinitePolicy, buffer: &gradguard::wgpu::Buffer) -> (Vec<Vec<f32>>, NormStats) {
@@ -112,23 +112,27 @@ fn nonfinite_policies() {
 #[test]
 fn chunked_clip_matches_twin() {
     let segs = segments(15, &[9000, 1, 3, 20_001], 1.0);
-    let buffer = upload(&segs.concat());
     let lens: Vec<u64> = segs.iter().map(|s| s.len() as u64).collect();
     let g = gpu();
-    let config = gradguard::NormConfig {
-        max_binding_bytes: Some(4096),
-        tile_elems: Some(256),
-        workgroup_size: Some(256),
-        ..Default::default()
-    };
-    let policy = ClipPolicy::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 };
-    let clip = GradClip::with_config(&g.device, &GradSet::packed(&buffer, &lens), policy.clone(), config).unwrap();
-    let mut encoder = g.device.create_command_encoder(&Default::default());
-    clip.encode(&mut encoder);
-    g.queue.submit([encoder.finish()]);
-    let mut expect = segs.clone();
-    cpu::clip::clip(&mut expect, &policy, None, NonFinitePolicy::Propagate);
-    assert_all_close(&download(&buffer), &expect.concat(), 2e-5, "chunked clip");
+    // Both tile layouts: the clip reuses workgroup tiles and regroups invocation tiles.
+    for (tile_layout, tile_elems) in [(TileLayout::Workgroup, 256), (TileLayout::Invocation, 64)] {
+        let config = gradguard::NormConfig {
+            max_binding_bytes: Some(4096),
+            tile_elems: Some(tile_elems),
+            workgroup_size: Some(16),
+            tile_layout: Some(tile_layout),
+            ..Default::default()
+        };
+        let policy = ClipPolicy::PerSegmentNorm { max_norm: 1.0, kind: NormKind::L2 };
+        let buffer = upload(&segs.concat());
+        let clip = GradClip::with_config(&g.device, &GradSet::packed(&buffer, &lens), policy.clone(), config).unwrap();
+        let mut encoder = g.device.create_command_encoder(&Default::default());
+        clip.encode(&mut encoder);
+        g.queue.submit([encoder.finish()]);
+        let mut expect = segs.clone();
+        cpu::clip::clip(&mut expect, &policy, None, NonFinitePolicy::Propagate);
+        assert_all_close(&download(&buffer), &expect.concat(), 2e-5, &format!("chunked clip, {tile_layout:?} tiles"));
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use gradguard::norm::{NonFinitePolicy, NormConfig, NormKind, NormStats};
+use gradguard::norm::{NonFinitePolicy, NormConfig, NormKind, NormStats, TileLayout};
 use gradguard::readback::read_stats_blocking;
 use gradguard::{cpu, GradNorm, GradSet, GradView};
 
@@ -15,6 +15,13 @@ fn run(set: &GradSet, config: &NormConfig) -> NormStats {
     norm.encode(&mut encoder);
     g.queue.submit([encoder.finish()]);
     read_stats_blocking(&g.device, &g.queue, norm.stats_buffer()).unwrap()
+}
+
+/// `config` once per tile layout: each device type defaults to one, lavapipe runs both.
+fn layouts(config: NormConfig) -> impl Iterator<Item = NormConfig> {
+    [TileLayout::Workgroup, TileLayout::Invocation]
+        .into_iter()
+        .map(move |layout| NormConfig { tile_layout: Some(layout), ..config.clone() })
 }
 
 fn twin(segments: &[&[f32]], config: &NormConfig) -> NormStats {
@@ -58,8 +65,9 @@ fn single_segment_sizes_match_twin() {
         let data = random(&mut r, n, 1.0);
         let (set, views) = packed(&data, &[n as u64]);
         for kind in [NormKind::L2, NormKind::L1, NormKind::Inf] {
-            let config = NormConfig { kind, max_norm: Some(1.0), ..Default::default() };
-            assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
+            for config in layouts(NormConfig { kind, max_norm: Some(1.0), ..Default::default() }) {
+                assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
+            }
         }
     }
 }
@@ -71,10 +79,28 @@ fn thousand_mixed_segments_match_twin() {
     let total: u64 = lens.iter().sum();
     let data = random(&mut r, total as usize, 3.0);
     let (set, views) = packed(&data, &lens);
-    let config = NormConfig { max_norm: Some(5.0), ..Default::default() };
-    let gpu_stats = run(&set, &config);
-    assert_stats(&gpu_stats, &twin(&views, &config), 1e-5);
-    assert!(gpu_stats.clip_coef < 1.0, "the test should clip");
+    for config in layouts(NormConfig { max_norm: Some(5.0), ..Default::default() }) {
+        let gpu_stats = run(&set, &config);
+        assert_stats(&gpu_stats, &twin(&views, &config), 1e-5);
+        assert!(gpu_stats.clip_coef < 1.0, "the test should clip");
+    }
+}
+
+#[test]
+fn segments_of_many_and_few_partials_match_twin() {
+    // With 16-element tiles: 313 and 65 partials (a workgroup each in the second stage),
+    // 64 and fewer (one invocation each), in an order that interleaves the two kinds.
+    let mut r = rng(9);
+    let mut lens = vec![5000u64, 3, 64 * 16, 65 * 16 + 1];
+    lens.extend((0..40).map(|i| (i * 37 % 200) as u64));
+    let data = random(&mut r, lens.iter().sum::<u64>() as usize, 2.0);
+    let (set, views) = packed(&data, &lens);
+    for workgroup_size in [3, 16, 256] {
+        let config = NormConfig { tile_elems: Some(16), workgroup_size: Some(workgroup_size), ..Default::default() };
+        for config in layouts(config) {
+            assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
+        }
+    }
 }
 
 #[test]
@@ -110,12 +136,13 @@ fn nonfinite_in_a_middle_segment_is_counted_and_named() {
         [NonFinitePolicy::Propagate, NonFinitePolicy::Error, NonFinitePolicy::SkipStep, NonFinitePolicy::ZeroNonFinite]
     {
         for kind in [NormKind::L2, NormKind::L1, NormKind::Inf] {
-            let config = NormConfig { kind, nonfinite, max_norm: Some(1.0), ..Default::default() };
-            let stats = run(&set, &config);
-            assert_stats(&stats, &twin(&views, &config), 1e-5);
-            assert_eq!(stats.first_nonfinite_segment, Some(1));
-            assert_eq!((stats.nan_count, stats.inf_count), (1, 2));
-            assert_eq!(stats.segments[2].nonfinite, 1);
+            for config in layouts(NormConfig { kind, nonfinite, max_norm: Some(1.0), ..Default::default() }) {
+                let stats = run(&set, &config);
+                assert_stats(&stats, &twin(&views, &config), 1e-5);
+                assert_eq!(stats.first_nonfinite_segment, Some(1));
+                assert_eq!((stats.nan_count, stats.inf_count), (1, 2));
+                assert_eq!(stats.segments[2].nonfinite, 1);
+            }
         }
     }
     // PyTorch semantics under Propagate: NaN wins over inf.
@@ -129,14 +156,16 @@ fn huge_and_tiny_elements_do_not_overflow_or_underflow() {
     for (value, n) in [(1e25f32, 1000usize), (1e-25, 1000), (1e38, 3), (3e38, 1), (1e-40, 5), (1e19, (1 << 20) + 3)] {
         let data: Vec<f32> = (0..n).map(|i| if i % 2 == 0 { value } else { -value }).collect();
         let (set, views) = packed(&data, &[n as u64]);
-        let config = NormConfig::default();
-        let stats = run(&set, &config);
-        let expect = twin(&views, &config);
-        assert!(stats.l2.is_finite() && stats.l2 > 0.0 || value < f32::MIN_POSITIVE, "{value}: {}", stats.l2);
-        if value >= f32::MIN_POSITIVE {
-            // The f64 reference: |value|·sqrt(n).
-            assert_close(stats.l2, (value as f64 * (n as f64).sqrt()) as f32, 1e-5, &format!("l2 of {n}×{value}"));
-            assert_stats(&stats, &expect, 1e-5);
+        for config in layouts(NormConfig::default()) {
+            let stats = run(&set, &config);
+            let expect = twin(&views, &config);
+            assert!(stats.l2.is_finite() && stats.l2 > 0.0 || value < f32::MIN_POSITIVE, "{value}: {}", stats.l2);
+            if value >= f32::MIN_POSITIVE {
+                // The f64 reference: |value|·sqrt(n).
+                let want = (value as f64 * (n as f64).sqrt()) as f32;
+                assert_close(stats.l2, want, 1e-5, &format!("l2 of {n}×{value}"));
+                assert_stats(&stats, &expect, 1e-5);
+            }
         }
     }
     // Mixed magnitudes across segments: the global reduction rescales exactly.
@@ -152,13 +181,14 @@ fn norm_is_bitwise_deterministic() {
     let lens = mixed_lens(&mut r, 300);
     let data = random(&mut r, lens.iter().sum::<u64>() as usize, 1.0);
     let (set, _) = packed(&data, &lens);
-    let config = NormConfig::default();
-    let first = run(&set, &config);
-    for _ in 0..3 {
-        let again = run(&set, &config);
-        assert_eq!(again.norm.to_bits(), first.norm.to_bits());
-        for (a, b) in again.segments.iter().zip(&first.segments) {
-            assert_eq!((a.l2.to_bits(), a.l1.to_bits()), (b.l2.to_bits(), b.l1.to_bits()));
+    for config in layouts(NormConfig::default()) {
+        let first = run(&set, &config);
+        for _ in 0..3 {
+            let again = run(&set, &config);
+            assert_eq!(again.norm.to_bits(), first.norm.to_bits());
+            for (a, b) in again.segments.iter().zip(&first.segments) {
+                assert_eq!((a.l2.to_bits(), a.l1.to_bits()), (b.l2.to_bits(), b.l1.to_bits()));
+            }
         }
     }
 }
@@ -169,10 +199,11 @@ fn chunked_binding_matches_unchunked() {
     let lens = [5000u64, 1, 20_003, 0, 777, 40_000];
     let data = random(&mut r, lens.iter().sum::<u64>() as usize, 1.0);
     let (set, views) = packed(&data, &lens);
-    let config = NormConfig { max_binding_bytes: Some(4096), tile_elems: Some(512), ..Default::default() };
-    let norm = GradNorm::new(&gpu().device, &set, &config).unwrap();
-    assert!(norm.dispatch_count() > 10, "the set must span many bound chunks");
-    assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
+    for config in layouts(NormConfig { max_binding_bytes: Some(4096), tile_elems: Some(512), ..Default::default() }) {
+        let norm = GradNorm::new(&gpu().device, &set, &config).unwrap();
+        assert!(norm.dispatch_count() > 10, "the set must span many bound chunks");
+        assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
+    }
 }
 
 #[test]
@@ -204,10 +235,13 @@ fn every_workgroup_size_matches_twin() {
     let (set, views) = packed(&data, &lens);
     for workgroup_size in [1, 7, 16, 64, 255, 256] {
         let config = NormConfig { workgroup_size: Some(workgroup_size), max_norm: Some(1.0), ..Default::default() };
-        assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
+        for config in layouts(config) {
+            assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
+        }
     }
     data[9000] = f32::NAN;
     let (set, views) = packed(&data, &lens);
-    let config = NormConfig { workgroup_size: Some(256), ..Default::default() };
-    assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
+    for config in layouts(NormConfig { workgroup_size: Some(256), ..Default::default() }) {
+        assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
+    }
 }

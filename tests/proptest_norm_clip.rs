@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use gradguard::readback::read_stats_blocking;
-use gradguard::{cpu, ClipPolicy, GradClip, GradSet, NonFinitePolicy, NormConfig, NormKind};
+use gradguard::{cpu, ClipPolicy, GradClip, GradSet, NonFinitePolicy, NormConfig, NormKind, TileLayout};
 use proptest::prelude::*;
 
 fn value() -> impl Strategy<Value = f32> {
@@ -59,11 +59,12 @@ proptest! {
         (policy, nonfinite) in policy(),
         workgroup_size in prop_oneof![Just(None), Just(Some(256u32)), Just(Some(3u32))],
         tile_elems in prop_oneof![Just(None), Just(Some(64u32)), Just(Some(4u32))],
+        tile_layout in prop_oneof![Just(None), Just(Some(TileLayout::Workgroup)), Just(Some(TileLayout::Invocation))],
     ) {
         let g = gpu();
         let buffer = upload(&segments.concat());
         let lens: Vec<u64> = segments.iter().map(|s| s.len() as u64).collect();
-        let config = NormConfig { nonfinite, workgroup_size, tile_elems, ..Default::default() };
+        let config = NormConfig { nonfinite, workgroup_size, tile_elems, tile_layout, ..Default::default() };
         let clip = GradClip::with_config(&g.device, &GradSet::packed(&buffer, &lens), policy.clone(), config).unwrap();
         let mut encoder = g.device.create_command_encoder(&Default::default());
         clip.encode(&mut encoder);
