@@ -14,6 +14,8 @@ override CLIP_VALUE: f32 = 1.0;
 const H_COEF: u32 = 1u;
 const H_SKIP: u32 = 2u;
 
+// The window's data as two disjoint views (WebGPU forbids overlapping writable
+// bindings): data4 holds the elements below `split`, data1 those from `split` on.
 @group(0) @binding(0) var<storage, read_write> data4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> data1: array<f32>;
 @group(0) @binding(2) var<storage, read> tiles: array<Tile>;
@@ -36,6 +38,23 @@ fn clip4(v: vec4<f32>, coef: f32) -> vec4<f32> {
     return x * coef;
 }
 
+// The first element of data1. A real vec4 view spans whole multiples of 256 bytes
+// (SPLIT_ALIGN on the host), 16 vec4s or more; the 16-byte placeholder means none.
+fn split() -> u32 {
+    let n = arrayLength(&data4);
+    return select(0u, n * 4u, n >= 16u);
+}
+
+// Clips element j of the window, wherever it lies. A component store touches only its own
+// 4 bytes, so tiles that share a vec4 (a segment boundary inside it) do not race.
+fn clip1(j: u32, split: u32, coef: f32) {
+    if (j < split) {
+        data4[j / 4u][j % 4u] = clip4(vec4(data4[j / 4u][j % 4u]), coef).x;
+    } else {
+        data1[j - split] = clip4(vec4(data1[j - split]), coef).x;
+    }
+}
+
 @compute @workgroup_size(WG)
 fn clip(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -52,11 +71,17 @@ fn clip(
     if (MODE != 2u && !ZERO_NONFINITE && coef == 1.0) { return; }
 
     let s = span(tile);
-    for (var i = s.body_start / 4u + local; i < s.body_end / 4u; i += WG) {
+    let split = split();
+    // vec4s up to the split, single elements for the head and for everything after it
+    // (at most the window's last 63 elements, plus the tail).
+    let body_end = max(min(s.body_end, split), s.body_start);
+    for (var i = s.body_start / 4u + local; i < body_end / 4u; i += WG) {
         data4[i] = clip4(data4[i], coef);
     }
-    for (var e = local; e < 6u; e += WG) {
-        let j = edge_index(s, e);
-        if (j < s.end) { data1[j] = clip4(vec4(data1[j]), coef).x; }
+    for (var j = s.start + local; j < s.body_start; j += WG) {
+        clip1(j, split, coef);
+    }
+    for (var j = body_end + local; j < s.end; j += WG) {
+        clip1(j, split, coef);
     }
 }

@@ -1,9 +1,10 @@
 //! `GradClip`: the norm, then in-place clipping that reads the norm's result on the device.
 
 use crate::error::Result;
-use crate::grad_set::{GradSet, TilePlan};
+use crate::grad_set::{DataViews, GradSet, TilePlan};
 use crate::kernels::agc::AgcPlan;
 use crate::kernels::clip::{ClipKernel, ClipMode};
+use crate::kernels::placeholder;
 use crate::norm::{bind_windows, check_positive, GradNorm, NonFinitePolicy, NormConfig, NormKind};
 
 /// How gradients are clipped. Every policy reports the pre-clip norms in `NormStats`.
@@ -131,7 +132,9 @@ impl GradClip {
         };
         let kernel = ClipKernel::new(device, mode, zero)?;
         let (plan, tiles) = norm.workgroup_plan(device, grads)?;
-        let groups = bind_windows(device, &plan, tiles.as_ref(), &norm.placeholder, &kernel.layout, "clip", || {
+        let (vec4_placeholder, scalar_placeholder) = (placeholder(device), placeholder(device));
+        let data = DataViews::Disjoint(&vec4_placeholder, &scalar_placeholder);
+        let groups = bind_windows(device, &plan, tiles.as_ref(), data, &kernel.layout, "clip", || {
             vec![norm.stats_buffer().as_entire_binding(), norm.segments.as_entire_binding()]
         })?;
         let stage = Stage::Tiles { kernel, plan, groups };

@@ -208,33 +208,54 @@ impl TilePlan {
     }
 }
 
-/// The three bindings of one window: the data as vec4s (the aligned body), as f32s (head
-/// and tail), and the window's run of the tile table.
+/// The three bindings of one window: the data as vec4s and as f32s, and the window's run
+/// of the tile table.
 pub(crate) struct WindowViews<'a> {
     pub vec4: wgpu::BindingResource<'a>,
     pub scalar: wgpu::BindingResource<'a>,
     pub tiles: wgpu::BindingResource<'a>,
 }
 
+/// Where a writing kernel's vec4 view of a window ends and its f32 view begins: the
+/// window's last multiple of 256 bytes, the largest storage-offset alignment wgpu allows,
+/// so the f32 view's offset is valid on every device.
+pub(crate) const SPLIT_ALIGN: u64 = 256;
+
+/// How a window's data is bound.
+#[derive(Clone, Copy)]
+pub(crate) enum DataViews<'a> {
+    /// For kernels that only read: vec4s over the aligned part and f32s over the whole
+    /// window (read-only bindings may overlap). The 16-byte placeholder stands in for the
+    /// vec4 view of a window too small to hold one.
+    Overlapping(&'a wgpu::Buffer),
+    /// For kernels that write (WebGPU forbids overlapping writable bindings): vec4s below
+    /// the window's last multiple of [`SPLIT_ALIGN`] bytes, f32s from there to its end.
+    /// Two distinct 16-byte placeholders stand in for an empty side.
+    Disjoint(&'a wgpu::Buffer, &'a wgpu::Buffer),
+}
+
 impl TilePlan {
-    /// `tiles` is the uploaded tile table; `placeholder` (16 bytes) stands in for a vec4
-    /// view of a window too small to hold one, whose body is then empty.
+    /// `tiles` is the uploaded tile table.
     pub(crate) fn window_views<'a>(
         &self,
         w: &'a Window,
         tiles: Option<&'a wgpu::Buffer>,
-        placeholder: &'a wgpu::Buffer,
+        views: DataViews<'a>,
     ) -> WindowViews<'a> {
         let tiles = tiles.expect("a plan with windows has tiles");
-        let vec4_bytes = w.size / 16 * 16;
-        WindowViews {
-            vec4: if vec4_bytes == 0 {
-                placeholder.as_entire_binding()
-            } else {
-                range(&w.buffer, w.offset, vec4_bytes)
-            },
-            scalar: range(&w.buffer, w.offset, w.size / 4 * 4),
-            tiles: range(tiles, w.first_tile * 16, w.tile_count as u64 * 16),
-        }
+        let view = |start: u64, end: u64, placeholder: &'a wgpu::Buffer| match end > start {
+            true => range(&w.buffer, w.offset + start, end - start),
+            false => placeholder.as_entire_binding(),
+        };
+        let (vec4, scalar) = match views {
+            DataViews::Overlapping(placeholder) => {
+                (view(0, w.size / 16 * 16, placeholder), range(&w.buffer, w.offset, w.size / 4 * 4))
+            }
+            DataViews::Disjoint(vec4_placeholder, scalar_placeholder) => {
+                let split = w.size / SPLIT_ALIGN * SPLIT_ALIGN;
+                (view(0, split, vec4_placeholder), view(split, w.size / 4 * 4, scalar_placeholder))
+            }
+        };
+        WindowViews { vec4, scalar, tiles: range(tiles, w.first_tile * 16, w.tile_count as u64 * 16) }
     }
 }

@@ -1,7 +1,7 @@
 //! `GradNorm`: the global and per-segment gradient norm of a `GradSet`, on the device.
 
 use crate::error::{Error, Result};
-use crate::grad_set::{GradSet, TilePlan};
+use crate::grad_set::{DataViews, GradSet, TilePlan};
 use crate::kernels::norm::{default_workgroup_size, NormKernels, NormParams, ACC_BYTES, HEADER_WORDS, SEGMENT_WORDS};
 use crate::kernels::{bind_group, buffer_init, placeholder, scoped};
 
@@ -134,8 +134,6 @@ pub struct GradNorm {
     stats: wgpu::Buffer,
     params: wgpu::Buffer,
     param_values: NormParams,
-    /// Bound when a window is too small to hold one vec4 (its vec4 body is then empty).
-    pub(crate) placeholder: wgpu::Buffer,
     tile_groups: Vec<wgpu::BindGroup>,
     reduce_group: wgpu::BindGroup,
     segment_count: u32,
@@ -145,13 +143,13 @@ pub struct GradNorm {
     tile_align: u64,
 }
 
-/// One bind group per bound window of `plan`: the window's data as vec4s and as f32s,
-/// its tiles, then the `rest` of the layout's bindings.
+/// One bind group per bound window of `plan`: the window's data as vec4s and as f32s
+/// (see [`DataViews`]), its tiles, then the `rest` of the layout's bindings.
 pub(crate) fn bind_windows<'a>(
     device: &wgpu::Device,
     plan: &'a TilePlan,
     tiles: Option<&'a wgpu::Buffer>,
-    placeholder: &'a wgpu::Buffer,
+    data: DataViews<'a>,
     layout: &wgpu::BindGroupLayout,
     label: &'static str,
     rest: impl Fn() -> Vec<wgpu::BindingResource<'a>>,
@@ -159,7 +157,7 @@ pub(crate) fn bind_windows<'a>(
     plan.windows
         .iter()
         .map(|w| {
-            let views = plan.window_views(w, tiles, placeholder);
+            let views = plan.window_views(w, tiles, data);
             let mut resources = vec![views.vec4, views.scalar, views.tiles];
             resources.extend(rest());
             bind_group(device, layout, label, resources)
@@ -263,7 +261,8 @@ impl GradNorm {
             wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         )?;
         let placeholder = placeholder(device);
-        let tile_groups = bind_windows(device, &plan, tiles.as_ref(), &placeholder, &kernels.tiles_layout, "norm tiles", || {
+        let data = DataViews::Overlapping(&placeholder);
+        let tile_groups = bind_windows(device, &plan, tiles.as_ref(), data, &kernels.tiles_layout, "norm tiles", || {
             vec![partials.as_entire_binding()]
         })?;
         let reduce_group = bind_group(
@@ -287,7 +286,6 @@ impl GradNorm {
             stats,
             params,
             param_values,
-            placeholder,
             tile_groups,
             reduce_group,
             segment_count,

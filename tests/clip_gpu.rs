@@ -207,3 +207,23 @@ fn dispatch_count_follows_the_clip_stage() {
     assert_eq!(n, norm + windows);
     assert_eq!(count_big(ClipPolicy::None).0, norm);
 }
+
+#[test]
+fn clip_around_the_split_of_its_two_writable_views_matches_twin() {
+    // The clip writes a window through a vec4 view below its last multiple of 256 bytes
+    // and an f32 view above it (WebGPU forbids overlapping writable bindings). 1,001
+    // floats split at element 960; segment 1 straddles the split inside one vec4, segment
+    // 2 lies wholly above it, ending in a partial vec4.
+    let segs = segments(18, &[957, 5, 39], 3.0);
+    for policy in [
+        ClipPolicy::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 },
+        ClipPolicy::PerSegmentNorm { max_norm: 0.5, kind: NormKind::Inf },
+        ClipPolicy::Value { clip_value: 0.25 },
+    ] {
+        check(&segs, policy, None, NonFinitePolicy::Propagate);
+    }
+    let mut with_nan = segs.clone();
+    with_nan[1][2] = f32::NAN;
+    with_nan[2][38] = f32::INFINITY;
+    check(&with_nan, ClipPolicy::Value { clip_value: 0.25 }, None, NonFinitePolicy::ZeroNonFinite);
+}
