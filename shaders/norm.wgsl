@@ -42,12 +42,12 @@ fn finite(x: f32) -> bool {
 }
 
 // Plain f32 sums (of at most 2,048 elements, one invocation's share of a tile: the host
-// enforces MAX_INVOCATION_ELEMS) are as good as the rescaling ones when no sum overflowed (a sum of
-// non-negative terms that overflows stays inf), no element was NaN or inf, and the
-// largest |x| is at least 2^-40, so squares that flush to zero are below 2^-126 and weigh
-// less than 2^11·2^-126/2^-80 = 2^-35 of the sum. Each sum is a chain of at most
-// 2048/16 + 4 roundings (16 elements a trip, added pairwise), so its relative error is
-// below 132·2^-24 ≈ 7.9e-6 and the L2 norm's below 4e-6.
+// enforces MAX_INVOCATION_ELEMS) are as good as the rescaling ones when no sum overflowed
+// (a sum of non-negative terms that overflows stays inf), no element was NaN or inf, and
+// the largest |x| is at least 2^-40, so squares that flush to zero are below 2^-126 and
+// weigh less than 2^11·2^-126/2^-80 = 2^-35 of the sum. Rounding: each element passes
+// through at most 4 pairwise additions within its trip, 16 into the running block of
+// trips and 2048/256 into the total, so a sum's relative error stays below 29·2^-24 ≈ 1.7e-6.
 fn plain_sums_exact(sumsq: f32, abssum: f32, maxabs: f32) -> bool {
     return finite(sumsq) && finite(abssum) && (maxabs == 0.0 || maxabs >= 0x1p-40f);
 }
@@ -66,36 +66,55 @@ fn normalized(sumsq: f32, abssum: f32, maxabs: f32) -> Acc {
 // overflowed, an element was non-finite or the values fell towards subnormals, the share
 // is summed again with the rescaling accumulator, which classifies every element.
 fn sum_vec4s(first: u32, last: u32, stride: u32) -> Acc {
+    // Two levels keep rounding chains short: a block of up to 16 trips, then the total.
+    // The block is flushed with selects, not a branch: on CPU implementations a branch
+    // in a loop costs mask bookkeeping on every trip.
     var sumsq = 0.0;
     var abssum = 0.0;
+    var block_sq = 0.0;
+    var block_abs = 0.0;
     var maxabs = 0.0;
+    var trips = 0u;
     var i = first;
     for (; i + 3u * stride < last; i += 4u * stride) {
         let a = abs(data4[i]);
         let b = abs(data4[i + stride]);
         let c = abs(data4[i + 2u * stride]);
         let d = abs(data4[i + 3u * stride]);
-        sumsq += (dot(a, a) + dot(b, b)) + (dot(c, c) + dot(d, d));
+        block_sq += (dot(a, a) + dot(b, b)) + (dot(c, c) + dot(d, d));
         let ab = a + b;
         let cd = c + d;
-        abssum += ((ab.x + ab.y) + (ab.z + ab.w)) + ((cd.x + cd.y) + (cd.z + cd.w));
+        block_abs += ((ab.x + ab.y) + (ab.z + ab.w)) + ((cd.x + cd.y) + (cd.z + cd.w));
         let m = max(max(a, b), max(c, d));
         maxabs = max(maxabs, max(max(m.x, m.y), max(m.z, m.w)));
+        trips += 1u;
+        let flush = (trips & 15u) == 0u;
+        sumsq += select(0.0, block_sq, flush);
+        abssum += select(0.0, block_abs, flush);
+        block_sq = select(block_sq, 0.0, flush);
+        block_abs = select(block_abs, 0.0, flush);
     }
     for (; i < last; i += stride) {
         let a = abs(data4[i]);
-        sumsq += dot(a, a);
-        abssum += (a.x + a.y) + (a.z + a.w);
+        block_sq += dot(a, a);
+        block_abs += (a.x + a.y) + (a.z + a.w);
         maxabs = max(maxabs, max(max(a.x, a.y), max(a.z, a.w)));
     }
+    sumsq += block_sq;
+    abssum += block_abs;
     if (plain_sums_exact(sumsq, abssum, maxabs)) {
         return normalized(sumsq, abssum, maxabs);
     }
-    var r = running_new();
-    for (var j = first; j < last; j += stride) {
-        add4(&r, data4[j]);
+    // The rescaling accumulator, in blocks of 16 vec4s for the same short chains.
+    var total = empty_acc();
+    for (var j0 = first; j0 < last; j0 += 16u * stride) {
+        var r = running_new();
+        for (var j = j0; j < min(j0 + 16u * stride, last); j += stride) {
+            add4(&r, data4[j]);
+        }
+        total = combine(total, to_acc(r));
     }
-    return to_acc(r);
+    return total;
 }
 
 // true: each invocation sums a tile of its own, contiguously, and writes its partial —
@@ -134,6 +153,37 @@ fn norm_tiles(
     if (live && (INVOCATION_TILES || local == 0u)) {
         partials[tile.partial] = mine;
     }
+}
+
+// ---- pairwise folding ------------------------------------------------------------------
+
+// A binary counter of partial sums: folding n accumulators this way puts each through
+// at most log2(n) + 1 roundings instead of up to n, however many tiles a segment has.
+// The order is fixed by n alone.
+struct Pairwise {
+    level: array<Acc, 32>,  // level l holds the sum of 2^l items while bit l of count is set
+    count: u32,
+}
+
+fn pairwise_add(p: ptr<function, Pairwise>, a: Acc) {
+    var carry = a;
+    var l = 0u;
+    while ((((*p).count >> l) & 1u) == 1u) {
+        carry = combine((*p).level[l], carry);
+        l++;
+    }
+    (*p).level[l] = carry;
+    (*p).count += 1u;
+}
+
+fn pairwise_total(p: ptr<function, Pairwise>) -> Acc {
+    var total = empty_acc();
+    for (var l = 32u; l > 0u; l--) {
+        if ((((*p).count >> (l - 1u)) & 1u) == 1u) {
+            total = combine(total, (*p).level[l - 1u]);
+        }
+    }
+    return total;
 }
 
 // ---- stage 2: partials -> segments --------------------------------------------------
@@ -212,11 +262,11 @@ fn norm_segments(
     if (w < params.big_segments) { // uniform: a uniform-buffer value
         let s = order[w];
         let range = ranges[s];
-        var mine = empty_acc();
+        var folded: Pairwise;
         for (var i = local; i < range.partial_count; i += WG) {
-            mine = combine(mine, stage_partials[range.first_partial + i]);
+            pairwise_add(&folded, stage_partials[range.first_partial + i]);
         }
-        let total = reduce_workgroup(local, mine);
+        let total = reduce_workgroup(local, pairwise_total(&folded));
         if (local == 0u) {
             finish_segment(s, total);
         }
@@ -226,11 +276,11 @@ fn norm_segments(
     if (k < params.segment_count) {
         let s = order[k];
         let range = ranges[s];
-        var total = empty_acc();
+        var folded: Pairwise;
         for (var i = 0u; i < range.partial_count; i++) {
-            total = combine(total, stage_partials[range.first_partial + i]);
+            pairwise_add(&folded, stage_partials[range.first_partial + i]);
         }
-        finish_segment(s, total);
+        finish_segment(s, pairwise_total(&folded));
     }
 }
 
@@ -253,15 +303,15 @@ var<workgroup> shared_first: array<u32, MAX_WG>;
 
 @compute @workgroup_size(WG)
 fn norm_global(@builtin(local_invocation_index) local: u32) {
-    var mine = empty_acc();
+    var folded: Pairwise;
     var first = NO_SEGMENT;
     for (var s = local; s < params.segment_count; s += WG) {
         let seg = segments[s];
-        mine = combine(mine, seg);
+        pairwise_add(&folded, seg);
         if (seg.nan + seg.inf > 0u) { first = min(first, s); }
     }
     shared_first[local] = first;
-    let total = reduce_workgroup(local, mine);
+    let total = reduce_workgroup(local, pairwise_total(&folded));
     // reduce_workgroup's barriers made every shared_first visible.
     if (local == 0u) {
         for (var i = 1u; i < WG; i++) { first = min(first, shared_first[i]); }

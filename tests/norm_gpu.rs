@@ -245,3 +245,22 @@ fn every_workgroup_size_matches_twin() {
         assert_stats(&run(&set, &config), &twin(&views, &config), 1e-5);
     }
 }
+
+#[test]
+fn long_sums_of_equal_elements_stay_within_1e_6() {
+    // Equal elements make rounding errors pile up instead of cancelling: a serial f32 sum
+    // of 2^24 copies of 0.1 is off by percents. Short chains (blocks of trips in a tile,
+    // pairwise folding of partials) keep both layouts near f32's own resolution.
+    let n = (1usize << 24) + 12_345;
+    for value in [0.1f32, 1.0 / 3.0] {
+        let data = vec![value; n];
+        let (set, _) = packed(&data, &[n as u64]);
+        for config in layouts(NormConfig::default()) {
+            let stats = run(&set, &config);
+            let (l2, l1) = (value as f64 * (n as f64).sqrt(), value as f64 * n as f64);
+            let what = format!("{n} × {value}, {:?} tiles", config.tile_layout);
+            assert!((stats.l2 as f64 - l2).abs() <= 1e-6 * l2, "{what}: l2 {} vs {l2}", stats.l2);
+            assert!((stats.l1 as f64 - l1).abs() <= 1e-6 * l1, "{what}: l1 {} vs {l1}", stats.l1);
+        }
+    }
+}
