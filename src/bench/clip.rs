@@ -40,7 +40,16 @@ fn data(n: u64) -> Vec<f32> {
     (0..n).map(|i| ((i.wrapping_mul(2_654_435_761) >> 8) % 65_536) as f32 / 32_768.0 - 1.0).collect()
 }
 
-/// Measures copy, then the chosen kernels, on `elements` floats cut into `segments`.
+/// A set cut into `segments`: the norm alone, and (when clipping is measured) a
+/// global-norm clip whose coefficient the device already holds.
+struct Case {
+    segments: u32,
+    measure: GradClip,
+    clip: Option<GradClip>,
+}
+
+/// Measures copy and the chosen kernels on `elements` floats cut into `segments`, in
+/// turns ([`Timer::time_interleaved`]) so that the ratios to copy hold on a drifting machine.
 pub fn run(gpu: &Gpu, which: Which, elements: u64, segment_counts: &[u32], reps: u32) -> Result<BenchReport> {
     let elements = elements.max(4) / 4 * 4;
     let bytes = elements * 4;
@@ -51,9 +60,48 @@ pub fn run(gpu: &Gpu, which: Which, elements: u64, segment_counts: &[u32], reps:
         contents: bytemuck::cast_slice(&values),
         usage,
     });
+    let copy = CopyKernel::new(&gpu.device)?;
+    let dst = gpu.device.create_buffer(&wgpu::BufferDescriptor { label: Some("bench copy"), size: bytes, usage, mapped_at_creation: false });
+    let copy_group = copy.bind(&gpu.device, &grads, &dst, bytes);
+    let cases = segment_counts
+        .iter()
+        .map(|&segments| {
+            let set = GradSet::packed(&grads, &segment_lens(elements, segments));
+            let measure = GradClip::new(&gpu.device, &set, ClipPolicy::None, NonFinitePolicy::Propagate)?;
+            if which == Which::Norm {
+                return Ok(Case { segments, measure, clip: None });
+            }
+            // Clip just below the norm: every element is scaled, and repeated scaling by
+            // ~0.9999 keeps values far from subnormals. The clip-only passes reuse the
+            // coefficient this first norm leaves on the device.
+            let mut encoder = gpu.device.create_command_encoder(&Default::default());
+            measure.encode(&mut encoder);
+            gpu.queue.submit([encoder.finish()]);
+            let norm = read_stats_blocking(&gpu.device, &gpu.queue, measure.stats_buffer())?.l2;
+            let policy = ClipPolicy::GlobalNorm { max_norm: norm * 0.9999, kind: NormKind::L2 };
+            let clip = GradClip::new(&gpu.device, &set, policy, NonFinitePolicy::Propagate)?;
+            let mut encoder = gpu.device.create_command_encoder(&Default::default());
+            clip.norm().encode(&mut encoder);
+            gpu.queue.submit([encoder.finish()]);
+            Ok(Case { segments, measure, clip: Some(clip) })
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    type Record<'a> = Box<dyn Fn(&mut wgpu::ComputePass<'_>) + 'a>;
+    let mut records: Vec<Record> = vec![Box::new(|pass: &mut wgpu::ComputePass<'_>| copy.encode(pass, &copy_group, bytes))];
+    for case in &cases {
+        records.push(Box::new(|pass: &mut wgpu::ComputePass<'_>| case.measure.norm().encode_in_pass(pass)));
+        if let Some(clip) = &case.clip {
+            records.push(Box::new(|pass: &mut wgpu::ComputePass<'_>| clip.encode_clip_only(pass)));
+        }
+    }
     let timer = Timer::new(gpu);
     // Enough calls per pass that submit and wait overheads vanish (~4 GB of traffic).
     let inner = ((4u64 << 30) / (bytes * 2)).clamp(1, 50) as u32;
+    let records: Vec<&dyn Fn(&mut wgpu::ComputePass<'_>)> = records.iter().map(|r| r.as_ref()).collect();
+    let mut times = timer.time_interleaved(gpu, reps, inner, &records)?.into_iter();
+    gpu.queue.write_buffer(&grads, 0, bytemuck::cast_slice(&values));
+
     let mut results = Vec::new();
     let mut push = |kernel: &str, segments: u32, millis: f64, traffic: u64, copy_rate: Option<f64>| {
         let rate = traffic as f64 / (millis * 1e6);
@@ -67,45 +115,20 @@ pub fn run(gpu: &Gpu, which: Which, elements: u64, segment_counts: &[u32], reps:
         });
         rate
     };
-
-    let copy = CopyKernel::new(&gpu.device)?;
-    let dst = gpu.device.create_buffer(&wgpu::BufferDescriptor { label: Some("bench copy"), size: bytes, usage, mapped_at_creation: false });
-    let bind = copy.bind(&gpu.device, &grads, &dst, bytes);
-    let copy_ms = timer.time(gpu, reps, inner, &|pass| copy.encode(pass, &bind, bytes))?;
-    let copy_rate = Some(push("copy", 1, copy_ms, 2 * bytes, None));
-
-    for &segments in segment_counts {
-        let set = GradSet::packed(&grads, &segment_lens(elements, segments));
-        let measure = GradClip::new(&gpu.device, &set, ClipPolicy::None, NonFinitePolicy::Propagate)?;
-        let norm_ms = timer.time(gpu, reps, inner, &|pass| measure.norm().encode_in_pass(pass))?;
+    let mut next = || times.next().expect("one time per record");
+    let copy_rate = Some(push("copy", 1, next(), 2 * bytes, None));
+    for case in &cases {
+        let norm_ms = next();
         if matches!(which, Which::Norm | Which::All) {
-            push("norm_l2", segments, norm_ms, bytes, copy_rate);
+            push("norm_l2", case.segments, norm_ms, bytes, copy_rate);
         }
-        if matches!(which, Which::Clip | Which::All) {
-            // Clip just below the norm: every element is scaled, and repeated scaling by
-            // ~0.9999 keeps values far from subnormals.
-            let mut encoder = gpu.device.create_command_encoder(&Default::default());
-            measure.encode(&mut encoder);
-            gpu.queue.submit([encoder.finish()]);
-            let norm = read_stats_blocking(&gpu.device, &gpu.queue, measure.stats_buffer())?.l2;
-            let policy = ClipPolicy::GlobalNorm { max_norm: norm * 0.9999, kind: NormKind::L2 };
-            let clip = GradClip::new(&gpu.device, &set, policy, NonFinitePolicy::Propagate)?;
-            let mut encoder = gpu.device.create_command_encoder(&Default::default());
-            clip.norm().encode(&mut encoder);
-            gpu.queue.submit([encoder.finish()]);
-            let clip_ms = timer.time(gpu, reps, inner, &|pass| clip.encode_clip_only(pass))?;
-            push("clip_scale", segments, clip_ms, 2 * bytes, copy_rate);
+        if case.clip.is_some() {
+            let clip_ms = next();
+            push("clip_scale", case.segments, clip_ms, 2 * bytes, copy_rate);
             // Norm then scale, as clip_grad_norm_ does. Timed as the sum of the two: run
             // back to back, the first clip would leave nothing for the next to scale.
-            push("clip_grad_norm", segments, norm_ms + clip_ms, 2 * bytes, copy_rate);
-            gpu.queue.write_buffer(&grads, 0, bytemuck::cast_slice(&values));
+            push("clip_grad_norm", case.segments, norm_ms + clip_ms, 2 * bytes, copy_rate);
         }
     }
-    Ok(BenchReport {
-        adapter: gpu.info.name.clone(),
-        backend: format!("{:?}", gpu.info.backend),
-        timing: timer.kind(),
-        results,
-    })
+    Ok(BenchReport::new(gpu, &timer, results))
 }
-

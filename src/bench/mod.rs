@@ -105,9 +105,31 @@ impl Timer {
     }
 
     fn median(&self, gpu: &Gpu, reps: u32, inner: u32, record: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<f64> {
-        let mut samples = (0..reps.max(1)).map(|_| self.pass(gpu, inner, record)).collect::<Result<Vec<_>>>()?;
-        samples.sort_by(f64::total_cmp);
-        Ok(samples[samples.len() / 2])
+        let samples = (0..reps.max(1)).map(|_| self.pass(gpu, inner, record)).collect::<Result<Vec<_>>>()?;
+        Ok(median(samples))
+    }
+
+    /// Milliseconds per call of each of `records`, measured in turns: one warm-up pass
+    /// each, then `reps` rounds of one pass each, and the median of every kernel's
+    /// rounds. A drift in the machine's speed (shared hosts drift by ±15 % over minutes)
+    /// then hits all of them alike, and the ratios between them hold.
+    pub fn time_interleaved(
+        &self,
+        gpu: &Gpu,
+        reps: u32,
+        inner: u32,
+        records: &[&dyn Fn(&mut wgpu::ComputePass<'_>)],
+    ) -> Result<Vec<f64>> {
+        for record in records {
+            self.pass(gpu, inner, *record)?;
+        }
+        let mut samples = vec![Vec::new(); records.len()];
+        for _ in 0..reps.max(1) {
+            for (record, samples) in records.iter().zip(&mut samples) {
+                samples.push(self.pass(gpu, inner, *record)?);
+            }
+        }
+        Ok(samples.into_iter().map(median).collect())
     }
 
     /// Milliseconds per call of `record` in one pass of `inner` calls.
@@ -140,6 +162,11 @@ impl Timer {
         };
         Ok(ms / inner as f64)
     }
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
 }
 
 impl BenchReport<BenchResult> {
