@@ -39,6 +39,21 @@ def data(n, device):
     return (((i * 2_654_435_761) >> 8) % 65_536).to(torch.float32) / 32_768.0 - 1.0
 
 
+def total_norm(grads):
+    """`torch.nn.utils.get_total_norm(grads, foreach=True)`; its body on torch < 2.6."""
+    if hasattr(torch.nn.utils, "get_total_norm"):
+        return torch.nn.utils.get_total_norm(grads, foreach=True)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+
+
+def scale_by_norm(params, max_norm, norm):
+    """`torch.nn.utils.clip_grads_with_norm_(..., foreach=True)`; its body on torch < 2.6."""
+    if hasattr(torch.nn.utils, "clip_grads_with_norm_"):
+        return torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
+    coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    torch._foreach_mul_([q.grad for q in params], coef)
+
+
 def timer(device):
     """Milliseconds per call of `fn` over `inner` calls, median of `reps` passes."""
 
@@ -103,10 +118,10 @@ def main():
             param.grad = piece  # views into `flat`: one allocation, like a packed GradSet
             params.append(param)
         grads = [q.grad for q in params]
-        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        norm = total_norm(grads)
         max_norm = float(norm) * 0.9999
-        get_norm = lambda: torch.nn.utils.get_total_norm(grads, foreach=True)
-        scale = lambda: torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
+        get_norm = lambda: total_norm(grads)
+        scale = lambda: scale_by_norm(params, max_norm, norm)
         clip = lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
         push("norm_l2", count, time_ms(get_norm, args.reps, inner), nbytes, copy_rate)
         push("clip_scale", count, time_ms(scale, args.reps, inner), 2 * nbytes, copy_rate)
