@@ -177,11 +177,15 @@ fn pairwise_add(p: ptr<function, Pairwise>, a: Acc) {
 }
 
 fn pairwise_total(p: ptr<function, Pairwise>) -> Acc {
+    // A loop bounded by the data, so that compilers keep one copy of `combine` instead of
+    // unrolling 32 (lavapipe's JIT time grows with each).
     var total = empty_acc();
-    for (var l = 32u; l > 0u; l--) {
-        if ((((*p).count >> (l - 1u)) & 1u) == 1u) {
-            total = combine(total, (*p).level[l - 1u]);
+    var l = 0u;
+    for (var bits = (*p).count; bits != 0u; bits >>= 1u) {
+        if ((bits & 1u) == 1u) {
+            total = combine((*p).level[l], total);
         }
+        l++;
     }
     return total;
 }
@@ -259,28 +263,24 @@ fn norm_segments(
     @builtin(local_invocation_index) local: u32,
 ) {
     let w = workgroup_index(wid, groups);
-    if (w < params.big_segments) { // uniform: a uniform-buffer value
-        let s = order[w];
-        let range = ranges[s];
-        var folded: Pairwise;
-        for (var i = local; i < range.partial_count; i += WG) {
-            pairwise_add(&folded, stage_partials[range.first_partial + i]);
-        }
-        let total = reduce_workgroup(local, pairwise_total(&folded));
-        if (local == 0u) {
-            finish_segment(s, total);
-        }
-        return;
+    let big = w < params.big_segments; // uniform: a uniform-buffer value
+    // A big segment's partials are strided over the workgroup; otherwise invocation k
+    // folds all of segment order[k]'s. One fold loop serves both.
+    let k = select(params.big_segments + (w - params.big_segments) * WG + local, w, big);
+    let live = k < params.segment_count;
+    let s = order[min(k, params.segment_count - 1u)];
+    var range = SegmentRange(0u, 0u);
+    if (live) { range = ranges[s]; }
+    var folded: Pairwise;
+    for (var i = select(0u, local, big); i < range.partial_count; i += select(1u, WG, big)) {
+        pairwise_add(&folded, stage_partials[range.first_partial + i]);
     }
-    let k = params.big_segments + (w - params.big_segments) * WG + local;
-    if (k < params.segment_count) {
-        let s = order[k];
-        let range = ranges[s];
-        var folded: Pairwise;
-        for (var i = 0u; i < range.partial_count; i++) {
-            pairwise_add(&folded, stage_partials[range.first_partial + i]);
-        }
-        finish_segment(s, pairwise_total(&folded));
+    var total = pairwise_total(&folded);
+    if (big) {
+        total = reduce_workgroup(local, total); // valid in invocation 0
+    }
+    if (live && (!big || local == 0u)) {
+        finish_segment(s, total);
     }
 }
 
