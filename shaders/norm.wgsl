@@ -155,39 +155,43 @@ fn norm_tiles(
     }
 }
 
-// ---- pairwise folding ------------------------------------------------------------------
+// ---- blocked folding --------------------------------------------------------------------
 
-// A binary counter of partial sums: folding n accumulators this way puts each through
-// at most log2(n) + 1 roundings instead of up to n, however many tiles a segment has.
-// The order is fixed by n alone.
-struct Pairwise {
-    level: array<Acc, 32>,  // level l holds the sum of 2^l items while bit l of count is set
+// Folds a stream of accumulators in four levels, each flushed into the next every 16
+// items, so an item goes through at most 16·3 + n/4096 roundings rather than n, however
+// many tiles a segment has. Fixed fields, no indexed array: GL drivers turn a dynamically
+// indexed local array into chains of conditional copies that take seconds to compile.
+struct Fold {
+    l0: Acc,
+    l1: Acc,  // sums of 16 items
+    l2: Acc,  // sums of 256
+    l3: Acc,  // sums of 4,096 and more
     count: u32,
 }
 
-fn pairwise_add(p: ptr<function, Pairwise>, a: Acc) {
-    var carry = a;
-    var l = 0u;
-    while ((((*p).count >> l) & 1u) == 1u) {
-        carry = combine((*p).level[l], carry);
-        l++;
-    }
-    (*p).level[l] = carry;
-    (*p).count += 1u;
+fn fold_new() -> Fold {
+    return Fold(empty_acc(), empty_acc(), empty_acc(), empty_acc(), 0u);
 }
 
-fn pairwise_total(p: ptr<function, Pairwise>) -> Acc {
-    // A loop bounded by the data, so that compilers keep one copy of `combine` instead of
-    // unrolling 32 (lavapipe's JIT time grows with each).
-    var total = empty_acc();
-    var l = 0u;
-    for (var bits = (*p).count; bits != 0u; bits >>= 1u) {
-        if ((bits & 1u) == 1u) {
-            total = combine((*p).level[l], total);
+fn fold_add(f: ptr<function, Fold>, a: Acc) {
+    (*f).l0 = combine((*f).l0, a);
+    (*f).count += 1u;
+    if (((*f).count & 15u) == 0u) {
+        (*f).l1 = combine((*f).l1, (*f).l0);
+        (*f).l0 = empty_acc();
+        if (((*f).count & 255u) == 0u) {
+            (*f).l2 = combine((*f).l2, (*f).l1);
+            (*f).l1 = empty_acc();
+            if (((*f).count & 4095u) == 0u) {
+                (*f).l3 = combine((*f).l3, (*f).l2);
+                (*f).l2 = empty_acc();
+            }
         }
-        l++;
     }
-    return total;
+}
+
+fn fold_total(f: Fold) -> Acc {
+    return combine(combine(f.l3, f.l2), combine(f.l1, f.l0));
 }
 
 // ---- stage 2: partials -> segments --------------------------------------------------
@@ -271,11 +275,11 @@ fn norm_segments(
     let s = order[min(k, params.segment_count - 1u)];
     var range = SegmentRange(0u, 0u);
     if (live) { range = ranges[s]; }
-    var folded: Pairwise;
+    var folded = fold_new();
     for (var i = select(0u, local, big); i < range.partial_count; i += select(1u, WG, big)) {
-        pairwise_add(&folded, stage_partials[range.first_partial + i]);
+        fold_add(&folded, stage_partials[range.first_partial + i]);
     }
-    var total = pairwise_total(&folded);
+    var total = fold_total(folded);
     if (big) {
         total = reduce_workgroup(local, total); // valid in invocation 0
     }
@@ -303,15 +307,15 @@ var<workgroup> shared_first: array<u32, MAX_WG>;
 
 @compute @workgroup_size(WG)
 fn norm_global(@builtin(local_invocation_index) local: u32) {
-    var folded: Pairwise;
+    var folded = fold_new();
     var first = NO_SEGMENT;
     for (var s = local; s < params.segment_count; s += WG) {
         let seg = segments[s];
-        pairwise_add(&folded, seg);
+        fold_add(&folded, seg);
         if (seg.nan + seg.inf > 0u) { first = min(first, s); }
     }
     shared_first[local] = first;
-    let total = reduce_workgroup(local, pairwise_total(&folded));
+    let total = reduce_workgroup(local, fold_total(folded));
     // reduce_workgroup's barriers made every shared_first visible.
     if (local == 0u) {
         for (var i = 1u; i < WG; i++) { first = min(first, shared_first[i]); }
