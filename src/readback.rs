@@ -66,6 +66,10 @@ const MAPPING: u8 = 2;
 const MAPPED: u8 = 3;
 const FAILED: u8 = 4;
 
+/// How long a finished submission's map callback may take to land when another thread
+/// is the one running it.
+const CALLBACK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 struct Slot {
     buffer: wgpu::Buffer,
     state: Arc<AtomicU8>,
@@ -191,6 +195,7 @@ impl ReadbackRing {
     /// Waits for every record in flight and returns them (end of a run, tests).
     pub fn drain(&mut self, device: &wgpu::Device) -> Result<Vec<(u64, Vec<u32>)>> {
         poll(device, wgpu::PollType::wait_indefinitely(), "draining readbacks")?;
+        self.await_callbacks(device, |_| true)?;
         self.collect()
     }
 
@@ -243,8 +248,24 @@ impl ReadbackRing {
             self.waits += 1;
             let submission_index = self.slots[i].submission.clone();
             poll(device, wgpu::PollType::Wait { submission_index, timeout: None }, "reading a step record")?;
+            self.await_callbacks(device, |slot| slot.step == step)?;
         }
         Ok(i)
+    }
+
+    /// After a wait for their submissions: lets the map callbacks of the `chosen` slots
+    /// land. A callback runs on whichever thread polls the device, so another thread may
+    /// still be running it when this thread's wait returns.
+    fn await_callbacks(&self, device: &wgpu::Device, chosen: impl Fn(&Slot) -> bool) -> Result<()> {
+        let deadline = std::time::Instant::now() + CALLBACK_PATIENCE;
+        while self.slots.iter().any(|slot| chosen(slot) && slot.state() == MAPPING) {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Readback("a finished readback's map callback never ran".into()));
+            }
+            std::thread::yield_now();
+            poll(device, wgpu::PollType::Poll, "reading a step record")?;
+        }
+        Ok(())
     }
 
     /// Steps whose record was not copied because every slot was in flight.

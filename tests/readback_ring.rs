@@ -73,3 +73,29 @@ fn an_allocation_beyond_the_device_is_a_typed_error() {
     // The device is still usable afterwards.
     assert!(ReadbackRing::new(&g.device, 64, 2).is_ok());
 }
+
+#[test]
+fn rings_on_threads_sharing_a_device_take_every_record() {
+    // Whichever thread polls the device may run another thread's map callback, a moment
+    // after that thread's own wait returned: `take` must wait for it to land, not report
+    // a failed mapping.
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let g = gpu();
+                let source = upload(&[t as f32; 64]);
+                let mut ring = ReadbackRing::new(&g.device, 256, 2).unwrap();
+                for step in 0..400u64 {
+                    let mut encoder = g.device.create_command_encoder(&Default::default());
+                    assert!(ring.encode_copy(&mut encoder, step, &[(&source, 256)]).unwrap());
+                    ring.after_submit(g.queue.submit([encoder.finish()]));
+                    let words = ring.take(&g.device, step).unwrap();
+                    assert_eq!(f32::from_bits(words[63]), t as f32, "thread {t}, step {step}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
