@@ -1,7 +1,5 @@
-// Elementwise activations as torch.nn.functional computes them: forward y = f(x), backward
-// dx = dy·f'(x) from the forward input x. GELU is the exact erf form (approximate='none').
-// tanh, sigmoid and the normal CDF are built from exp of a non-positive argument, so they
-// never overflow to inf/inf = NaN for large |x|.
+// Elementwise activations (act.wgsl): forward y = f(x), backward dx = dy·f'(x) from the
+// forward input x.
 
 struct Params {
     len: u32,
@@ -10,77 +8,10 @@ struct Params {
     pad: u32,
 }
 
-const IDENTITY: u32 = 0u;
-const RELU: u32 = 1u;
-const LEAKY_RELU: u32 = 2u;
-const TANH: u32 = 3u;
-const SIGMOID: u32 = 4u;
-const GELU: u32 = 5u;
-
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>; // backward only
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
-
-fn tanh_stable(v: f32) -> f32 {
-    let a = abs(v);
-    if (a < 0.625) {
-        // Cephes tanhf's odd polynomial: keeps relative accuracy where 1 - 2/(e^2a + 1) cancels.
-        let z = v * v;
-        return ((((-5.70498872745e-3 * z + 2.06390887954e-2) * z - 5.37397155531e-2) * z
-            + 1.33314422036e-1) * z - 3.33332819422e-1) * z * v + v;
-    }
-    let e = exp(-2.0 * a);
-    return sign(v) * (1.0 - e) / (1.0 + e);
-}
-
-fn sigmoid(v: f32) -> f32 {
-    let e = exp(-abs(v));
-    let s = 1.0 / (1.0 + e);
-    return select(e * s, s, v >= 0.0);
-}
-
-// erfc(z) for z ≥ 0: Numerical Recipes' erfcc, fractional error below 1.2e-7.
-fn erfc_nonneg(z: f32) -> f32 {
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let p = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806
-        + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
-    return t * exp(p - z * z);
-}
-
-// Φ(v), the standard normal CDF, from the tail erfc(|v|/√2)/2 so that it keeps relative
-// accuracy for v < 0.
-fn normal_cdf(v: f32) -> f32 {
-    let tail = 0.5 * erfc_nonneg(abs(v) * 0.70710678118654752);
-    return select(tail, 1.0 - tail, v > 0.0);
-}
-
-fn normal_pdf(v: f32) -> f32 {
-    return 0.39894228040143268 * exp(-0.5 * v * v);
-}
-
-fn activate(v: f32) -> f32 {
-    switch params.kind {
-        case RELU: { return max(v, 0.0); }
-        case LEAKY_RELU: { return select(params.slope * v, v, v > 0.0); }
-        case TANH: { return tanh_stable(v); }
-        case SIGMOID: { return sigmoid(v); }
-        case GELU: { return v * normal_cdf(v); }
-        default: { return v; }
-    }
-}
-
-// f'(v); at 0, relu and leaky relu take the left derivative, as torch does.
-fn derivative(v: f32) -> f32 {
-    switch params.kind {
-        case RELU: { return select(0.0, 1.0, v > 0.0); }
-        case LEAKY_RELU: { return select(params.slope, 1.0, v > 0.0); }
-        case TANH: { let t = tanh_stable(v); return 1.0 - t * t; }
-        case SIGMOID: { let s = sigmoid(v); return s * (1.0 - s); }
-        case GELU: { return normal_cdf(v) + v * normal_pdf(v); }
-        default: { return 1.0; }
-    }
-}
 
 fn index(wid: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
     return (wid.y * groups.x + wid.x) * 256u + local;
@@ -93,7 +24,7 @@ fn forward(
     @builtin(local_invocation_index) local: u32,
 ) {
     let i = index(wid, groups, local);
-    if (i < params.len) { out[i] = activate(x[i]); }
+    if (i < params.len) { out[i] = activate(params.kind, params.slope, x[i]); }
 }
 
 @compute @workgroup_size(256)
@@ -103,9 +34,5 @@ fn backward(
     @builtin(local_invocation_index) local: u32,
 ) {
     let i = index(wid, groups, local);
-    // relu's zero derivative must not turn an inf upstream gradient into NaN (torch masks).
-    if (i < params.len) {
-        let d = derivative(x[i]);
-        out[i] = select(dy[i] * d, 0.0, d == 0.0);
-    }
+    if (i < params.len) { out[i] = grad_through(params.kind, params.slope, dy[i], x[i]); }
 }

@@ -2,18 +2,31 @@
 // row-major, op(X) = X or Xᵀ. op(A) is [m, k], op(B) is [k, n], C is [m, n]; A is stored
 // [m, k] or, transposed, [k, m]; B is stored [k, n] or, transposed, [n, k]. One kernel thus
 // serves Linear forward (x·Wᵀ + b), its input gradient (dY·W) and weight gradient (dYᵀ·X).
+//
+// Fused epilogues (act.wgsl) make a Linear layer one dispatch each way:
+//   ACT_OUT    aux = act(C) as well: product + bias + activation (C keeps the pre-activation)
+//   ACT_GRAD   C = grad_through(act, C, aux): the input gradient times the derivative of the
+//              activation below, aux holding that activation's input
+//   BIAS_GRAD  aux[row] = Σ_k op(A)[row, k] as well: the bias gradient beside the weight
+//              gradient dYᵀ·X, summed from the op(A) blocks the product loads anyway by
+//              the threads of the first column of C
 
 struct Shape {
     m: u32,
     n: u32,
     k: u32,
     flags: u32,
+    act: u32,   // act.wgsl's kind, for ACT_OUT and ACT_GRAD
+    slope: f32, // leaky relu's negative slope
 }
 
 const FLAG_TRANS_A: u32 = 1u;
 const FLAG_TRANS_B: u32 = 2u;
 const FLAG_BIAS: u32 = 4u;
 const FLAG_ACCUMULATE: u32 = 8u;
+const FLAG_ACT_OUT: u32 = 16u;
+const FLAG_ACT_GRAD: u32 = 32u;
+const FLAG_BIAS_GRAD: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
@@ -22,10 +35,12 @@ const FLAG_ACCUMULATE: u32 = 8u;
 // Read-only storage, not a uniform: lavapipe (Mesa 22.3) inlines uniform values into a new
 // shader variant per dispatch when they steer loops, which leaked ~650 KB a dispatch and
 // cost a compile each time (see BENCHMARKS.md).
-@group(0) @binding(4) var<storage, read> shape: Shape;
+@group(0) @binding(4) var<storage, read> shape_in: Shape;
 // A and B again, 4 floats at a time (bound only where VEC_A / VEC_B hold).
 @group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
+// The fused epilogues' second operand: [m, n] for ACT_OUT and ACT_GRAD, [m] for BIAS_GRAD.
+@group(0) @binding(7) var<storage, read_write> aux: array<f32>;
 
 // The tiled kernels are specialized per pipeline: transposes and vector loads are
 // constants, so each combination compiles to code without run-time branches on them.
@@ -40,9 +55,18 @@ override WG_M: u32 = 16u;
 override WG_N: u32 = 16u;
 override TILE_K: u32 = 16u;
 
+// The shape as private values, set once by each entry point: on CPU implementations every
+// storage load is a loop over the lanes, and the shape is read in the innermost loops.
+var<private> shape: Shape;
+
+fn load_shape() {
+    shape = shape_in;
+}
+
 fn has(flag: u32) -> bool {
     return (shape.flags & flag) != 0u;
 }
+
 
 // op(A)[row, kk], 0 outside the matrix (so partial tiles need no special case).
 fn load_a(row: u32, kk: u32, trans: bool) -> f32 {
@@ -73,22 +97,39 @@ fn vec_b(kk: u32, col: u32) -> vec4<f32> {
     return b4[(kk * shape.n + col) / 4u];
 }
 
-// The value stored at C[row, col] for the product `sum`.
-fn epilogue(row: u32, col: u32, sum: f32) -> f32 {
+// Stores the product `sum` at C[row, col] through the epilogue.
+fn store(row: u32, col: u32, sum: f32) {
     var v = sum;
+    let at = row * shape.n + col;
     if (has(FLAG_BIAS)) { v += bias[col]; }
-    if (has(FLAG_ACCUMULATE)) { v += c[row * shape.n + col]; }
-    return v;
+    if (has(FLAG_ACCUMULATE)) { v += c[at]; }
+    if (has(FLAG_ACT_GRAD)) { v = grad_through(shape.act, shape.slope, v, aux[at]); }
+    c[at] = v;
+    if (has(FLAG_ACT_OUT)) { aux[at] = activate(shape.act, shape.slope, v); }
 }
 
 // Stores C[row, col..col+4] from `v`, skipping what lies outside C.
 fn store_row(row: u32, col: u32, v: vec4<f32>) {
     if (row >= shape.m) { return; }
-    let at = row * shape.n + col;
-    if (col < shape.n) { c[at] = epilogue(row, col, v.x); }
-    if (col + 1u < shape.n) { c[at + 1u] = epilogue(row, col + 1u, v.y); }
-    if (col + 2u < shape.n) { c[at + 2u] = epilogue(row, col + 2u, v.z); }
-    if (col + 3u < shape.n) { c[at + 3u] = epilogue(row, col + 3u, v.w); }
+    if (col < shape.n) { store(row, col, v.x); }
+    if (col + 1u < shape.n) { store(row, col + 1u, v.y); }
+    if (col + 2u < shape.n) { store(row, col + 2u, v.z); }
+    if (col + 3u < shape.n) { store(row, col + 3u, v.w); }
+}
+
+// BIAS_GRAD: the row sum of op(A) for `row`, stored by the thread of C's first column.
+fn store_row_sum(row: u32, col: u32, sum: f32) {
+    if (!has(FLAG_BIAS_GRAD) || col != 0u || row >= shape.m) { return; }
+    var v = sum;
+    if (has(FLAG_ACCUMULATE)) { v += aux[row]; }
+    aux[row] = v;
+}
+
+fn store_row_sums(row0: u32, col0: u32, sums: vec4<f32>) {
+    store_row_sum(row0, col0, sums.x);
+    store_row_sum(row0 + 1u, col0, sums.y);
+    store_row_sum(row0 + 2u, col0, sums.z);
+    store_row_sum(row0 + 3u, col0, sums.w);
 }
 
 // The first row and column of the C tile of workgroup `t` (tiles of bm x bn, row-major),
@@ -174,12 +215,14 @@ fn matmul_tiled(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
+    load_shape();
     let origin = tile_origin(wid.y * groups.x + wid.x, 4u * WG_M, 4u * WG_N);
     if (origin.x >= shape.m) { return; } // uniform per workgroup: no barrier is skipped by half
     var acc0 = vec4(0.0);
     var acc1 = vec4(0.0);
     var acc2 = vec4(0.0);
     var acc3 = vec4(0.0);
+    var row_sums = vec4(0.0);
     for (var k0 = 0u; k0 < shape.k; k0 += TILE_K) {
         stage_tiles(local, origin.x, origin.y, k0);
         workgroupBarrier();
@@ -190,11 +233,13 @@ fn matmul_tiled(
             acc1 += av.y * bv;
             acc2 += av.z * bv;
             acc3 += av.w * bv;
+            row_sums += av;
         }
         workgroupBarrier();
     }
     let row = origin.x + 4u * lid.y;
     let col = origin.y + 4u * lid.x;
+    store_row_sums(row, col, row_sums);
     store_row(row, col, acc0);
     store_row(row + 1u, col, acc1);
     store_row(row + 2u, col, acc2);
@@ -256,6 +301,7 @@ fn matmul_direct(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    load_shape();
     let origin = tile_origin(wid.y * groups.x + wid.x, 8u * WG_M, 8u * WG_N);
     if (origin.x >= shape.m) { return; }
     let row0 = origin.x + 8u * lid.y;
@@ -265,6 +311,8 @@ fn matmul_direct(
     var c01 = mat4x4<f32>();
     var c10 = mat4x4<f32>();
     var c11 = mat4x4<f32>();
+    var sums0 = vec4(0.0);
+    var sums1 = vec4(0.0);
     for (var k0 = 0u; k0 < shape.k; k0 += 4u) {
         let b0 = block_b(k0, col0);
         let b1 = block_b(k0, col0 + 4u);
@@ -274,14 +322,18 @@ fn matmul_direct(
         c01 += a0 * b1;
         c10 += a1 * b0;
         c11 += a1 * b1;
+        sums0 += a0 * vec4(1.0);
+        sums1 += a1 * vec4(1.0);
     }
+    store_row_sums(row0, col0, sums0);
+    store_row_sums(row0 + 4u, col0, sums1);
     store_block(row0, col0, c00);
     store_block(row0, col0 + 4u, c01);
     store_block(row0 + 4u, col0, c10);
     store_block(row0 + 4u, col0 + 4u, c11);
 }
 
-// ---- baselines and the bias gradient ----------------------------------------------------
+// ---- the baseline ----------------------------------------------------
 
 // The baseline the benchmark compares against: one thread per output, no reuse, the
 // transposes read from the shape's flags at run time.
@@ -291,6 +343,7 @@ fn matmul_naive(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
+    load_shape();
     let i = (wid.y * groups.x + wid.x) * 256u + local;
     if (i >= shape.m * shape.n) { return; }
     let row = i / shape.n;
@@ -298,26 +351,12 @@ fn matmul_naive(
     let trans_a = has(FLAG_TRANS_A);
     let trans_b = has(FLAG_TRANS_B);
     var sum = 0.0;
+    var row_sum = 0.0;
     for (var kk = 0u; kk < shape.k; kk++) {
-        sum += load_a(row, kk, trans_a) * load_b(kk, col, trans_b);
+        let a = load_a(row, kk, trans_a);
+        sum += a * load_b(kk, col, trans_b);
+        row_sum += a;
     }
-    c[i] = epilogue(row, col, sum);
-}
-
-// Bias gradient: c[col] (+)= Σ_row a[row, col] for a = dY of shape [m, n]. One thread per
-// column, rows in order: adjacent threads read adjacent addresses, and the sum is deterministic.
-@compute @workgroup_size(256)
-fn bias_grad(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    let col = (wid.y * groups.x + wid.x) * 256u + local;
-    if (col >= shape.n) { return; }
-    var sum = 0.0;
-    for (var row = 0u; row < shape.m; row++) {
-        sum += a[row * shape.n + col];
-    }
-    if (has(FLAG_ACCUMULATE)) { sum += c[col]; }
-    c[col] = sum;
+    store(row, col, sum);
+    store_row_sum(row, col, row_sum);
 }

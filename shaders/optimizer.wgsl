@@ -1,8 +1,14 @@
-// Optimizer updates, one thread per parameter, as torch.optim computes them (single-tensor
-// path). The learning rate is read from a device buffer (schedules write it, no new
-// pipeline) and the step count lives in a device buffer that `advance` increments after
-// the update. When the gradient norm flagged the step as skipped (non-finite gradients),
-// neither entry point writes anything: weights, state and step stay bitwise unchanged.
+// Optimizer updates as torch.optim computes them, over many tensors in one dispatch (a
+// multi-tensor apply, as apex's fused optimizers): a chunk table gives each workgroup one
+// run of one tensor (segment). The learning rate is read from a device buffer (schedules
+// write it, no new pipeline); the step count lives at the end of the state buffer and
+// `advance` increments it after the update. When the gradient norm flagged the step as
+// skipped (non-finite gradients), neither entry point writes anything: weights, state and
+// step stay bitwise unchanged.
+//
+// Gradients are clipped as they are read (SCALE): by the norm's global coefficient
+// (clip_grad_norm_) or by each segment's own (per-tensor clipnorm), so no separate pass
+// rewrites them; ZERO_NONFINITE reads NaN and ±inf as 0.
 //
 //   sgd    g = grad + wd·p (coupled weight decay = L2); with momentum:
 //          buf = g on the first step, else momentum·buf + (1 - dampening)·g;
@@ -11,7 +17,8 @@
 //          p -= lr / (1 - β1^t) · m / (sqrt(v) / sqrt(1 - β2^t) + eps)   (torch.optim.AdamW)
 
 struct Hyper {
-    len: u32,
+    len: u32,     // elements per state slot: state[s·len + i] is slot s of element i
+    slots: u32,   // state slots; the completed steps are counted at state[slots·len]
     nesterov: u32,
     momentum: f32,
     dampening: f32,
@@ -19,25 +26,62 @@ struct Hyper {
     beta1: f32,
     beta2: f32,
     eps: f32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
-// Word of the gradient-norm stats holding the skip flag (norm::STATS_SKIP_OFFSET / 4).
+// A run of at most CHUNK elements of one segment.
+struct Chunk {
+    start: u32,
+    end: u32,
+    segment: u32,
+    pad: u32,
+}
+
+override SCALE: u32 = 0u; // 0 none, 1 the global clip coefficient, 2 the segment's
+override ZERO_NONFINITE: bool = false;
+const CHUNK: u32 = 1024u;
+
+// Words of the gradient-norm stats and of its per-segment scratch (norm::STATS_*).
 const SKIP_WORD: u32 = 2u;
+const COEF_WORD: u32 = 1u;
+const SEGMENT_STRIDE: u32 = 8u;
+const SEGMENT_COEF_WORD: u32 = 6u;
 
 @group(0) @binding(0) var<storage, read_write> params: array<f32>;
 @group(0) @binding(1) var<storage, read> grads: array<f32>;
-@group(0) @binding(2) var<storage, read_write> state0: array<f32>; // momentum buffer, or exp_avg
-@group(0) @binding(3) var<storage, read_write> state1: array<f32>; // exp_avg_sq
-@group(0) @binding(4) var<storage, read> lr: array<f32>;
-@group(0) @binding(5) var<storage, read> stats: array<u32>;
-@group(0) @binding(6) var<storage, read_write> step: array<u32>;   // completed steps
+@group(0) @binding(2) var<storage, read_write> state: array<f32>;
+@group(0) @binding(3) var<storage, read> lr: array<f32>;
+@group(0) @binding(4) var<storage, read> stats: array<u32>;
+@group(0) @binding(5) var<storage, read> segments: array<u32>;
+@group(0) @binding(6) var<storage, read> chunks: array<Chunk>;
 @group(0) @binding(7) var<uniform> hyper: Hyper;
 
-// The element this thread updates, or none when out of range or the step is skipped.
-fn element(wid: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
-    let i = (wid.y * groups.x + wid.x) * 256u + local;
-    if (i >= hyper.len || stats[SKIP_WORD] != 0u) { return 0xffffffffu; }
-    return i;
+// Counted in f32, exact to 2^24 steps (the host refuses more), to keep one state buffer.
+fn step_count() -> u32 {
+    return u32(state[hyper.slots * hyper.len]);
+}
+
+// The chunk of this workgroup, or none when past the table or the step is skipped.
+fn chunk_of(wid: vec3<u32>, groups: vec3<u32>) -> Chunk {
+    let c = wid.y * groups.x + wid.x;
+    if (c >= arrayLength(&chunks) || stats[SKIP_WORD] != 0u) { return Chunk(0u, 0u, 0u, 0u); }
+    return chunks[c];
+}
+
+fn coefficient(chunk: Chunk) -> f32 {
+    if (SCALE == 1u) { return bitcast<f32>(stats[COEF_WORD]); }
+    if (SCALE == 2u) { return bitcast<f32>(segments[chunk.segment * SEGMENT_STRIDE + SEGMENT_COEF_WORD]); }
+    return 1.0;
+}
+
+// The gradient the update uses: clipped, and NaN/inf zeroed under ZERO_NONFINITE.
+fn gradient(i: u32, coef: f32) -> f32 {
+    var g = grads[i];
+    if (ZERO_NONFINITE && (bitcast<u32>(g) & 0x7f800000u) == 0x7f800000u) { g = 0.0; }
+    if (SCALE != 0u) { g *= coef; }
+    return g;
 }
 
 @compute @workgroup_size(256)
@@ -46,18 +90,21 @@ fn sgd(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let i = element(wid, groups, local);
-    if (i == 0xffffffffu) { return; }
-    let p = params[i];
-    var g = grads[i];
-    if (hyper.weight_decay != 0.0) { g += hyper.weight_decay * p; }
-    if (hyper.momentum != 0.0) {
-        var buf = g;
-        if (step[0] > 0u) { buf = hyper.momentum * state0[i] + (1.0 - hyper.dampening) * g; }
-        state0[i] = buf;
-        g = select(buf, g + hyper.momentum * buf, hyper.nesterov != 0u);
+    let chunk = chunk_of(wid, groups);
+    let coef = coefficient(chunk);
+    let first = step_count() == 0u;
+    for (var i = chunk.start + local; i < chunk.end; i += 256u) {
+        let p = params[i];
+        var g = gradient(i, coef);
+        if (hyper.weight_decay != 0.0) { g += hyper.weight_decay * p; }
+        if (hyper.momentum != 0.0) {
+            var buf = g;
+            if (!first) { buf = hyper.momentum * state[i] + (1.0 - hyper.dampening) * g; }
+            state[i] = buf;
+            g = select(buf, g + hyper.momentum * buf, hyper.nesterov != 0u);
+        }
+        params[i] = p - lr[0] * g;
     }
-    params[i] = p - lr[0] * g;
 }
 
 // b^e by squaring: exact for e = 1 and a handful of roundings otherwise.
@@ -77,20 +124,24 @@ fn adamw(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let i = element(wid, groups, local);
-    if (i == 0xffffffffu) { return; }
-    let t = step[0] + 1u;
-    let g = grads[i];
-    let m = state0[i] + (1.0 - hyper.beta1) * (g - state0[i]);
-    let v = hyper.beta2 * state1[i] + (1.0 - hyper.beta2) * g * g;
-    state0[i] = m;
-    state1[i] = v;
+    let chunk = chunk_of(wid, groups);
+    let coef = coefficient(chunk);
+    let t = step_count() + 1u;
     let step_size = lr[0] / (1.0 - powi(hyper.beta1, t));
-    let denom = sqrt(v) / sqrt(1.0 - powi(hyper.beta2, t)) + hyper.eps;
-    params[i] = params[i] * (1.0 - lr[0] * hyper.weight_decay) - step_size * m / denom;
+    let correction2 = sqrt(1.0 - powi(hyper.beta2, t));
+    for (var i = chunk.start + local; i < chunk.end; i += 256u) {
+        let g = gradient(i, coef);
+        let j = hyper.len + i;
+        let m = state[i] + (1.0 - hyper.beta1) * (g - state[i]);
+        let v = hyper.beta2 * state[j] + (1.0 - hyper.beta2) * g * g;
+        state[i] = m;
+        state[j] = v;
+        let denom = sqrt(v) / correction2 + hyper.eps;
+        params[i] = params[i] * (1.0 - lr[0] * hyper.weight_decay) - step_size * m / denom;
+    }
 }
 
 @compute @workgroup_size(1)
 fn advance() {
-    if (stats[SKIP_WORD] == 0u) { step[0] += 1u; }
+    if (stats[SKIP_WORD] == 0u) { state[hyper.slots * hyper.len] += 1.0; }
 }

@@ -340,6 +340,12 @@ impl GradNorm {
         &self.stats
     }
 
+    /// The per-segment scratch: 8 words a segment, its clip coefficient at word 6 (the
+    /// `Acc` of `shaders/common.wgsl`). Optimizers scaling per tensor read it.
+    pub fn segment_buffer(&self) -> &wgpu::Buffer {
+        &self.segments
+    }
+
     /// Size of the stats buffer in bytes.
     pub fn stats_size(&self) -> u64 {
         self.stats.size()

@@ -1,7 +1,8 @@
 //! The registry of WGSL sources, embedded at build time. Embedders can read them here.
 //!
-//! `shaders/common.wgsl` (the overflow-safe accumulator and shared structs) is prepended
-//! to the norm, clip and AGC modules, since WGSL has no includes.
+//! WGSL has no includes: `shaders/common.wgsl` (the overflow-safe accumulator and shared
+//! structs) is prepended to the norm, clip and AGC modules, `shaders/act.wgsl` (the
+//! activation functions) to the activation, matmul and rnn modules.
 
 /// One WGSL module and the entry points gradguard uses from it.
 #[derive(Clone, Copy, Debug)]
@@ -42,17 +43,18 @@ pub const COPY: Shader = Shader {
     entry_points: &["copy"],
 };
 
-/// Tiled, direct and naive GEMM, and the bias gradient (a column sum).
+/// Tiled, direct and naive GEMM with fused epilogues (bias, activation, activation
+/// derivative, bias gradient).
 pub const MATMUL: Shader = Shader {
     name: "matmul",
-    source: include_str!("../shaders/matmul.wgsl"),
-    entry_points: &["matmul_tiled", "matmul_direct", "matmul_naive", "bias_grad"],
+    source: concat!(include_str!("../shaders/act.wgsl"), include_str!("../shaders/matmul.wgsl")),
+    entry_points: &["matmul_tiled", "matmul_direct", "matmul_naive"],
 };
 
 /// Element-wise activations, forward and backward.
 pub const ACTIVATION: Shader = Shader {
     name: "activation",
-    source: include_str!("../shaders/activation.wgsl"),
+    source: concat!(include_str!("../shaders/act.wgsl"), include_str!("../shaders/activation.wgsl")),
     entry_points: &["forward", "backward"],
 };
 
@@ -63,7 +65,8 @@ pub const LOSS: Shader = Shader {
     entry_points: &["cross_entropy", "mse", "mean"],
 };
 
-/// SGD and AdamW updates that obey the norm's skip flag, and the step counter.
+/// SGD and AdamW over many tensors in one dispatch, scaling gradients by the norm's clip
+/// coefficients as they are read and obeying its skip flag; the step counter.
 pub const OPTIMIZER: Shader = Shader {
     name: "optimizer",
     source: include_str!("../shaders/optimizer.wgsl"),
@@ -77,5 +80,12 @@ pub const BATCHNORM: Shader = Shader {
     entry_points: &["train", "eval", "backward", "running"],
 };
 
+/// A vanilla RNN's recurrence over the whole sequence, forward and backward.
+pub const RNN: Shader = Shader {
+    name: "rnn",
+    source: concat!(include_str!("../shaders/act.wgsl"), include_str!("../shaders/rnn.wgsl")),
+    entry_points: &["rnn_forward", "rnn_backward"],
+};
+
 /// Every shader the crate ships.
-pub const ALL: &[Shader] = &[NORM, CLIP, AGC, COPY, MATMUL, ACTIVATION, LOSS, OPTIMIZER, BATCHNORM];
+pub const ALL: &[Shader] = &[NORM, CLIP, AGC, COPY, MATMUL, ACTIVATION, LOSS, OPTIMIZER, BATCHNORM, RNN];

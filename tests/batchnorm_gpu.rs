@@ -54,8 +54,8 @@ fn train_eval_backward_match_twin() {
             (upload(&vec![0.0; len]), upload(&vec![0.0; nf]), upload(&vec![0.0; nf]), upload(&vec![0.0; len]));
         let train = BatchNormTrain {
             x: &gx,
-            gamma: &ggamma,
-            beta: &gbeta,
+            gamma: (&ggamma).into(),
+            beta: (&gbeta).into(),
             y: &gy,
             saved: &gsaved,
             running_mean: &grm,
@@ -64,16 +64,16 @@ fn train_eval_backward_match_twin() {
         run(&kernel, &kernel.bind_train(device, &bn, train).unwrap());
         let back = BatchNormBackward {
             x: &gx,
-            gamma: &ggamma,
+            gamma: (&ggamma).into(),
             saved: &gsaved,
             dy: &gdy,
             dx: &gdx,
-            dgamma: &gdgamma,
-            dbeta: &gdbeta,
+            dgamma: (&gdgamma).into(),
+            dbeta: (&gdbeta).into(),
         };
         run(&kernel, &kernel.bind_backward(device, &bn, back).unwrap());
         let eval =
-            BatchNormEval { x: &gx, gamma: &ggamma, beta: &gbeta, y: &gy_eval, running_mean: &grm, running_var: &grv };
+            BatchNormEval { x: &gx, gamma: (&ggamma).into(), beta: (&gbeta).into(), y: &gy_eval, running_mean: &grm, running_var: &grv };
         run(&kernel, &kernel.bind_eval(device, &bn, eval).unwrap());
 
         let (mut rm, mut rv) = (widen(&rm0), widen(&rv0));
@@ -107,8 +107,8 @@ fn running_stats_after_one_step() {
     let (gy, gsaved, grm, grv) = (upload(&[0.0; 4]), upload(&[0.0; 2]), upload(&[0.0]), upload(&[1.0]));
     let train = BatchNormTrain {
         x: &gx,
-        gamma: &ggamma,
-        beta: &gbeta,
+        gamma: (&ggamma).into(),
+        beta: (&gbeta).into(),
         y: &gy,
         saved: &gsaved,
         running_mean: &grm,
@@ -174,7 +174,7 @@ fn bad_input_is_a_typed_error() {
         mapped_at_creation: false,
     });
     let train =
-        BatchNormTrain { x: &x, gamma: &f1, beta: &f2, y: &y, saved: &saved, running_mean: &f3, running_var: &f4 };
+        BatchNormTrain { x: &x, gamma: (&f1).into(), beta: (&f2).into(), y: &y, saved: &saved, running_mean: &f3, running_var: &f4 };
     assert!(kernel.bind_train(device, &BatchNorm::new(2, 4), train).is_ok());
     assert!(matches!(kernel.bind_train(device, &BatchNorm::new(1, 4), train), Err(Error::Invalid(_))));
     assert!(matches!(kernel.bind_train(device, &BatchNorm::new(0, 4), train), Err(Error::Invalid(_))));
@@ -191,9 +191,9 @@ fn bad_input_is_a_typed_error() {
         kernel.bind_train(device, &BatchNorm { eps: 0.0, ..BatchNorm::new(2, 4) }, train),
         Err(Error::Invalid(_))
     ));
-    let eval = BatchNormEval { x: &x, gamma: &f1, beta: &f2, y: &y, running_mean: &f3, running_var: &f4 };
+    let eval = BatchNormEval { x: &x, gamma: (&f1).into(), beta: (&f2).into(), y: &y, running_mean: &f3, running_var: &f4 };
     assert!(kernel.bind_eval(device, &BatchNorm::new(1, 4), eval).is_ok(), "eval works on a batch of one");
-    let back = BatchNormBackward { x: &x, gamma: &f1, saved: &saved, dy: &y, dx: &no_storage, dgamma: &f3, dbeta: &f4 };
+    let back = BatchNormBackward { x: &x, gamma: (&f1).into(), saved: &saved, dy: &y, dx: &no_storage, dgamma: (&f3).into(), dbeta: (&f4).into() };
     assert!(matches!(kernel.bind_backward(device, &BatchNorm::new(2, 4), back), Err(Error::MissingBufferUsage { .. })));
 }
 
@@ -214,13 +214,13 @@ fn deferred_running_update_obeys_the_skip_flag() {
 
     // Immediate, for reference.
     let (gy, gsaved, grm, grv) = (upload(&vec![0.0; x.len()]), upload(&vec![0.0; 2 * f]), upload(&rm0), upload(&rv0));
-    let train = BatchNormTrain { x: &gx, gamma: &ggamma, beta: &gbeta, y: &gy, saved: &gsaved, running_mean: &grm, running_var: &grv };
+    let train = BatchNormTrain { x: &gx, gamma: (&ggamma).into(), beta: (&gbeta).into(), y: &gy, saved: &gsaved, running_mean: &grm, running_var: &grv };
     run(&kernel, &kernel.bind_train(device, &bn, train).unwrap());
 
     for skip in [0u32, 1] {
         let (dy, dsaved, drm, drv) = (upload(&vec![0.0; x.len()]), upload(&vec![0.0; 3 * f]), upload(&rm0), upload(&rv0));
         let stats = upload(&[0.0, 0.0, f32::from_bits(skip), 0.0]);
-        let train = BatchNormTrain { x: &gx, gamma: &ggamma, beta: &gbeta, y: &dy, saved: &dsaved, running_mean: &drm, running_var: &drv };
+        let train = BatchNormTrain { x: &gx, gamma: (&ggamma).into(), beta: (&gbeta).into(), y: &dy, saved: &dsaved, running_mean: &drm, running_var: &drv };
         run(&kernel, &kernel.bind_train_deferred(device, &bn, train).unwrap());
         assert_eq!(read(&drm), rm0, "the deferred forward leaves the running mean alone");
         assert_eq!(read(&drv), rv0);

@@ -132,7 +132,7 @@ fn cases(sizes: &[Size]) -> Vec<Case> {
     let all = |name_of: &dyn Fn(bool, bool) -> &'static str, m, n, k| {
         TRANSPOSES.map(|(trans_a, trans_b)| Case {
             name: name_of(trans_a, trans_b),
-            op: MatmulOp { m, n, k, trans_a, trans_b, accumulate: false },
+            op: MatmulOp { m, n, k, trans_a, trans_b, ..MatmulOp::default() },
         })
     };
     let mut out = Vec::new();
@@ -254,7 +254,7 @@ pub fn check_correct(gpu: &Gpu, kernel: &MatmulKernel) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(7);
     for (m, n, k) in [(67, 45, 33), (130, 70, 129)] {
         for (trans_a, trans_b) in TRANSPOSES {
-            let op = MatmulOp { m, n, k, trans_a, trans_b, accumulate: false };
+            let op = MatmulOp { m, n, k, trans_a, trans_b, ..MatmulOp::default() };
             let (a, b) = (random(&mut rng, op.a_len()), random(&mut rng, op.b_len()));
             let mut want = vec![0.0; op.c_len() as usize];
             twin::matmul(&op, &a, &b, None, &mut want);

@@ -27,7 +27,7 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn code(self) -> (u32, f32) {
+    pub(crate) fn code(self) -> (u32, f32) {
         match self {
             Self::Identity => (0, 0.0),
             Self::Relu => (1, 0.0),

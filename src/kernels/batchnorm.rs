@@ -3,8 +3,8 @@
 //! forward and backward.
 
 use super::{
-    bind_group, check_distinct, dispatch, index_range, layout, pipeline, placeholder, storage_entry, storage_words,
-    uniform, uniform_entry,
+    bind_group, check_disjoint, check_distinct, dispatch, index_range, layout, pipeline, placeholder, storage_entry,
+    storage_view, storage_words, uniform, uniform_entry, View,
 };
 use crate::error::{Error, Result};
 use crate::shaders;
@@ -56,9 +56,9 @@ pub struct BatchNormTrain<'a> {
     /// Input, `batch·features` f32.
     pub x: &'a wgpu::Buffer,
     /// Scale γ, `features` f32.
-    pub gamma: &'a wgpu::Buffer,
+    pub gamma: View<'a>,
     /// Shift β, `features` f32.
-    pub beta: &'a wgpu::Buffer,
+    pub beta: View<'a>,
     /// Output, `batch·features` f32, overwritten.
     pub y: &'a wgpu::Buffer,
     /// Batch statistics for the backward: 2·features f32 (3·features for
@@ -92,9 +92,9 @@ pub struct BatchNormEval<'a> {
     /// Input, `batch·features` f32.
     pub x: &'a wgpu::Buffer,
     /// Scale γ, `features` f32.
-    pub gamma: &'a wgpu::Buffer,
+    pub gamma: View<'a>,
     /// Shift β, `features` f32.
-    pub beta: &'a wgpu::Buffer,
+    pub beta: View<'a>,
     /// Output, `batch·features` f32, overwritten.
     pub y: &'a wgpu::Buffer,
     /// Running mean, `features` f32 (read only, though bound writable).
@@ -110,7 +110,7 @@ pub struct BatchNormBackward<'a> {
     /// The forward's input, `batch·features` f32.
     pub x: &'a wgpu::Buffer,
     /// Scale γ, `features` f32.
-    pub gamma: &'a wgpu::Buffer,
+    pub gamma: View<'a>,
     /// The training forward's `saved` (mean, inv_std).
     pub saved: &'a wgpu::Buffer,
     /// Gradient of the loss with respect to the output, `batch·features` f32.
@@ -118,9 +118,9 @@ pub struct BatchNormBackward<'a> {
     /// Gradient with respect to the input, `batch·features` f32, overwritten.
     pub dx: &'a wgpu::Buffer,
     /// Gradient with respect to γ, `features` f32, overwritten.
-    pub dgamma: &'a wgpu::Buffer,
+    pub dgamma: View<'a>,
     /// Gradient with respect to β, `features` f32, overwritten.
-    pub dbeta: &'a wgpu::Buffer,
+    pub dbeta: View<'a>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,7 +159,7 @@ pub struct BatchNormKernel {
 }
 
 /// (name, buffer, f32 elements or 0 for the placeholder, writable) of one binding.
-type Slot<'a> = (&'static str, Option<&'a wgpu::Buffer>, u64, bool);
+type Slot<'a> = (&'static str, Option<View<'a>>, u64, bool);
 
 impl BatchNormKernel {
     /// Builds the pipelines. `Err(Error::Device)` if the device refuses them.
@@ -188,13 +188,13 @@ impl BatchNormKernel {
     pub fn bind_train(&self, device: &wgpu::Device, bn: &BatchNorm, b: BatchNormTrain<'_>) -> Result<BatchNormBinding> {
         let (len, f) = (bn.len(), bn.features as u64);
         let slots = [
-            ("batch norm x", Some(b.x), len, false),
+            ("batch norm x", Some(b.x.into()), len, false),
             ("batch norm gamma", Some(b.gamma), f, false),
             ("batch norm beta", Some(b.beta), f, false),
-            ("batch norm y", Some(b.y), len, true),
-            ("batch norm saved stats", Some(b.saved), 2 * f, true),
-            ("batch norm running mean", Some(b.running_mean), f, true),
-            ("batch norm running var", Some(b.running_var), f, true),
+            ("batch norm y", Some(b.y.into()), len, true),
+            ("batch norm saved stats", Some(b.saved.into()), 2 * f, true),
+            ("batch norm running mean", Some(b.running_mean.into()), f, true),
+            ("batch norm running var", Some(b.running_var.into()), f, true),
         ];
         self.bind(device, bn, Entry::Train, 2, slots)
     }
@@ -206,13 +206,13 @@ impl BatchNormKernel {
     pub fn bind_train_deferred(&self, device: &wgpu::Device, bn: &BatchNorm, b: BatchNormTrain<'_>) -> Result<BatchNormBinding> {
         let (len, f) = (bn.len(), bn.features as u64);
         let slots = [
-            ("batch norm x", Some(b.x), len, false),
+            ("batch norm x", Some(b.x.into()), len, false),
             ("batch norm gamma", Some(b.gamma), f, false),
             ("batch norm beta", Some(b.beta), f, false),
-            ("batch norm y", Some(b.y), len, true),
-            ("batch norm saved stats (deferred)", Some(b.saved), 3 * f, true),
-            ("batch norm running mean", Some(b.running_mean), f, true),
-            ("batch norm running var", Some(b.running_var), f, true),
+            ("batch norm y", Some(b.y.into()), len, true),
+            ("batch norm saved stats (deferred)", Some(b.saved.into()), 3 * f, true),
+            ("batch norm running mean", Some(b.running_mean.into()), f, true),
+            ("batch norm running var", Some(b.running_var.into()), f, true),
         ];
         self.bind(device, bn, Entry::TrainDeferred, 2, slots)
     }
@@ -252,13 +252,13 @@ impl BatchNormKernel {
     pub fn bind_eval(&self, device: &wgpu::Device, bn: &BatchNorm, b: BatchNormEval<'_>) -> Result<BatchNormBinding> {
         let (len, f) = (bn.len(), bn.features as u64);
         let slots = [
-            ("batch norm x", Some(b.x), len, false),
+            ("batch norm x", Some(b.x.into()), len, false),
             ("batch norm gamma", Some(b.gamma), f, false),
             ("batch norm beta", Some(b.beta), f, false),
-            ("batch norm y", Some(b.y), len, true),
+            ("batch norm y", Some(b.y.into()), len, true),
             ("unused", None, 0, true),
-            ("batch norm running mean", Some(b.running_mean), f, true),
-            ("batch norm running var", Some(b.running_var), f, true),
+            ("batch norm running mean", Some(b.running_mean.into()), f, true),
+            ("batch norm running var", Some(b.running_var.into()), f, true),
         ];
         self.bind(device, bn, Entry::Eval, 1, slots)
     }
@@ -272,11 +272,11 @@ impl BatchNormKernel {
     ) -> Result<BatchNormBinding> {
         let (len, f) = (bn.len(), bn.features as u64);
         let slots = [
-            ("batch norm x", Some(b.x), len, false),
+            ("batch norm x", Some(b.x.into()), len, false),
             ("batch norm gamma", Some(b.gamma), f, false),
-            ("batch norm dy", Some(b.dy), len, false),
-            ("batch norm dx", Some(b.dx), len, true),
-            ("batch norm saved stats", Some(b.saved), 2 * f, true),
+            ("batch norm dy", Some(b.dy.into()), len, false),
+            ("batch norm dx", Some(b.dx.into()), len, true),
+            ("batch norm saved stats", Some(b.saved.into()), 2 * f, true),
             ("batch norm dgamma", Some(b.dgamma), f, true),
             ("batch norm dbeta", Some(b.dbeta), f, true),
         ];
@@ -292,12 +292,12 @@ impl BatchNormKernel {
         slots: [Slot<'_>; 7],
     ) -> Result<BatchNormBinding> {
         let params = uniform(device, "batch norm params", &bn.params(min_batch)?)?;
-        let named: Vec<_> = slots.iter().filter_map(|&(name, b, _, w)| b.map(|b| (name, b, w))).collect();
-        check_distinct(&named)?;
+        let named: Vec<_> = slots.iter().filter_map(|&(name, v, len, w)| v.map(|v| (name, v, len, w))).collect();
+        check_disjoint(&named)?;
         let mut resources = slots
             .iter()
-            .map(|&(name, buffer, len, _)| match buffer {
-                Some(buffer) => storage_words(name, buffer, len),
+            .map(|&(name, view, len, _)| match view {
+                Some(view) => storage_view(name, view, len),
                 None => Ok(self.placeholder.as_entire_binding()),
             })
             .collect::<Result<Vec<_>>>()?;

@@ -2,18 +2,36 @@
 //! the bias gradient.
 
 use super::{
-    bind_group, buffer_init, check_distinct, dispatch, index_range, layout, pipeline, placeholder, range,
-    storage_entry, storage_words,
+    bind_group, buffer_init, check_disjoint, dispatch, index_range, layout, pipeline, placeholder, range,
+    storage_entry, storage_view, View,
 };
 use crate::error::{Error, Result};
+use crate::kernels::activation::Activation;
 use crate::shaders;
+
+/// What the product's epilogue does besides storing C (see `shaders/matmul.wgsl`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Epilogue {
+    /// C only.
+    #[default]
+    Plain,
+    /// Also `aux = act(C)`: a Linear layer's product, bias and activation in one dispatch;
+    /// C keeps the pre-activation that the backward reads.
+    Activate(Activation),
+    /// `C = grad_through(act, product, aux)`: an input gradient times the derivative of the
+    /// activation below, `aux` holding that activation's input `[m, n]`.
+    ThroughActivation(Activation),
+    /// Also `aux[row] = Σ_k op(A)[row, k]` (`+=` when accumulating): the bias gradient
+    /// beside a weight gradient `dYᵀ·X`, summed from the blocks of op(A) the product loads.
+    BiasGrad,
+}
 
 /// One product `C[m, n] = op(A)[m, k] · op(B)[k, n] (+ bias[n]) (+ C)`, row-major.
 ///
 /// `trans_a`: A is stored `[k, m]` and read transposed; `trans_b`: B is stored `[n, k]`.
-/// `accumulate` adds the product to C instead of overwriting it (gradient accumulation,
-/// e.g. `dW` summed over the time steps of an RNN), like `torch.addmm(C, A, B)`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// `accumulate` adds the product to C instead of overwriting it (gradient accumulation),
+/// like `torch.addmm(C, A, B)`; `epilogue` fuses what a layer does next.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct MatmulOp {
     /// Rows of C (and of op(A)).
     pub m: u32,
@@ -27,6 +45,8 @@ pub struct MatmulOp {
     pub trans_b: bool,
     /// `C += product` instead of `C = product`.
     pub accumulate: bool,
+    /// What the epilogue fuses in.
+    pub epilogue: Epilogue,
 }
 
 impl MatmulOp {
@@ -60,6 +80,20 @@ impl MatmulOp {
         self.m as u64 * self.n as u64
     }
 
+    /// f32 elements of the epilogue's operand (0: none).
+    pub fn aux_len(&self) -> u64 {
+        match self.epilogue {
+            Epilogue::Plain => 0,
+            Epilogue::Activate(_) | Epilogue::ThroughActivation(_) => self.c_len(),
+            Epilogue::BiasGrad => self.m as u64,
+        }
+    }
+
+    /// This product with `epilogue`.
+    pub fn with(self, epilogue: Epilogue) -> Self {
+        Self { epilogue, ..self }
+    }
+
     fn validate(&self) -> Result<()> {
         if self.m == 0 || self.n == 0 || self.k == 0 {
             return Err(Error::Invalid(format!(
@@ -73,10 +107,17 @@ impl MatmulOp {
         Ok(())
     }
 
-    fn params(&self, bias: bool) -> [u32; 4] {
+    fn params(&self, bias: bool) -> [u32; 6] {
+        let (epilogue, act) = match self.epilogue {
+            Epilogue::Plain => (0, Activation::Identity),
+            Epilogue::Activate(a) => (16, a),
+            Epilogue::ThroughActivation(a) => (32, a),
+            Epilogue::BiasGrad => (64, Activation::Identity),
+        };
         let flags =
-            self.trans_a as u32 | (self.trans_b as u32) << 1 | (bias as u32) << 2 | (self.accumulate as u32) << 3;
-        [self.m, self.n, self.k, flags]
+            self.trans_a as u32 | (self.trans_b as u32) << 1 | (bias as u32) << 2 | (self.accumulate as u32) << 3 | epilogue;
+        let (kind, slope) = act.code();
+        [self.m, self.n, self.k, flags, kind, slope.to_bits()]
     }
 }
 
@@ -176,13 +217,6 @@ pub struct MatmulBinding {
     tiled: wgpu::ComputePipeline,
 }
 
-/// A bound bias gradient, ready to record with [`MatmulKernel::encode_bias_grad`].
-#[derive(Debug)]
-pub struct BiasGradBinding {
-    group: wgpu::BindGroup,
-    cols: u32,
-}
-
 /// Which specialization of the tiled kernel a product needs (its pipeline constants).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Variant {
@@ -204,25 +238,37 @@ impl Variant {
             vec_b: if op.trans_b { along_k } else { op.n.is_multiple_of(4) },
         }
     }
-
-    fn index(&self) -> usize {
-        self.trans_a as usize | (self.trans_b as usize) << 1 | (self.vec_a as usize) << 2 | (self.vec_b as usize) << 3
-    }
 }
 
-/// The GEMM and bias-gradient pipelines. Operands need STORAGE usage; C may not share a
-/// buffer with A, B or the bias (`Error::Invalid`).
+/// The GEMM pipelines. Operands need STORAGE usage; C and the epilogue's operand may not
+/// overlap A, B or the bias (`Error::Invalid`).
 #[derive(Debug)]
 pub struct MatmulKernel {
-    /// 0 A, 1 B, 2 bias (read-only), 3 C (read-write), 4 shape uniform, 5 A and 6 B again
-    /// as vec4 (read-only; a placeholder where the product is not 4-aligned).
+    /// 0 A, 1 B, 2 bias (read-only), 3 C (read-write), 4 shape, 5 A and 6 B again as vec4
+    /// (read-only; a placeholder where the product is not 4-aligned), 7 the epilogue's
+    /// operand (read-write; a placeholder where there is none).
     pub layout: wgpu::BindGroupLayout,
     tiling: Tiling,
-    /// The tiled pipelines, created on first use, by [`Variant::index`].
-    tiled: std::sync::Mutex<[Option<wgpu::ComputePipeline>; 16]>,
     naive: wgpu::ComputePipeline,
-    bias_grad: wgpu::ComputePipeline,
+    /// Bound where a read-only operand is absent.
     placeholder: wgpu::Buffer,
+    /// Bound where the epilogue has no operand: a writable slot needs its own buffer.
+    no_aux: wgpu::Buffer,
+}
+
+/// The buffers of one product: views at 256-byte-aligned offsets ([`View`]).
+#[derive(Clone, Copy, Debug)]
+pub struct MatmulOperands<'a> {
+    /// op(A)'s storage.
+    pub a: View<'a>,
+    /// op(B)'s storage.
+    pub b: View<'a>,
+    /// `n` biases added to every row, if any.
+    pub bias: Option<View<'a>>,
+    /// The product (written).
+    pub c: View<'a>,
+    /// The epilogue's operand ([`MatmulOp::aux_len`] elements), where it has one.
+    pub aux: Option<View<'a>>,
 }
 
 impl MatmulKernel {
@@ -235,25 +281,12 @@ impl MatmulKernel {
     /// per workgroup, and (for [`Staging::Workgroup`]) the two tiles its workgroup memory.
     pub fn with_tiling(device: &wgpu::Device, tiling: Tiling) -> Result<Self> {
         tiling.check(&device.limits())?;
-        let layout = layout(
-            device,
-            "matmul",
-            &[
-                storage_entry(0, true),
-                storage_entry(1, true),
-                storage_entry(2, true),
-                storage_entry(3, false),
-                storage_entry(4, true),
-                storage_entry(5, true),
-                storage_entry(6, true),
-            ],
-        );
-        let s = &shaders::MATMUL;
+        let entries: Vec<_> = (0..8).map(|i| storage_entry(i, i != 3 && i != 7)).collect();
+        let layout = layout(device, "matmul", &entries);
         let kernel = Self {
-            tiled: Default::default(),
-            naive: pipeline(device, s, "matmul_naive", &[&layout], &[])?,
-            bias_grad: pipeline(device, s, "bias_grad", &[&layout], &[])?,
+            naive: pipeline(device, &shaders::MATMUL, "matmul_naive", &[&layout], &[])?,
             placeholder: placeholder(device),
+            no_aux: placeholder(device),
             tiling,
             layout,
         };
@@ -268,10 +301,6 @@ impl MatmulKernel {
     }
 
     fn tiled_pipeline(&self, device: &wgpu::Device, variant: Variant) -> Result<wgpu::ComputePipeline> {
-        let mut cache = self.tiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(pipeline) = &cache[variant.index()] {
-            return Ok(pipeline.clone());
-        }
         let t = &self.tiling;
         let flag = |b: bool| b as u8 as f64;
         let constants = [
@@ -287,13 +316,11 @@ impl MatmulKernel {
             Staging::Workgroup => "matmul_tiled",
             Staging::Direct => "matmul_direct",
         };
-        let created = pipeline(device, &shaders::MATMUL, entry, &[&self.layout], &constants)?;
-        cache[variant.index()] = Some(created.clone());
-        Ok(created)
+        pipeline(device, &shaders::MATMUL, entry, &[&self.layout], &constants)
     }
 
-    /// Binds `c = op(a)·op(b) (+ bias)`. Every buffer needs STORAGE usage and at least the
-    /// elements `op` implies (`bias`: n). `c` must not alias the others.
+    /// Binds `c = op(a)·op(b) (+ bias)` of whole buffers from byte 0: [`MatmulKernel::bind_views`]
+    /// with no epilogue operand.
     pub fn bind(
         &self,
         device: &wgpu::Device,
@@ -303,62 +330,56 @@ impl MatmulKernel {
         bias: Option<&wgpu::Buffer>,
         c: &wgpu::Buffer,
     ) -> Result<MatmulBinding> {
+        let operands = MatmulOperands { a: a.into(), b: b.into(), bias: bias.map(View::from), c: c.into(), aux: None };
+        self.bind_views(device, op, operands)
+    }
+
+    /// Binds `op` on views. Each needs STORAGE usage and at least the elements `op`
+    /// implies (`bias`: n; `aux`: [`MatmulOp::aux_len`], present exactly when the epilogue
+    /// has an operand). `c` and `aux` must not overlap the others.
+    pub fn bind_views<'a>(&'a self, device: &wgpu::Device, op: &MatmulOp, v: MatmulOperands<'a>) -> Result<MatmulBinding> {
         op.validate()?;
-        let mut buffers = vec![("matmul A", a, false), ("matmul B", b, false), ("matmul C", c, true)];
-        buffers.extend(bias.map(|bias| ("matmul bias", bias, false)));
-        check_distinct(&buffers)?;
+        if v.aux.is_some() != (op.aux_len() > 0) {
+            return Err(Error::Invalid(format!(
+                "matmul: the {:?} epilogue takes {} operand",
+                op.epilogue,
+                if op.aux_len() > 0 { "an" } else { "no" }
+            )));
+        }
+        let mut named = vec![("matmul A", v.a, op.a_len(), false), ("matmul B", v.b, op.b_len(), false), ("matmul C", v.c, op.c_len(), true)];
+        named.extend(v.bias.map(|bias| ("matmul bias", bias, op.n as u64, false)));
+        named.extend(v.aux.map(|aux| ("matmul epilogue operand", aux, op.aux_len(), true)));
+        check_disjoint(&named)?;
         let variant = Variant::of(op, &self.tiling);
         let tiled = self.tiled_pipeline(device, variant)?;
-        let params = buffer_init(device, "matmul shape", bytemuck::bytes_of(&op.params(bias.is_some())), wgpu::BufferUsages::STORAGE)?;
-        let bias = match bias {
-            Some(buffer) => storage_words("matmul bias", buffer, op.n as u64)?,
+        let params = buffer_init(device, "matmul shape", bytemuck::bytes_of(&op.params(v.bias.is_some())), wgpu::BufferUsages::STORAGE)?;
+        let bias = match v.bias {
+            Some(view) => storage_view("matmul bias", view, op.n as u64)?,
             None => self.placeholder.as_entire_binding(),
         };
+        let aux = match v.aux {
+            Some(view) => storage_view("matmul epilogue operand", view, op.aux_len())?,
+            None => self.no_aux.as_entire_binding(),
+        };
         // A 4-aligned operand's length is a multiple of 4 (one of its dimensions is).
-        let vec4s = |on: bool, buffer, len: u64| {
+        let vec4s = |on: bool, view: View<'a>, len: u64| -> wgpu::BindingResource<'a> {
             if on {
-                range(buffer, 0, len * 4)
+                range(view.buffer, view.offset, len * 4)
             } else {
                 self.placeholder.as_entire_binding()
             }
         };
         let resources = vec![
-            storage_words("matmul A", a, op.a_len())?,
-            storage_words("matmul B", b, op.b_len())?,
+            storage_view("matmul A", v.a, op.a_len())?,
+            storage_view("matmul B", v.b, op.b_len())?,
             bias,
-            storage_words("matmul C", c, op.c_len())?,
+            storage_view("matmul C", v.c, op.c_len())?,
             params.as_entire_binding(),
-            vec4s(variant.vec_a, a, op.a_len()),
-            vec4s(variant.vec_b, b, op.b_len()),
+            vec4s(variant.vec_a, v.a, op.a_len()),
+            vec4s(variant.vec_b, v.b, op.b_len()),
+            aux,
         ];
         Ok(MatmulBinding { group: bind_group(device, &self.layout, "matmul", resources)?, op: *op, tiled })
-    }
-
-    /// Binds the bias gradient `db[j] = Σ_i dy[i, j]` of a `[rows, cols]` output gradient
-    /// (`accumulate`: `db +=`). It is the column sum torch's Linear backward computes.
-    pub fn bind_bias_grad(
-        &self,
-        device: &wgpu::Device,
-        rows: u32,
-        cols: u32,
-        dy: &wgpu::Buffer,
-        db: &wgpu::Buffer,
-        accumulate: bool,
-    ) -> Result<BiasGradBinding> {
-        let op = MatmulOp { m: rows, n: cols, k: 1, accumulate, ..MatmulOp::default() };
-        op.validate()?;
-        check_distinct(&[("bias grad dY", dy, false), ("bias grad db", db, true)])?;
-        let params = buffer_init(device, "bias grad shape", bytemuck::bytes_of(&op.params(false)), wgpu::BufferUsages::STORAGE)?;
-        let resources = vec![
-            storage_words("bias grad dY", dy, op.c_len())?,
-            self.placeholder.as_entire_binding(),
-            self.placeholder.as_entire_binding(),
-            storage_words("bias grad db", db, cols as u64)?,
-            params.as_entire_binding(),
-            self.placeholder.as_entire_binding(),
-            self.placeholder.as_entire_binding(),
-        ];
-        Ok(BiasGradBinding { group: bind_group(device, &self.layout, "bias grad", resources)?, cols })
     }
 
     /// Records the tiled product.
@@ -372,10 +393,5 @@ impl MatmulKernel {
     /// Records the naive product (one thread per output): the benchmark's baseline.
     pub fn encode_naive(&self, pass: &mut wgpu::ComputePass<'_>, binding: &MatmulBinding) {
         dispatch(pass, &self.naive, &binding.group, binding.op.c_len().div_ceil(WG as u64) as u32);
-    }
-
-    /// Records the bias gradient bound by [`MatmulKernel::bind_bias_grad`].
-    pub fn encode_bias_grad(&self, pass: &mut wgpu::ComputePass<'_>, binding: &BiasGradBinding) {
-        dispatch(pass, &self.bias_grad, &binding.group, binding.cols.div_ceil(WG));
     }
 }

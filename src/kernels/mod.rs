@@ -4,16 +4,19 @@
 pub mod activation;
 pub mod agc;
 pub mod batchnorm;
+pub mod cache;
 pub mod clip;
 pub mod copy;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod optimizer;
+pub mod rnn;
 
 
 use crate::error::{Error, Result};
 use crate::shaders::Shader;
+pub use cache::KernelCache;
 
 /// Workgroups per dimension a dispatch may use everywhere (`Limits::default()`).
 pub const MAX_GROUPS_PER_DIM: u32 = 65_535;
@@ -54,12 +57,13 @@ pub(crate) fn uniform_entry(binding: u32) -> wgpu::BindGroupLayoutEntry {
     }
 }
 
+/// The device's bind-group layout with `entries`, from its [`KernelCache`].
 pub(crate) fn layout(
     device: &wgpu::Device,
     label: &str,
     entries: &[wgpu::BindGroupLayoutEntry],
 ) -> wgpu::BindGroupLayout {
-    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries })
+    KernelCache::of(device).layout(device, label, entries)
 }
 
 /// Runs `f` inside a validation and out-of-memory error scope and turns what the device
@@ -77,7 +81,7 @@ pub(crate) fn scoped<T>(device: &wgpu::Device, during: &'static str, f: impl FnO
 }
 
 /// A compute pipeline for `entry` of `shader`, with an explicit layout and the given
-/// pipeline-overridable constants.
+/// pipeline-overridable constants, compiled once per device ([`KernelCache`]).
 pub(crate) fn pipeline(
     device: &wgpu::Device,
     shader: &Shader,
@@ -85,28 +89,32 @@ pub(crate) fn pipeline(
     layouts: &[&wgpu::BindGroupLayout],
     constants: &[(&str, f64)],
 ) -> Result<wgpu::ComputePipeline> {
-    scoped(device, "pipeline creation", || {
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(shader.name),
-            source: wgpu::ShaderSource::Wgsl(shader.source.into()),
-        });
-        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(entry),
-            bind_group_layouts: &layouts.iter().map(|l| Some(*l)).collect::<Vec<_>>(),
-            immediate_size: 0,
-        });
-        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: Some(&layout),
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
+    let module = || {
+        scoped(device, "shader compilation", || {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.name),
+                source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+            })
         })
-    })
+    };
+    let build = |module: &wgpu::ShaderModule| {
+        scoped(device, "pipeline creation", || {
+            let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &layouts.iter().map(|l| Some(*l)).collect::<Vec<_>>(),
+                immediate_size: 0,
+            });
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&layout),
+                module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
+                cache: None,
+            })
+        })
+    };
+    KernelCache::of(device).pipeline(shader, entry, layouts, constants, module, build)
 }
 
 /// A binding of `size` bytes of `buffer` from `offset`.
@@ -118,33 +126,82 @@ pub(crate) fn range(buffer: &wgpu::Buffer, offset: u64, size: u64) -> wgpu::Bind
     })
 }
 
+/// Where a kernel operand starts: a buffer and a byte offset into it, a multiple of
+/// [`VIEW_ALIGN`] (a packed arena's tensors start there; see `nn::ParamArena`).
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    /// The buffer (STORAGE usage).
+    pub buffer: &'a wgpu::Buffer,
+    /// Byte offset of the operand's first element.
+    pub offset: u64,
+}
+
+impl<'a> From<&'a wgpu::Buffer> for View<'a> {
+    fn from(buffer: &'a wgpu::Buffer) -> Self {
+        Self { buffer, offset: 0 }
+    }
+}
+
+impl<'a> View<'a> {
+    /// `buffer` from byte `offset`.
+    pub fn at(buffer: &'a wgpu::Buffer, offset: u64) -> Self {
+        Self { buffer, offset }
+    }
+}
+
+/// Byte alignment of a bound view's offset: WebGPU's largest allowed
+/// `min_storage_buffer_offset_alignment`, so valid on every device.
+pub const VIEW_ALIGN: u64 = 256;
+
 /// The first `words` 4-byte words of `buffer` as a storage binding, after checking that the
 /// buffer has STORAGE usage and is large enough. `what` names it in the error.
 pub(crate) fn storage_words<'a>(what: &str, buffer: &'a wgpu::Buffer, words: u64) -> Result<wgpu::BindingResource<'a>> {
+    storage_view(what, View::from(buffer), words)
+}
+
+/// `words` 4-byte words of `view` as a storage binding, after checking the buffer's usage,
+/// the offset's alignment and the size. `what` names it in the error.
+pub(crate) fn storage_view<'a>(what: &str, view: View<'a>, words: u64) -> Result<wgpu::BindingResource<'a>> {
+    let buffer = view.buffer;
     if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
         return Err(Error::MissingBufferUsage { what: what.to_owned(), missing: wgpu::BufferUsages::STORAGE });
     }
     if words == 0 {
         return Err(Error::Invalid(format!("{what}: binding zero elements")));
     }
+    if !view.offset.is_multiple_of(VIEW_ALIGN) {
+        return Err(Error::Invalid(format!("{what}: offset {} is not a multiple of {VIEW_ALIGN} bytes", view.offset)));
+    }
     let bytes = words * 4;
-    if buffer.size() < bytes {
+    if buffer.size() < view.offset + bytes {
         return Err(Error::LengthMismatch {
             what: format!("{what}: buffer size in bytes (at least)"),
-            expected: bytes,
+            expected: view.offset + bytes,
             actual: buffer.size(),
         });
     }
-    Ok(range(buffer, 0, bytes))
+    Ok(range(buffer, view.offset, bytes))
 }
 
-/// Refuses a buffer bound twice when one of the bindings is writable. wgpu would only
-/// reject it when the pass is recorded, through its panicking default error handler.
-/// `bindings` are (name, buffer, writable).
+/// [`check_disjoint`] for whole buffers: (name, buffer, writable).
 pub(crate) fn check_distinct(bindings: &[(&str, &wgpu::Buffer, bool)]) -> Result<()> {
-    for (i, (name, buffer, writable)) in bindings.iter().enumerate() {
-        for (other, other_buffer, other_writable) in &bindings[i + 1..] {
-            if buffer == other_buffer && (*writable || *other_writable) {
+    let whole: Vec<_> = bindings.iter().map(|&(n, b, w)| (n, View::from(b), (b.size() / 4).max(1), w)).collect();
+    check_disjoint(&whole)
+}
+
+/// Refuses a buffer bound twice when one of the bindings is written: wgpu rejects a buffer
+/// bound read-only and writable in one dispatch, and WebGPU overlapping writable ranges,
+/// both only when the pass is recorded, through the panicking default error handler.
+/// `bindings` are (name, view, elements, writable); two writable views of one buffer may
+/// share it when their ranges are disjoint.
+pub(crate) fn check_disjoint(bindings: &[(&str, View<'_>, u64, bool)]) -> Result<()> {
+    for (i, (name, view, len, writable)) in bindings.iter().enumerate() {
+        for (other, other_view, other_len, other_writable) in &bindings[i + 1..] {
+            if view.buffer != other_view.buffer || !(*writable || *other_writable) {
+                continue;
+            }
+            let disjoint = view.offset + 4 * len <= other_view.offset || other_view.offset + 4 * other_len <= view.offset;
+            if !(*writable && *other_writable && disjoint) {
                 return Err(Error::Invalid(format!(
                     "{name} and {other} are the same buffer, and one of them is written: use separate buffers"
                 )));

@@ -1,16 +1,23 @@
-//! `shaders/optimizer.wgsl`: SGD and AdamW updates that obey the gradient norm's skip flag.
-
+//! `shaders/optimizer.wgsl`: SGD and AdamW over every tensor of a packed parameter buffer
+//! in one dispatch, clipping gradients as they are read and obeying the gradient norm's
+//! skip flag.
 
 use super::{
-    bind_group, check_distinct, dispatch, index_range, layout, pipeline, placeholder, storage_entry, storage_words,
-    uniform, uniform_entry,
+    bind_group, buffer_init, check_distinct, dispatch, index_range, layout, pipeline, placeholder, storage_entry,
+    storage_words, uniform, uniform_entry,
 };
 use crate::error::{Error, Result};
-use crate::norm::STATS_SKIP_OFFSET;
+use crate::norm::{STATS_COEF_OFFSET, STATS_SKIP_OFFSET};
 use crate::shaders;
 
-// The shader reads the skip flag as word 2 of the stats.
-const _: () = assert!(STATS_SKIP_OFFSET == 8);
+// The shader reads the coefficient and the skip flag as words 1 and 2 of the stats.
+const _: () = assert!(STATS_COEF_OFFSET == 4 && STATS_SKIP_OFFSET == 8);
+
+/// Elements one workgroup updates (the shader's `CHUNK`).
+const CHUNK: u64 = 1024;
+
+/// The most steps the device's f32 step counter counts exactly.
+pub const MAX_STEPS: u64 = 1 << 24;
 
 /// `torch.optim.SGD` without its learning rate, which lives in a device buffer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -53,8 +60,8 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
-    /// State buffers (zero-initialized, one f32 per parameter) the optimizer needs: SGD's
-    /// momentum buffer when momentum ≠ 0; AdamW's exp_avg and exp_avg_sq.
+    /// State slots (one f32 per parameter each) the optimizer needs: SGD's momentum buffer
+    /// when momentum ≠ 0; AdamW's exp_avg and exp_avg_sq.
     pub fn state_buffers(&self) -> usize {
         match self {
             Self::Sgd(s) => (s.momentum != 0.0) as usize,
@@ -62,7 +69,7 @@ impl Optimizer {
         }
     }
 
-    fn hyper(&self, len: u32) -> Result<[u32; 8]> {
+    fn hyper(&self, len: u32) -> Result<[u32; 12]> {
         let bad = |what: &str| Err(Error::Invalid(format!("{what}, got {self:?}")));
         let ok = |x: f32| x.is_finite() && x >= 0.0;
         let (nesterov, momentum, dampening, weight_decay, beta1, beta2, eps) = match *self {
@@ -84,25 +91,97 @@ impl Optimizer {
             }
         };
         let f = f32::to_bits;
-        Ok([len, nesterov, f(momentum), f(dampening), f(weight_decay), f(beta1), f(beta2), f(eps)])
+        let slots = self.state_buffers() as u32;
+        Ok([len, slots, nesterov, f(momentum), f(dampening), f(weight_decay), f(beta1), f(beta2), f(eps), 0, 0, 0])
     }
+}
+
+/// An optimizer's state for `len` parameters: its slots (`momentum_buffer`, or
+/// `exp_avg` and `exp_avg_sq`) and its count of completed steps, in one device buffer that
+/// the caller keeps across rebinding (usage STORAGE | COPY_SRC | COPY_DST). Slot `s` of
+/// element `i` is f32 `s·len + i`; the step count is the f32 after the slots.
+#[derive(Debug)]
+pub struct OptimizerState {
+    buffer: wgpu::Buffer,
+    len: u64,
+    slots: usize,
+}
+
+impl OptimizerState {
+    /// Zeroed state (step 0) for `len` parameters of `optimizer`.
+    pub fn new(device: &wgpu::Device, optimizer: &Optimizer, len: u64) -> Result<Self> {
+        let slots = optimizer.state_buffers();
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        let words = index_range("optimizer state", slots as u64 * len + 1)?;
+        let buffer = buffer_init(device, "gradguard optimizer state", &vec![0; 4 * words as usize], usage)?;
+        Ok(Self { buffer, len, slots })
+    }
+
+    /// The buffer: the slots, then the step count.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    /// Parameters per slot.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the state covers no parameter.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// State slots.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// Byte offset of the step count (an f32 holding a whole number).
+    pub fn step_offset(&self) -> u64 {
+        4 * self.slots as u64 * self.len
+    }
+}
+
+/// Where the update's gradients are scaled as they are read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GradScale {
+    /// Read as they are (clipped in place beforehand, or not at all).
+    #[default]
+    None,
+    /// By the norm's global clip coefficient (`clip_grad_norm_`).
+    Global,
+    /// By each segment's own coefficient (per-tensor norm clipping): needs the norm's
+    /// per-segment scratch ([`OptimizerBuffers::segment_coefs`]).
+    PerSegment,
 }
 
 /// The buffers one optimizer update binds. All need STORAGE usage.
 #[derive(Clone, Copy, Debug)]
 pub struct OptimizerBuffers<'a> {
-    /// `len` f32 parameters, updated in place.
+    /// Parameters, updated in place: the `tensors` ranges of them.
     pub params: &'a wgpu::Buffer,
-    /// `len` f32 gradients, read only.
+    /// Gradients, read only, laid out as the parameters.
     pub grads: &'a wgpu::Buffer,
-    /// [`Optimizer::state_buffers`] buffers of `len` f32, zeroed before the first step.
-    pub state: &'a [&'a wgpu::Buffer],
+    /// (first element, elements) of each tensor, in the order of the gradient norm's
+    /// segments; elements outside them are left alone.
+    pub tensors: &'a [(u64, u64)],
+    /// The state, covering every element of the tensors.
+    pub state: &'a OptimizerState,
     /// The learning rate, an f32 at offset 0 (see [`lr_buffer`]); may be shared by many
     /// bindings so that one write changes it for all.
     pub lr: &'a wgpu::Buffer,
     /// A gradient norm's stats buffer (`GradNorm::stats_buffer`): the update is skipped when
-    /// its skip flag is set. `None`: never skip.
+    /// its skip flag is set, and it holds the global clip coefficient. `None`: never skip,
+    /// never scale.
     pub stats: Option<&'a wgpu::Buffer>,
+    /// The same norm's per-segment scratch (`GradNorm::segment_buffer`), for
+    /// [`GradScale::PerSegment`].
+    pub segment_coefs: Option<&'a wgpu::Buffer>,
+    /// How gradients are scaled as they are read.
+    pub scale: GradScale,
+    /// Read NaN and ±inf gradient elements as 0 (the `ZeroNonFinite` policy, applied on read).
+    pub zero_nonfinite: bool,
 }
 
 /// A learning-rate buffer holding `lr` (usage STORAGE | COPY_DST | COPY_SRC).
@@ -120,124 +199,120 @@ pub fn set_lr(queue: &wgpu::Queue, buffer: &wgpu::Buffer, lr: f32) -> Result<()>
     Ok(())
 }
 
-/// One bound parameter tensor with its state and its own step counter (torch keeps
-/// `state['step']` per parameter too).
+/// One bound update of many tensors: two dispatches (the update, the step count).
 #[derive(Debug)]
 pub struct OptimizerBinding {
     group: wgpu::BindGroup,
-    adamw: bool,
-    len: u32,
-    step: wgpu::Buffer,
+    update: wgpu::ComputePipeline,
+    chunks: u32,
 }
 
-impl OptimizerBinding {
-    /// The u32 count of completed (not skipped) steps (usage STORAGE | COPY_SRC | COPY_DST,
-    /// so checkpoints can save and restore it).
-    pub fn step_buffer(&self) -> &wgpu::Buffer {
-        &self.step
-    }
-}
-
-/// The SGD and AdamW pipelines: [`OptimizerKernel::bind`] once per parameter tensor, then
+/// The SGD and AdamW pipelines: [`OptimizerKernel::bind`] once per parameter set, then
 /// [`OptimizerKernel::encode`] every step.
 #[derive(Debug)]
 pub struct OptimizerKernel {
-    /// 0 params, 1 grads, 2 state0, 3 state1, 4 lr, 5 stats, 6 step, 7 hyperparameters.
+    /// 0 params, 1 grads, 2 state, 3 lr, 4 stats, 5 per-segment coefficients, 6 chunk
+    /// table, 7 hyperparameters.
     pub layout: wgpu::BindGroupLayout,
-    sgd: wgpu::ComputePipeline,
-    adamw: wgpu::ComputePipeline,
     advance: wgpu::ComputePipeline,
-    /// Bound for absent state buffers and stats: two writable slots need two buffers.
-    placeholders: [wgpu::Buffer; 3],
+    /// Bound for absent stats and segment coefficients.
+    placeholders: [wgpu::Buffer; 2],
 }
 
 impl OptimizerKernel {
     /// Builds the pipelines. `Err(Error::Device)` if the device refuses them.
     pub fn new(device: &wgpu::Device) -> Result<Self> {
-        let layout = layout(
-            device,
-            "optimizer",
-            &[
-                storage_entry(0, false),
-                storage_entry(1, true),
-                storage_entry(2, false),
-                storage_entry(3, false),
-                storage_entry(4, true),
-                storage_entry(5, true),
-                storage_entry(6, false),
-                uniform_entry(7),
-            ],
-        );
-        let s = &shaders::OPTIMIZER;
+        let mut entries: Vec<_> = (0..7).map(|i| storage_entry(i, i != 0 && i != 2)).collect();
+        entries.push(uniform_entry(7));
+        let layout = layout(device, "optimizer", &entries);
         Ok(Self {
-            sgd: pipeline(device, s, "sgd", &[&layout], &[])?,
-            adamw: pipeline(device, s, "adamw", &[&layout], &[])?,
-            advance: pipeline(device, s, "advance", &[&layout], &[])?,
-            placeholders: [placeholder(device), placeholder(device), placeholder(device)],
+            advance: pipeline(device, &shaders::OPTIMIZER, "advance", &[&layout], &[])?,
+            placeholders: [placeholder(device), placeholder(device)],
             layout,
         })
     }
 
-    /// Binds an update of `len` parameters.
-    pub fn bind(
-        &self,
-        device: &wgpu::Device,
-        optimizer: &Optimizer,
-        len: u64,
-        buffers: OptimizerBuffers<'_>,
-    ) -> Result<OptimizerBinding> {
-        if len == 0 {
+    /// Binds an update of `buffers.tensors`.
+    pub fn bind(&self, device: &wgpu::Device, optimizer: &Optimizer, buffers: OptimizerBuffers<'_>) -> Result<OptimizerBinding> {
+        let state = buffers.state;
+        if buffers.tensors.iter().all(|&(_, len)| len == 0) {
             return Err(Error::Invalid("optimizer: zero parameters".into()));
         }
-        let len = index_range("optimizer parameters", len)?;
-        let hyper = uniform(device, "optimizer hyperparameters", &optimizer.hyper(len)?)?;
-        if buffers.state.len() != optimizer.state_buffers() {
+        if state.slots != optimizer.state_buffers() {
             return Err(Error::LengthMismatch {
-                what: format!("{optimizer:?}: state buffers"),
+                what: format!("{optimizer:?}: state slots"),
                 expected: optimizer.state_buffers() as u64,
-                actual: buffers.state.len() as u64,
+                actual: state.slots as u64,
             });
         }
+        let end = buffers.tensors.iter().map(|&(start, len)| start + len).max().unwrap_or(0);
+        if end > state.len {
+            return Err(Error::LengthMismatch { what: "optimizer state elements".into(), expected: end, actual: state.len });
+        }
+        let needs_stats = buffers.scale != GradScale::None;
+        if (needs_stats && buffers.stats.is_none()) || (buffers.scale == GradScale::PerSegment) != buffers.segment_coefs.is_some() {
+            return Err(Error::Invalid(format!(
+                "optimizer: {:?} scaling needs the norm's stats{}",
+                buffers.scale,
+                if buffers.scale == GradScale::PerSegment { " and per-segment coefficients" } else { "" }
+            )));
+        }
+        let len = index_range("optimizer state elements", state.len)?;
+        let hyper = uniform(device, "optimizer hyperparameters", &optimizer.hyper(len)?)?;
         let mut named = vec![
             ("parameters", buffers.params, true),
             ("gradients", buffers.grads, false),
+            ("optimizer state", &state.buffer, true),
             ("learning rate", buffers.lr, false),
         ];
-        named.extend(buffers.state.iter().map(|s| ("optimizer state", *s, true)));
         named.extend(buffers.stats.map(|s| ("gradient-norm stats", s, false)));
+        named.extend(buffers.segment_coefs.map(|s| ("per-segment coefficients", s, false)));
         check_distinct(&named)?;
-        let step = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("gradguard optimizer step"),
-            size: 4,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let state = |i: usize| match buffers.state.get(i) {
-            Some(s) => storage_words("optimizer state", s, len as u64),
-            None => Ok(self.placeholders[i].as_entire_binding()),
+        let chunks: Vec<[u32; 4]> = buffers
+            .tensors
+            .iter()
+            .enumerate()
+            .flat_map(|(segment, &(start, len))| {
+                (start..start + len).step_by(CHUNK as usize).map(move |c| [c as u32, (c + CHUNK).min(start + len) as u32, segment as u32, 0])
+            })
+            .collect();
+        let chunk_count = index_range("optimizer chunks", chunks.len() as u64)?;
+        let table = buffer_init(device, "optimizer chunks", bytemuck::cast_slice(&chunks), wgpu::BufferUsages::STORAGE)?;
+        let scale = match buffers.scale {
+            GradScale::None => 0.0,
+            GradScale::Global => 1.0,
+            GradScale::PerSegment => 2.0,
         };
+        let entry = match optimizer {
+            Optimizer::Sgd(_) => "sgd",
+            Optimizer::AdamW(_) => "adamw",
+        };
+        let constants = [("SCALE", scale), ("ZERO_NONFINITE", buffers.zero_nonfinite as u8 as f64)];
+        let update = pipeline(device, &shaders::OPTIMIZER, entry, &[&self.layout], &constants)?;
         let resources = vec![
-            storage_words("parameters", buffers.params, len as u64)?,
-            storage_words("gradients", buffers.grads, len as u64)?,
-            state(0)?,
-            state(1)?,
+            storage_words("parameters", buffers.params, end)?,
+            storage_words("gradients", buffers.grads, end)?,
+            storage_words("optimizer state", &state.buffer, state.slots as u64 * state.len + 1)?,
             storage_words("learning rate", buffers.lr, 1)?,
             match buffers.stats {
                 Some(stats) => storage_words("gradient-norm stats", stats, STATS_SKIP_OFFSET / 4 + 1)?,
-                None => self.placeholders[2].as_entire_binding(),
+                None => self.placeholders[0].as_entire_binding(),
             },
-            step.as_entire_binding(),
+            match buffers.segment_coefs {
+                Some(s) => s.as_entire_binding(),
+                None => self.placeholders[1].as_entire_binding(),
+            },
+            table.as_entire_binding(),
             hyper.as_entire_binding(),
         ];
         let group = bind_group(device, &self.layout, "optimizer", resources)?;
-        Ok(OptimizerBinding { group, adamw: matches!(optimizer, Optimizer::AdamW(_)), len, step })
+        Ok(OptimizerBinding { group, update, chunks: chunk_count })
     }
 
     /// Records the update, then the step counter's increment (both skipped on the device
     /// when the stats say so).
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, binding: &OptimizerBinding) {
-        let update = if binding.adamw { &self.adamw } else { &self.sgd };
-        dispatch(pass, update, &binding.group, binding.len.div_ceil(256));
+        dispatch(pass, &binding.update, &binding.group, binding.chunks);
         dispatch(pass, &self.advance, &binding.group, 1);
     }
 }

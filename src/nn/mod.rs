@@ -2,10 +2,12 @@
 //! and RNN builders; host-side initialization; the device model ([`GpuModel`]) and its
 //! f64 twin ([`cpu::CpuModel`]).
 
+mod arena;
 pub mod cpu;
 mod gpu;
 
-pub use gpu::{GpuModel, TrainKernels};
+pub use arena::ParamArena;
+pub use gpu::{GpuModel, ModelBytes, TrainKernels};
 
 use crate::error::{Error, Result};
 use crate::init::{self, Nonlinearity};

@@ -18,7 +18,7 @@ use crate::monitor::{Detector, Ema, Explosion, MonitorState};
 use crate::readback::read_buffer;
 
 /// Written into every checkpoint; a reader refuses any other.
-const FORMAT: &str = "gradguard-checkpoint-v1";
+const FORMAT: &str = "gradguard-checkpoint-v2";
 
 /// The file `gradguard train --checkpoint-every` writes into `--out`.
 pub const FILE_NAME: &str = "checkpoint.safetensors";
@@ -27,6 +27,8 @@ pub const FILE_NAME: &str = "checkpoint.safetensors";
 pub(super) struct DeviceTensor<'a> {
     pub name: String,
     pub buffer: &'a wgpu::Buffer,
+    /// Byte offset of the tensor in the buffer (packed tensors share one).
+    pub offset: u64,
     pub shape: Vec<usize>,
     /// F32 or U32: both 4 bytes an element.
     pub dtype: Dtype,
@@ -72,12 +74,16 @@ fn refuse(path: &Path, reason: impl Into<String>) -> Error {
 /// Reads the device tensors and writes the checkpoint atomically (a temporary file, synced,
 /// then renamed): a crash leaves the previous checkpoint intact.
 pub(super) fn save(path: &Path, gpu: &Gpu, config: &TrainConfig, step: u64, tensors: &[DeviceTensor], host: &HostState) -> Result<()> {
+    // Each buffer read once, however many tensors it packs.
+    let mut read: Vec<(&wgpu::Buffer, Vec<u8>)> = Vec::new();
     let mut bytes = Vec::with_capacity(tensors.len());
     for t in tensors {
-        let len = 4 * t.shape.iter().product::<usize>();
-        let mut data: Vec<u8> = read_buffer(&gpu.device, &gpu.queue, t.buffer)?;
-        data.truncate(len);
-        bytes.push(data);
+        if !read.iter().any(|(b, _)| *b == t.buffer) {
+            read.push((t.buffer, read_buffer(&gpu.device, &gpu.queue, t.buffer)?));
+        }
+        let data = &read.iter().find(|(b, _)| *b == t.buffer).expect("just read").1;
+        let start = t.offset as usize;
+        bytes.push(data[start..start + 4 * t.shape.iter().product::<usize>()].to_vec());
     }
     let views = tensors
         .iter()
@@ -165,7 +171,7 @@ pub(super) fn load(path: &Path, gpu: &Gpu, config: &TrainConfig, tensors: &[Devi
         return Err(refuse(path, format!("{} tensors, this run has {}", parsed.tensors.len(), tensors.len())));
     }
     for (t, view) in tensors.iter().zip(&views) {
-        gpu.queue.write_buffer(t.buffer, 0, view.data());
+        gpu.queue.write_buffer(t.buffer, t.offset, view.data());
     }
     Ok((parsed.step, host))
 }

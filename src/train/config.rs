@@ -260,6 +260,13 @@ impl TrainConfig {
             return Err(Error::Invalid(format!("--batch must be ≥ 2 (batch norm needs 2 samples), got {}", self.batch)));
         }
         self.optimizer_kernel_config()?;
+        if self.steps > crate::kernels::optimizer::MAX_STEPS {
+            return Err(Error::Invalid(format!(
+                "--steps {} is past the {} steps the device's step counter counts exactly",
+                self.steps,
+                crate::kernels::optimizer::MAX_STEPS
+            )));
+        }
         if let Schedule::Step { every, factor } = self.schedule {
             if every == 0 || !(factor.is_finite() && factor > 0.0) {
                 return Err(Error::Invalid(format!("a step schedule needs every ≥ 1 and factor > 0, got {every}, {factor}")));

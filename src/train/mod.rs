@@ -22,8 +22,9 @@ use crate::clip::{ClipPolicy, GradClip};
 use crate::data::{BatchOrder, Split, Targets};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::matmul::{MatmulBinding, MatmulOp};
-use crate::kernels::optimizer::{lr_buffer, set_lr, OptimizerBinding, OptimizerBuffers};
+use crate::kernels::matmul::{MatmulBinding, MatmulOp, MatmulOperands};
+use crate::kernels::optimizer::{lr_buffer, set_lr, GradScale, OptimizerBinding, OptimizerBuffers, OptimizerState};
+use crate::kernels::View;
 use crate::monitor::{Detector, Ema, Explosion, GradMonitor, NormHistory};
 use crate::nn::cpu::CpuModel;
 use crate::nn::{GpuModel, ModelSpec, TrainKernels};
@@ -102,12 +103,112 @@ pub struct StepCounters {
     pub record_seconds: f64,
 }
 
-/// A fault bound once, recorded at its step.
+/// A fault bound once, recorded at its step, on the tensor at byte `offset` of the packed
+/// gradients.
 enum FaultOp {
-    /// Copy 4 bytes from `source` over the start of `grad`.
-    Overwrite { source: wgpu::Buffer, grad: wgpu::Buffer },
+    /// Copy 4 bytes from `source` over the tensor's first element.
+    Overwrite { source: wgpu::Buffer, offset: u64 },
     /// `scratch = grad · factor` (a k = 1 product), then copied back.
-    Scale { product: MatmulBinding, scratch: wgpu::Buffer, grad: wgpu::Buffer },
+    Scale { product: MatmulBinding, scratch: wgpu::Buffer, offset: u64 },
+}
+
+/// How a step clips: by scaling the gradients as the optimizer reads them (global and
+/// per-tensor norm clipping: no pass over the gradients, no second norm), or in place
+/// before it (value clipping, AGC), measuring what clipping left with a second norm.
+enum Clipping {
+    OnRead { norm: GradNorm, scale: GradScale, per_tensor: Option<(f32, crate::NormKind)> },
+    InPlace { clip: GradClip, applied: GradNorm },
+}
+
+impl Clipping {
+    fn norm(&self) -> &GradNorm {
+        match self {
+            Self::OnRead { norm, .. } => norm,
+            Self::InPlace { clip, .. } => clip.norm(),
+        }
+    }
+
+    fn norm_mut(&mut self) -> &mut GradNorm {
+        match self {
+            Self::OnRead { norm, .. } => norm,
+            Self::InPlace { clip, .. } => clip.norm_mut(),
+        }
+    }
+
+    fn stats_buffer(&self) -> &wgpu::Buffer {
+        self.norm().stats_buffer()
+    }
+
+    fn dispatch_count(&self) -> usize {
+        match self {
+            Self::OnRead { norm, .. } => norm.dispatch_count(),
+            Self::InPlace { clip, applied } => clip.dispatch_count() + applied.dispatch_count(),
+        }
+    }
+
+    fn encode_in_pass(&self, pass: &mut wgpu::ComputePass<'_>) {
+        match self {
+            Self::OnRead { norm, .. } => norm.encode_in_pass(pass),
+            Self::InPlace { clip, .. } => clip.encode_in_pass(pass),
+        }
+    }
+
+    /// After the optimizer has read the gradients: the norm of what it applied, where that
+    /// needs measuring.
+    fn encode_applied(&self, pass: &mut wgpu::ComputePass<'_>) {
+        if let Self::InPlace { applied, .. } = self {
+            applied.encode_in_pass(pass);
+        }
+    }
+
+    /// What each step's ring record copies: the stats, the loss, and the measured applied
+    /// norm where there is one.
+    fn record_sources<'a>(&'a self, loss: &'a wgpu::Buffer) -> Vec<(&'a wgpu::Buffer, u64)> {
+        let stats = self.stats_buffer();
+        let mut sources = vec![(stats, stats.size()), (loss, 4)];
+        if let Self::InPlace { applied, .. } = self {
+            sources.push((applied.stats_buffer(), 4));
+        }
+        sources
+    }
+
+    /// A ring record split into the `NormStats` words, the loss and the L2 norm of the
+    /// gradient the optimizer applied: measured in place, or, scaling on read, the
+    /// coefficients times the norms (as `clip_grad_norm_` scales: coef·‖g‖ per tensor).
+    fn split_record(&self, mut words: Vec<u32>) -> Result<(Vec<u32>, f32, f32)> {
+        let measured = matches!(self, Self::InPlace { .. });
+        let tail_len = 1 + measured as usize;
+        if words.len() <= tail_len {
+            return Err(Error::Readback(format!("a step record of {} words is too short", words.len())));
+        }
+        let tail = words.split_off(words.len() - tail_len);
+        let loss = f32::from_bits(tail[0]);
+        if measured {
+            return Ok((words, loss, f32::from_bits(tail[1])));
+        }
+        let stats = NormStats::from_words(&words)?;
+        let applied = match self {
+            Self::OnRead { scale: GradScale::Global, .. } => stats.clip_coef * stats.l2,
+            Self::OnRead { scale: GradScale::PerSegment, per_tensor: Some((max, kind)), .. } => {
+                let eps = NormConfig::default().eps;
+                let sum: f64 = stats
+                    .segments
+                    .iter()
+                    .map(|s| {
+                        let n = match kind {
+                            crate::NormKind::L1 => s.l1,
+                            crate::NormKind::L2 => s.l2,
+                            crate::NormKind::Inf => s.linf,
+                        };
+                        ((max / (n + eps)).min(1.0) as f64 * s.l2 as f64).powi(2)
+                    })
+                    .sum();
+                sum.sqrt() as f32
+            }
+            _ => stats.l2,
+        };
+        Ok((words, loss, applied))
+    }
 }
 
 /// The host side of an adaptive clip threshold.
@@ -145,15 +246,6 @@ impl AdaptiveState {
     }
 }
 
-/// A ring record split into the `NormStats` words, the loss and the applied norm.
-fn split_record(mut words: Vec<u32>) -> Result<(Vec<u32>, f32, f32)> {
-    if words.len() < 2 {
-        return Err(Error::Readback(format!("a step record of {} words is too short", words.len())));
-    }
-    let tail = words.split_off(words.len() - 2);
-    Ok((words, f32::from_bits(tail[0]), f32::from_bits(tail[1])))
-}
-
 /// A model, its data and every device object a step needs, built once.
 pub struct Trainer<'g> {
     gpu: &'g Gpu,
@@ -162,12 +254,10 @@ pub struct Trainer<'g> {
     spec: ModelSpec,
     kernels: TrainKernels,
     model: GpuModel,
-    clip: GradClip,
-    /// Measures what clipping left: the norm of the update's gradient.
-    applied: GradNorm,
+    clipping: Clipping,
     adaptive: Option<AdaptiveState>,
-    optimizer: Vec<OptimizerBinding>,
-    optimizer_state: Vec<Vec<wgpu::Buffer>>,
+    optimizer: OptimizerBinding,
+    optimizer_state: OptimizerState,
     lr_buffer: wgpu::Buffer,
     written_lr: f32,
     lr_scale: f32,
@@ -210,50 +300,59 @@ impl<'g> Trainer<'g> {
         let kernels = TrainKernels::new(device)?;
         let mut model = GpuModel::new(device, &kernels, &spec, config.batch, config.loss_kind(), params)?;
         let tensors = spec.tensors();
-        let (clip_policy, adaptive) = match config.clip {
-            ClipSetting::None => (ClipPolicy::None, None),
-            ClipSetting::Value(v) => (ClipPolicy::Value { clip_value: v }, None),
-            ClipSetting::GlobalNorm { max_norm, kind } => (ClipPolicy::GlobalNorm { max_norm, kind }, None),
-            ClipSetting::PerTensor { max_norm, kind } => (ClipPolicy::PerSegmentNorm { max_norm, kind }, None),
+        let grads = model.grad_set();
+        let norm_config = |kind, max_norm| NormConfig { kind, max_norm, nonfinite: config.on_nonfinite, ..NormConfig::default() };
+        let on_read = |kind, max_norm, scale, per_tensor| -> Result<Clipping> {
+            let norm = GradNorm::new(device, &grads, &norm_config(kind, max_norm))?;
+            Ok(Clipping::OnRead { norm, scale, per_tensor })
+        };
+        let in_place = |policy| -> Result<Clipping> {
+            let clip = GradClip::new(device, &grads, policy, config.on_nonfinite)?;
+            Ok(Clipping::InPlace { clip, applied: GradNorm::new(device, &grads, &NormConfig::default())? })
+        };
+        let l2 = crate::NormKind::L2;
+        let (clipping, adaptive) = match config.clip {
+            ClipSetting::None => (on_read(l2, None, GradScale::None, None)?, None),
+            ClipSetting::GlobalNorm { max_norm, kind } => (on_read(kind, Some(max_norm), GradScale::Global, None)?, None),
+            ClipSetting::PerTensor { max_norm, kind } => {
+                (on_read(kind, Some(max_norm), GradScale::PerSegment, Some((max_norm, kind)))?, None)
+            }
+            // No clipping until the history has warmed up.
+            ClipSetting::Adaptive(method) => {
+                (on_read(l2, Some(f32::MAX), GradScale::Global, None)?, Some(AdaptiveState::new(method)))
+            }
+            ClipSetting::Value(v) => (in_place(ClipPolicy::Value { clip_value: v })?, None),
             ClipSetting::Agc { clipping } => (
-                ClipPolicy::Agc {
+                in_place(ClipPolicy::Agc {
                     clipping,
                     eps: 1e-3,
                     params: model.param_set(),
                     unit_lens: tensors.iter().map(|t| t.unit_len()).collect(),
-                },
+                })?,
                 None,
             ),
-            // No clipping until the history has warmed up.
-            ClipSetting::Adaptive(method) => (
-                ClipPolicy::GlobalNorm { max_norm: f32::MAX, kind: crate::NormKind::L2 },
-                Some(AdaptiveState::new(method)),
-            ),
         };
-        let clip = GradClip::new(device, &model.grad_set(), clip_policy, config.on_nonfinite)?;
-        model.bind_skip_flag(device, &kernels, clip.stats_buffer())?;
-        let applied = GradNorm::new(device, &model.grad_set(), &NormConfig::default())?;
+        model.bind_skip_flag(device, &kernels, clipping.stats_buffer())?;
         let optimizer_config = config.optimizer_kernel_config()?;
         let lr = config.lr * config.schedule.factor(0, config.steps);
         let lr_buf = lr_buffer(device, lr)?;
-        let mut optimizer = Vec::new();
-        let mut optimizer_state = Vec::new();
-        for (p, g) in model.params().iter().zip(model.grads()) {
-            let state: Vec<wgpu::Buffer> = (0..optimizer_config.state_buffers())
-                .map(|_| {
-                    device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("optimizer state"),
-                        size: p.size(),
-                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-                        mapped_at_creation: false,
-                    })
-                })
-                .collect();
-            let refs: Vec<&wgpu::Buffer> = state.iter().collect();
-            let buffers = OptimizerBuffers { params: p, grads: g, state: &refs, lr: &lr_buf, stats: Some(clip.stats_buffer()) };
-            optimizer.push(kernels.optimizer.bind(device, &optimizer_config, p.size() / 4, buffers)?);
-            optimizer_state.push(state);
-        }
+        let optimizer_state = OptimizerState::new(device, &optimizer_config, model.arena().len())?;
+        let (scale, segment_coefs) = match &clipping {
+            Clipping::OnRead { scale, norm, .. } => (*scale, (*scale == GradScale::PerSegment).then(|| norm.segment_buffer())),
+            Clipping::InPlace { .. } => (GradScale::None, None),
+        };
+        let buffers = OptimizerBuffers {
+            params: model.params(),
+            grads: model.grads(),
+            tensors: model.arena().ranges(),
+            state: &optimizer_state,
+            lr: &lr_buf,
+            stats: Some(clipping.stats_buffer()),
+            segment_coefs,
+            scale,
+            zero_nonfinite: config.on_nonfinite == NonFinitePolicy::ZeroNonFinite && matches!(clipping, Clipping::OnRead { .. }),
+        };
+        let optimizer = kernels.optimizer.bind(device, &optimizer_config, buffers)?;
         let layers = spec.param_layers();
         let segment_layer =
             tensors.iter().map(|t| layers.iter().position(|(l, _)| *l == t.layer).unwrap_or(0)).collect();
@@ -261,14 +360,14 @@ impl<'g> Trainer<'g> {
         let faults = Self::bind_faults(gpu, &kernels, &spec, &model, &config.faults)?;
         let order = BatchOrder::new(split.train.len(), config.batch as usize, config.seed)?;
         // LAG + 1 slots: steps k - LAG … k are in flight when step k's copy is recorded.
-        let ring = ReadbackRing::new(device, clip.stats_buffer().size() + 8, LAG as usize + 1)?;
+        let record_bytes = clipping.record_sources(model.loss_buffer()).iter().map(|(_, size)| size).sum();
+        let ring = ReadbackRing::new(device, record_bytes, LAG as usize + 1)?;
         Ok(Self {
             gpu,
             split,
             spec,
             kernels,
-            clip,
-            applied,
+            clipping,
             adaptive,
             optimizer,
             optimizer_state,
@@ -311,17 +410,20 @@ impl<'g> Trainer<'g> {
                     ))
                 })?;
                 let t = tensors.iter().position(|t| t.layer == layer.0).expect("a parameter layer owns a tensor");
-                let grad = model.grads()[t].clone();
+                let grad = model.arena().view(model.grads(), t);
+                let offset = grad.offset;
                 let init = |label: &str, contents: &[f32]| buffer_init(device, label, bytemuck::cast_slice(contents), usage);
                 let op = match f.kind {
-                    FaultKind::Nan => FaultOp::Overwrite { source: init("fault NaN", &[f32::NAN])?, grad },
-                    FaultKind::Inf => FaultOp::Overwrite { source: init("fault inf", &[f32::INFINITY])?, grad },
+                    FaultKind::Nan => FaultOp::Overwrite { source: init("fault NaN", &[f32::NAN])?, offset },
+                    FaultKind::Inf => FaultOp::Overwrite { source: init("fault inf", &[f32::INFINITY])?, offset },
                     FaultKind::Scale(factor) => {
-                        let len = (grad.size() / 4) as u32;
+                        let len = tensors[t].len() as u32;
                         let scratch = init("fault scratch", &vec![0.0; len as usize])?;
+                        let factor = init("fault factor", &[factor])?;
                         let op = MatmulOp { m: len, n: 1, k: 1, ..MatmulOp::default() };
-                        let product = kernels.matmul.bind(device, &op, &grad, &init("fault factor", &[factor])?, None, &scratch)?;
-                        FaultOp::Scale { product, scratch, grad }
+                        let v = MatmulOperands { a: grad, b: View::from(&factor), bias: None, c: View::from(&scratch), aux: None };
+                        let product = kernels.matmul.bind_views(device, &op, v)?;
+                        FaultOp::Scale { product, scratch, offset }
                     }
                 };
                 Ok((f.step, op))
@@ -365,8 +467,8 @@ impl<'g> Trainer<'g> {
         self.stopped.as_deref()
     }
 
-    /// Optimizer state buffers, one list per parameter tensor.
-    pub fn optimizer_state(&self) -> &[Vec<wgpu::Buffer>] {
+    /// The optimizer's state (every tensor's slots and the step count, packed).
+    pub fn optimizer_state(&self) -> &OptimizerState {
         &self.optimizer_state
     }
 
@@ -375,16 +477,16 @@ impl<'g> Trainer<'g> {
         StepCounters { submits: self.submits, blocking_waits: self.ring.waits(), record_seconds: self.record_time.as_secs_f64() }
     }
 
-    /// Device bytes held by the optimizer's state buffers.
+    /// Device bytes held by the optimizer's state buffer.
     pub fn optimizer_state_bytes(&self) -> u64 {
-        self.optimizer_state.iter().flatten().map(|b| b.size()).sum()
+        self.optimizer_state.buffer().size()
     }
 
-    /// Compute dispatches per step: model (with the batch-norm running-stat updates),
-    /// norm + clip, the applied norm, optimizer (two per tensor).
+    /// Compute dispatches per step: the model (with the batch-norm running-stat updates),
+    /// the norm (with an in-place clip and the applied norm, where clipping is not
+    /// scaled on read), and the optimizer (one update of every tensor, one step count).
     pub fn dispatches_per_step(&self) -> usize {
-        let clip = self.clip.dispatch_count() + self.applied.dispatch_count();
-        self.model.dispatch_count() + clip + 2 * self.optimizer.len()
+        self.model.dispatch_count() + self.clipping.dispatch_count() + 2
     }
 
     /// Records and submits one step, then reads the record of step `k - LAG`.
@@ -401,12 +503,13 @@ impl<'g> Trainer<'g> {
         let t0 = Instant::now();
         let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradguard train step") });
         self.model.encode(&self.kernels, &mut encoder);
+        let grads = self.model.grads();
         for (_, fault) in self.faults.iter().filter(|(s, _)| *s == k) {
             match fault {
-                FaultOp::Overwrite { source, grad } => encoder.copy_buffer_to_buffer(source, 0, grad, 0, 4),
-                FaultOp::Scale { product, scratch, grad } => {
+                FaultOp::Overwrite { source, offset } => encoder.copy_buffer_to_buffer(source, 0, grads, *offset, 4),
+                FaultOp::Scale { product, scratch, offset } => {
                     self.kernels.matmul.encode(&mut encoder.begin_compute_pass(&Default::default()), product);
-                    encoder.copy_buffer_to_buffer(scratch, 0, grad, 0, grad.size());
+                    encoder.copy_buffer_to_buffer(scratch, 0, grads, *offset, scratch.size());
                 }
             }
         }
@@ -415,16 +518,14 @@ impl<'g> Trainer<'g> {
                 label: Some("gradguard norm, clip and update"),
                 timestamp_writes: None,
             });
-            self.clip.encode_in_pass(&mut pass);
+            self.clipping.encode_in_pass(&mut pass);
             // After the norm: the running statistics obey its skip flag, as the optimizer does.
             self.model.encode_running_update(&self.kernels, &mut pass);
-            self.applied.encode_in_pass(&mut pass);
-            for binding in &self.optimizer {
-                self.kernels.optimizer.encode(&mut pass, binding);
-            }
+            if !std::env::var("GG_SKIP").unwrap_or_default().contains("opt") { self.kernels.optimizer.encode(&mut pass, &self.optimizer); }
+            if std::env::var("GG_SKIP").unwrap_or_default().contains("norm") { drop(pass); let sources = self.clipping.record_sources(self.model.loss_buffer()); self.ring.encode_copy(&mut encoder, k, &sources)?; let commands = encoder.finish(); let submission = self.gpu.queue.submit([commands]); self.ring.after_submit(submission); self.pending_lr.push_back(lr); self.next_step += 1; return self.read_until(self.next_step.saturating_sub(LAG)); }
+            self.clipping.encode_applied(&mut pass);
         }
-        let stats = self.clip.stats_buffer();
-        let sources = [(stats, stats.size()), (self.model.loss_buffer(), 4), (self.applied.stats_buffer(), 4)];
+        let sources = self.clipping.record_sources(self.model.loss_buffer());
         if !self.ring.encode_copy(&mut encoder, k, &sources)? {
             // Never with LAG + 1 slots and every record read at its step.
             return Err(Error::Readback(format!("no free record slot for step {k}")));
@@ -456,7 +557,7 @@ impl<'g> Trainer<'g> {
                 (r.words, r.loss, r.applied_norm, r.lr)
             }
             _ => {
-                let (words, loss, applied_norm) = split_record(self.ring.take(&self.gpu.device, j)?)?;
+                let (words, loss, applied_norm) = self.clipping.split_record(self.ring.take(&self.gpu.device, j)?)?;
                 (words, loss, applied_norm, self.pending_lr.pop_front().unwrap_or(self.written_lr))
             }
         };
@@ -467,7 +568,7 @@ impl<'g> Trainer<'g> {
             if norm.is_finite() {
                 if let Some(limit) = adaptive.update(norm) {
                     let limit = limit.max(f32::MIN_POSITIVE);
-                    self.clip.norm_mut().set_max_norm(&self.gpu.queue, limit)?;
+                    self.clipping.norm_mut().set_max_norm(&self.gpu.queue, limit)?;
                     self.clip_limit = Some(limit);
                 }
             }
@@ -546,26 +647,24 @@ impl<'g> Trainer<'g> {
             OptimizerChoice::Sgd { .. } => &["momentum_buffer"],
             OptimizerChoice::AdamW => &["exp_avg", "exp_avg_sq"],
         };
-        let f32s = |name: String, buffer, shape| DeviceTensor { name, buffer, shape, dtype: safetensors::Dtype::F32 };
+        let f32s = |name: String, buffer, offset, shape| DeviceTensor { name, buffer, offset, shape, dtype: safetensors::Dtype::F32 };
+        let (arena, state) = (self.model.arena(), &self.optimizer_state);
         let mut out = Vec::new();
         for (t, tensor) in self.spec.tensors().into_iter().enumerate() {
-            out.push(f32s(format!("param/{}", tensor.name), &self.model.params()[t], tensor.shape.clone()));
-            for (state, name) in self.optimizer_state[t].iter().zip(state_names) {
-                out.push(f32s(format!("optim/{}/{name}", tensor.name), state, tensor.shape.clone()));
+            let offset = 4 * arena.ranges()[t].0;
+            out.push(f32s(format!("param/{}", tensor.name), self.model.params(), offset, tensor.shape.clone()));
+            for (slot, name) in state_names.iter().enumerate() {
+                let slot_offset = 4 * slot as u64 * state.len() + offset;
+                out.push(f32s(format!("optim/{}/{name}", tensor.name), state.buffer(), slot_offset, tensor.shape.clone()));
             }
-            out.push(DeviceTensor {
-                name: format!("optim/{}/step", tensor.name),
-                buffer: self.optimizer[t].step_buffer(),
-                shape: vec![1],
-                dtype: safetensors::Dtype::U32,
-            });
         }
+        out.push(f32s("optim/step".into(), state.buffer(), state.step_offset(), vec![1]));
         let bn_layers = self.spec.layers.iter().enumerate().filter(|(_, l)| matches!(l, crate::nn::LayerSpec::BatchNorm { .. }));
         for ((i, layer), pair) in bn_layers.zip(self.model.running_stats().chunks(2)) {
             let crate::nn::LayerSpec::BatchNorm { features } = *layer else { unreachable!("filtered") };
             let name = self.spec.layer_name(i);
-            out.push(f32s(format!("buffer/{name}.running_mean"), &pair[0], vec![features as usize]));
-            out.push(f32s(format!("buffer/{name}.running_var"), &pair[1], vec![features as usize]));
+            out.push(f32s(format!("buffer/{name}.running_mean"), &pair[0], 0, vec![features as usize]));
+            out.push(f32s(format!("buffer/{name}.running_var"), &pair[1], 0, vec![features as usize]));
         }
         out
     }
@@ -578,7 +677,7 @@ impl<'g> Trainer<'g> {
         let mut in_flight: Vec<InFlight> = self.preloaded.iter().cloned().collect();
         let first_in_ring = self.next_read + self.preloaded.len() as u64;
         for (j, &lr) in (first_in_ring..self.next_step).zip(&self.pending_lr) {
-            let (words, loss, applied_norm) = split_record(self.ring.peek(&self.gpu.device, j)?)?;
+            let (words, loss, applied_norm) = self.clipping.split_record(self.ring.peek(&self.gpu.device, j)?)?;
             in_flight.push(InFlight { step: j, words, loss, applied_norm, lr });
         }
         let host = HostState {
@@ -599,7 +698,7 @@ impl<'g> Trainer<'g> {
         let mut trainer = Self::new(gpu, config)?;
         let (step, host) = checkpoint::load(path, gpu, &trainer.config, &trainer.device_tensors())?;
         if let Some(limit) = host.clip_limit {
-            trainer.clip.norm_mut().set_max_norm(&gpu.queue, limit)?;
+            trainer.clipping.norm_mut().set_max_norm(&gpu.queue, limit)?;
         }
         if let (Some(adaptive), Some((ema, history))) = (&mut trainer.adaptive, host.adaptive) {
             adaptive.ema = ema;
@@ -616,13 +715,7 @@ impl<'g> Trainer<'g> {
 
     /// Reads the parameters back (blocking: between runs, for evaluation and checkpoints).
     pub fn read_params(&self) -> Result<Vec<Vec<f32>>> {
-        let tensors = self.spec.tensors();
-        self.model
-            .params()
-            .iter()
-            .zip(&tensors)
-            .map(|(b, t)| Ok(read_f32s(&self.gpu.device, &self.gpu.queue, b)?[..t.len()].to_vec()))
-            .collect()
+        Ok(self.model.arena().unpack(&read_f32s(&self.gpu.device, &self.gpu.queue, self.model.params())?))
     }
 
     fn read_running(&self) -> Result<Vec<Vec<f32>>> {
