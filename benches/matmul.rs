@@ -32,7 +32,7 @@ fn benches(c: &mut Criterion) {
     group.sample_size(20);
     group.throughput(Throughput::Elements(2 * (EDGE as u64).pow(3))); // flop
     for (trans_a, trans_b) in [(false, false), (false, true), (true, false), (true, true)] {
-        let op = MatmulOp { m: EDGE, n: EDGE, k: EDGE, trans_a, trans_b, accumulate: false };
+        let op = MatmulOp { m: EDGE, n: EDGE, k: EDGE, trans_a, trans_b, ..MatmulOp::default() };
         let binding = kernel.bind(&gpu.device, &op, &a, &b, None, &out).unwrap();
         let name = format!("tiled {}{} (flop)", if trans_a { 'T' } else { 'N' }, if trans_b { 'T' } else { 'N' });
         group.bench_function(name, |bench| {

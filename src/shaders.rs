@@ -87,5 +87,8 @@ pub const RNN: Shader = Shader {
     entry_points: &["rnn_forward", "rnn_backward"],
 };
 
+/// The files prepended to other modules rather than compiled alone (WGSL has no includes).
+pub const PRELUDES: &[&str] = &["common", "act"];
+
 /// Every shader the crate ships.
 pub const ALL: &[Shader] = &[NORM, CLIP, AGC, COPY, MATMUL, ACTIVATION, LOSS, OPTIMIZER, BATCHNORM, RNN];

@@ -1,59 +1,83 @@
-//! SGD and AdamW against their CPU twin over several steps and a schedule change,
-//! hand-computed steps, the skip flag, and bad input.
+//! SGD and AdamW against their CPU twin over several steps and a schedule change, over
+//! many tensors in one dispatch (with gaps between them left alone), gradients scaled on
+//! read by the norm's global and per-tensor coefficients, hand-computed steps, the skip
+//! flag, and bad input.
 
 mod common;
 
 use common::{download, gpu, upload};
 
 use gradguard::cpu::optimizer as twin;
-use gradguard::kernels::optimizer::{lr_buffer, set_lr, AdamW, Optimizer, OptimizerBuffers, OptimizerKernel, Sgd};
+use gradguard::kernels::optimizer::{
+    lr_buffer, set_lr, AdamW, GradScale, Optimizer, OptimizerBinding, OptimizerBuffers, OptimizerKernel, OptimizerState,
+    Sgd,
+};
+use gradguard::readback::read_stats_blocking;
 use gradguard::wgpu;
-use gradguard::{Error, GradNorm, GradSet, NonFinitePolicy, NormConfig};
+use gradguard::{Error, GradNorm, GradSet, GradView, NonFinitePolicy, NormConfig, NormKind};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-fn read_step(kernel_binding: &gradguard::kernels::optimizer::OptimizerBinding) -> u32 {
-    download(kernel_binding.step_buffer())[0].to_bits()
-}
-
-/// Parameters, gradients and state on the device, and the twin's copies.
+/// Parameters, gradients and state on the device (tensors at `ranges` of one buffer), and
+/// the twin's copies.
 struct Run {
     optimizer: Optimizer,
+    ranges: Vec<(u64, u64)>,
     params: (wgpu::Buffer, Vec<f32>),
     grads: (wgpu::Buffer, Vec<f32>),
-    state: Vec<(wgpu::Buffer, Vec<f32>)>,
+    state: (OptimizerState, Vec<Vec<f32>>),
     lr: wgpu::Buffer,
 }
 
 impl Run {
-    fn new(optimizer: Optimizer, params: Vec<f32>, grads: Vec<f32>, lr: f32) -> Self {
-        let zeros = vec![0.0; params.len()];
+    fn new(optimizer: Optimizer, ranges: Vec<(u64, u64)>, params: Vec<f32>, grads: Vec<f32>, lr: f32) -> Self {
+        let len = params.len();
+        let state = OptimizerState::new(&gpu().device, &optimizer, len as u64).unwrap();
         Self {
             optimizer,
-            state: (0..optimizer.state_buffers()).map(|_| (upload(&zeros), zeros.clone())).collect(),
+            ranges,
+            state: (state, vec![vec![0.0; len]; optimizer.state_buffers()]),
             params: (upload(&params), params),
             grads: (upload(&grads), grads),
             lr: lr_buffer(&gpu().device, lr).unwrap(),
         }
     }
 
-    fn bind(
-        &self,
-        kernel: &OptimizerKernel,
-        stats: Option<&wgpu::Buffer>,
-    ) -> gradguard::Result<gradguard::kernels::optimizer::OptimizerBinding> {
-        let state: Vec<&wgpu::Buffer> = self.state.iter().map(|s| &s.0).collect();
-        let buffers =
-            OptimizerBuffers { params: &self.params.0, grads: &self.grads.0, state: &state, lr: &self.lr, stats };
-        kernel.bind(&gpu().device, &self.optimizer, self.params.1.len() as u64, buffers)
+    /// One tensor over the whole buffer.
+    fn single(optimizer: Optimizer, params: Vec<f32>, grads: Vec<f32>, lr: f32) -> Self {
+        let len = params.len() as u64;
+        Self::new(optimizer, vec![(0, len)], params, grads, lr)
     }
 
-    fn twin_step(&mut self, lr: f32, completed: u32) {
-        let (p, g) = (&mut self.params.1, &self.grads.1);
-        match (&self.optimizer, self.state.as_mut_slice()) {
-            (Optimizer::Sgd(cfg), []) => twin::sgd(cfg, lr, completed, p, g, &mut []),
-            (Optimizer::Sgd(cfg), [buf]) => twin::sgd(cfg, lr, completed, p, g, &mut buf.1),
-            (Optimizer::AdamW(cfg), [m, v]) => twin::adamw(cfg, lr, completed, p, g, &mut m.1, &mut v.1),
-            _ => unreachable!(),
+    fn buffers<'a>(&'a self, norm: Option<&'a GradNorm>, scale: GradScale) -> OptimizerBuffers<'a> {
+        OptimizerBuffers {
+            params: &self.params.0,
+            grads: &self.grads.0,
+            tensors: &self.ranges,
+            state: &self.state.0,
+            lr: &self.lr,
+            stats: norm.map(|n| n.stats_buffer()),
+            segment_coefs: (scale == GradScale::PerSegment).then(|| norm.expect("a norm").segment_buffer()),
+            scale,
+            zero_nonfinite: false,
+        }
+    }
+
+    fn bind(&self, kernel: &OptimizerKernel, norm: Option<&GradNorm>, scale: GradScale) -> gradguard::Result<OptimizerBinding> {
+        kernel.bind(&gpu().device, &self.optimizer, self.buffers(norm, scale))
+    }
+
+    /// The twin's step over each tensor, its gradient scaled by `coefs[t]`.
+    fn twin_step(&mut self, lr: f32, completed: u32, coefs: &[f32]) {
+        for (t, &(start, len)) in self.ranges.iter().enumerate() {
+            let r = start as usize..(start + len) as usize;
+            let g: Vec<f32> = self.grads.1[r.clone()].iter().map(|g| g * coefs[t]).collect();
+            let p = &mut self.params.1[r.clone()];
+            match (&self.optimizer, self.state.1.as_mut_slice()) {
+                (Optimizer::Sgd(cfg), []) => twin::sgd(cfg, lr, completed, p, &g, &mut []),
+                (Optimizer::Sgd(cfg), [buf]) => twin::sgd(cfg, lr, completed, p, &g, &mut buf[r]),
+                (Optimizer::AdamW(cfg), [m, v]) => twin::adamw(cfg, lr, completed, p, &g, &mut m[r.clone()], &mut v[r]),
+                _ => unreachable!(),
+            }
         }
     }
 
@@ -61,11 +85,25 @@ impl Run {
         gpu().queue.write_buffer(&self.grads.0, 0, bytemuck::cast_slice(&grads));
         self.grads.1 = grads;
     }
+
+    /// Each state slot, and the step count.
+    fn device_state(&self) -> (Vec<Vec<f32>>, f32) {
+        let all = download(self.state.0.buffer());
+        let len = self.state.0.len() as usize;
+        let slots = (0..self.state.0.slots()).map(|s| all[s * len..(s + 1) * len].to_vec()).collect();
+        (slots, all[self.state.0.slots() * len])
+    }
 }
 
-fn step(kernel: &OptimizerKernel, binding: &gradguard::kernels::optimizer::OptimizerBinding) {
+fn step(kernel: &OptimizerKernel, norm: Option<&GradNorm>, binding: &OptimizerBinding) {
     let mut encoder = gpu().device.create_command_encoder(&Default::default());
-    kernel.encode(&mut encoder.begin_compute_pass(&Default::default()), binding);
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        if let Some(norm) = norm {
+            norm.encode_in_pass(&mut pass);
+        }
+        kernel.encode(&mut pass, binding);
+    }
     gpu().queue.submit([encoder.finish()]);
 }
 
@@ -84,33 +122,116 @@ const OPTIMIZERS: [Optimizer; 6] = [
     Optimizer::AdamW(AdamW { betas: (0.8, 0.99), eps: 1e-3, weight_decay: 0.0 }),
 ];
 
+fn random(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
 #[test]
 fn updates_match_twin_over_steps_and_a_schedule() {
     let kernel = OptimizerKernel::new(&gpu().device).unwrap();
     let mut rng = StdRng::seed_from_u64(1);
-    let mut random = |n: usize| (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>();
     for len in [1usize, 257, 10_007] {
         for optimizer in OPTIMIZERS {
-            let mut run = Run::new(optimizer, random(len), random(len), 0.05);
-            let binding = run.bind(&kernel, None).unwrap();
+            let mut run = Run::single(optimizer, random(&mut rng, len, 1.0), random(&mut rng, len, 1.0), 0.05);
+            let binding = run.bind(&kernel, None, GradScale::None).unwrap();
             for completed in 0..5u32 {
                 let lr = if completed < 3 { 0.05 } else { 0.01 };
                 if completed == 3 {
                     set_lr(&gpu().queue, &run.lr, lr).unwrap();
                 }
                 if completed > 0 {
-                    run.new_grads(random(len));
+                    run.new_grads(random(&mut rng, len, 1.0));
                 }
-                step(&kernel, &binding);
-                run.twin_step(lr, completed);
+                step(&kernel, None, &binding);
+                run.twin_step(lr, completed, &[1.0]);
             }
             let what = format!("{optimizer:?} len {len}");
             assert_close(&format!("{what} params"), &download(&run.params.0), &run.params.1);
-            for (buffer, want) in &run.state {
-                assert_close(&format!("{what} state"), &download(buffer), want);
+            let (slots, steps) = run.device_state();
+            for (got, want) in slots.iter().zip(&run.state.1) {
+                assert_close(&format!("{what} state"), got, want);
             }
-            assert_eq!(read_step(&binding), 5);
+            assert_eq!(steps, 5.0);
         }
+    }
+}
+
+/// Tensors of odd sizes with gaps between them, updated in one dispatch; gradients scaled
+/// on read by the global or each tensor's own clip coefficient, as the norm computed them.
+#[test]
+fn many_tensors_scaled_on_read_match_twin() {
+    let device = &gpu().device;
+    let kernel = OptimizerKernel::new(device).unwrap();
+    let mut rng = StdRng::seed_from_u64(3);
+    let lens = [7u64, 1, 1024, 1025, 300, 64];
+    let mut ranges = Vec::new();
+    let mut next = 0;
+    for &len in &lens {
+        ranges.push((next, len));
+        next = (next + len).next_multiple_of(64) + 64; // gaps the update must not touch
+    }
+    let total = next as usize;
+    for (optimizer, scale, kind) in [
+        (OPTIMIZERS[1], GradScale::Global, NormKind::L2),
+        (OPTIMIZERS[4], GradScale::Global, NormKind::Inf),
+        (OPTIMIZERS[3], GradScale::PerSegment, NormKind::L2),
+        (OPTIMIZERS[5], GradScale::PerSegment, NormKind::L1),
+    ] {
+        let mut run = Run::new(optimizer, ranges.clone(), random(&mut rng, total, 1.0), random(&mut rng, total, 3.0), 0.05);
+        let set = GradSet::new(ranges.iter().map(|&(s, len)| GradView { buffer: run.grads.0.clone(), offset: 4 * s, len }).collect());
+        let config = NormConfig { kind, max_norm: Some(2.0), ..Default::default() };
+        let norm = GradNorm::new(device, &set, &config).unwrap();
+        let binding = run.bind(&kernel, Some(&norm), scale).unwrap();
+        let untouched = download(&run.params.0);
+        for completed in 0..3u32 {
+            if completed > 0 {
+                run.new_grads(random(&mut rng, total, 3.0));
+            }
+            step(&kernel, Some(&norm), &binding);
+            let stats = read_stats_blocking(device, &gpu().queue, norm.stats_buffer()).unwrap();
+            let coefs: Vec<f32> = match scale {
+                GradScale::Global => vec![stats.clip_coef; lens.len()],
+                _ => stats
+                    .segments
+                    .iter()
+                    .map(|s| {
+                        let n = match kind {
+                            NormKind::L1 => s.l1,
+                            NormKind::L2 => s.l2,
+                            NormKind::Inf => s.linf,
+                        };
+                        (2.0 / (n + 1e-6)).min(1.0)
+                    })
+                    .collect(),
+            };
+            assert!(coefs.iter().any(|&c| c < 1.0), "the test must clip something");
+            run.twin_step(0.05, completed, &coefs);
+        }
+        let got = download(&run.params.0);
+        assert_close(&format!("{optimizer:?} {scale:?} params"), &got, &run.params.1);
+        let inside = |i: usize| ranges.iter().any(|&(s, len)| (s as usize..(s + len) as usize).contains(&i));
+        for i in (0..total).filter(|&i| !inside(i)) {
+            assert_eq!(got[i].to_bits(), untouched[i].to_bits(), "element {i} lies between tensors");
+        }
+    }
+}
+
+/// `zero_nonfinite` reads NaN and ±inf gradient elements as 0, as the `ZeroNonFinite`
+/// policy's clip would have written them.
+#[test]
+fn zero_nonfinite_reads_nan_and_inf_as_zero() {
+    let device = &gpu().device;
+    let kernel = OptimizerKernel::new(device).unwrap();
+    let mut grads = vec![0.5f32; 300];
+    grads[3] = f32::NAN;
+    grads[200] = f32::NEG_INFINITY;
+    let run = Run::single(OPTIMIZERS[0], vec![1.0; 300], grads.clone(), 0.1);
+    let binding = kernel.bind(device, &run.optimizer, OptimizerBuffers { zero_nonfinite: true, ..run.buffers(None, GradScale::None) }).unwrap();
+    step(&kernel, None, &binding);
+    let got = download(&run.params.0);
+    for (i, p) in got.iter().enumerate() {
+        let want = if grads[i].is_finite() { 0.95 } else { 1.0 };
+        assert!((p - want).abs() < 1e-7, "element {i}: {p}");
     }
 }
 
@@ -119,23 +240,23 @@ fn hand_computed_steps() {
     let kernel = OptimizerKernel::new(&gpu().device).unwrap();
     // AdamW, one step from p = 1, g = 0.5, lr 0.1, torch defaults: m = 0.05, v = 2.5e-4,
     // p = 1·(1 - 0.1·0.01) - 0.1·0.5/(0.5 + 1e-8).
-    let run = Run::new(Optimizer::AdamW(AdamW::default()), vec![1.0], vec![0.5], 0.1);
-    step(&kernel, &run.bind(&kernel, None).unwrap());
+    let run = Run::single(Optimizer::AdamW(AdamW::default()), vec![1.0], vec![0.5], 0.1);
+    step(&kernel, None, &run.bind(&kernel, None, GradScale::None).unwrap());
     let near = |got: f32, want: f64| (got as f64 - want).abs() < 1e-7 * (1.0 + want.abs());
     assert!(near(download(&run.params.0)[0], 0.999 - 0.1 * 0.5 / (0.5 + 1e-8)));
-    assert!(near(download(&run.state[0].0)[0], 0.05));
-    assert!(near(download(&run.state[1].0)[0], 2.5e-4));
+    let (slots, steps) = run.device_state();
+    assert!(near(slots[0][0], 0.05) && near(slots[1][0], 2.5e-4) && steps == 1.0);
     // SGD with momentum 0.9, lr 0.1, g = 0.5 twice: buf 0.5 then 0.95; p 0.95 then 0.855.
     let sgd = Sgd { momentum: 0.9, ..Default::default() };
-    let run = Run::new(Optimizer::Sgd(sgd), vec![1.0], vec![0.5], 0.1);
-    let binding = run.bind(&kernel, None).unwrap();
-    step(&kernel, &binding);
+    let run = Run::single(Optimizer::Sgd(sgd), vec![1.0], vec![0.5], 0.1);
+    let binding = run.bind(&kernel, None, GradScale::None).unwrap();
+    step(&kernel, None, &binding);
     assert!(near(download(&run.params.0)[0], 0.95));
-    step(&kernel, &binding);
-    assert!(near(download(&run.params.0)[0], 0.855) && near(download(&run.state[0].0)[0], 0.95));
+    step(&kernel, None, &binding);
+    assert!(near(download(&run.params.0)[0], 0.855) && near(run.device_state().0[0][0], 0.95));
     // Nesterov: g + 0.9·buf = 0.95 on the first step.
-    let run = Run::new(Optimizer::Sgd(Sgd { nesterov: true, ..sgd }), vec![1.0], vec![0.5], 0.1);
-    step(&kernel, &run.bind(&kernel, None).unwrap());
+    let run = Run::single(Optimizer::Sgd(Sgd { nesterov: true, ..sgd }), vec![1.0], vec![0.5], 0.1);
+    step(&kernel, None, &run.bind(&kernel, None, GradScale::None).unwrap());
     assert!(near(download(&run.params.0)[0], 0.905));
 }
 
@@ -146,33 +267,28 @@ fn skip_flag_leaves_everything_bitwise_unchanged() {
     let device = &gpu().device;
     let kernel = OptimizerKernel::new(device).unwrap();
     let mut rng = StdRng::seed_from_u64(2);
-    for optimizer in [OPTIMIZERS[1], OPTIMIZERS[4]] {
+    for (optimizer, scale) in [(OPTIMIZERS[1], GradScale::None), (OPTIMIZERS[4], GradScale::Global)] {
         let len = 1000;
-        let params: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let grads: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let mut run = Run::new(optimizer, params, grads.clone(), 0.1);
+        let grads = random(&mut rng, len, 1.0);
+        let mut run = Run::single(optimizer, random(&mut rng, len, 1.0), grads.clone(), 0.1);
         let set = GradSet::packed(&run.grads.0, &[len as u64]);
-        let norm =
-            GradNorm::new(device, &set, &NormConfig { nonfinite: NonFinitePolicy::SkipStep, ..Default::default() })
-                .unwrap();
-        let binding = run.bind(&kernel, Some(norm.stats_buffer())).unwrap();
+        let config = NormConfig { nonfinite: NonFinitePolicy::SkipStep, max_norm: Some(1.0), ..Default::default() };
+        let norm = GradNorm::new(device, &set, &config).unwrap();
+        let binding = run.bind(&kernel, Some(&norm), scale).unwrap();
         let full_step = |run: &Run| {
-            let mut encoder = device.create_command_encoder(&Default::default());
-            norm.encode(&mut encoder);
-            kernel.encode(&mut encoder.begin_compute_pass(&Default::default()), &binding);
-            gpu().queue.submit([encoder.finish()]);
-            let bits = |b: &wgpu::Buffer| download(b).iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            (bits(&run.params.0), run.state.iter().map(|s| bits(&s.0)).collect::<Vec<_>>(), read_step(&binding))
+            step(&kernel, Some(&norm), &binding);
+            let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            (bits(download(&run.params.0)), bits(download(run.state.0.buffer())))
         };
         let before = full_step(&run); // one finite step so that the state is non-zero
-        assert_eq!(before.2, 1);
+        assert_eq!(run.device_state().1, 1.0);
         let mut poisoned = grads.clone();
         poisoned[len / 2] = f32::NAN;
         run.new_grads(poisoned);
         assert_eq!(full_step(&run), before, "{optimizer:?} changed something on a skipped step");
         run.new_grads(grads);
         let after = full_step(&run);
-        assert_eq!(after.2, 2);
+        assert_eq!(run.device_state().1, 2.0);
         assert_ne!(after.0, before.0);
     }
 }
@@ -181,7 +297,7 @@ fn skip_flag_leaves_everything_bitwise_unchanged() {
 fn bad_input_is_a_typed_error() {
     let device = &gpu().device;
     let kernel = OptimizerKernel::new(device).unwrap();
-    let (p, g, s, small) = (upload(&[0.0; 8]), upload(&[0.0; 8]), upload(&[0.0; 8]), upload(&[0.0; 4]));
+    let (p, g) = (upload(&[0.0; 8]), upload(&[0.0; 8]));
     let lr = lr_buffer(device, 0.1).unwrap();
     let no_storage = device.create_buffer(&wgpu::BufferDescriptor {
         label: None,
@@ -191,29 +307,38 @@ fn bad_input_is_a_typed_error() {
     });
     let sgd = Optimizer::Sgd(Sgd::default());
     let momentum = Optimizer::Sgd(Sgd { momentum: 0.9, ..Default::default() });
-    let buffers = OptimizerBuffers { params: &p, grads: &g, state: &[], lr: &lr, stats: None };
-    let bind = |o: &Optimizer, len: u64, b: OptimizerBuffers<'_>| kernel.bind(device, o, len, b);
-    assert!(bind(&sgd, 8, buffers).is_ok());
-    assert!(matches!(bind(&sgd, 0, buffers), Err(Error::Invalid(_))));
-    assert!(matches!(bind(&sgd, 9, buffers), Err(Error::LengthMismatch { .. })));
-    assert!(matches!(bind(&momentum, 8, buffers), Err(Error::LengthMismatch { .. })));
+    let state = OptimizerState::new(device, &sgd, 8).unwrap();
+    let small_state = OptimizerState::new(device, &momentum, 4).unwrap();
+    let whole = [(0u64, 8u64)];
+    let buffers = OptimizerBuffers {
+        params: &p,
+        grads: &g,
+        tensors: &whole,
+        state: &state,
+        lr: &lr,
+        stats: None,
+        segment_coefs: None,
+        scale: GradScale::None,
+        zero_nonfinite: false,
+    };
+    let bind = |o: &Optimizer, b: OptimizerBuffers<'_>| kernel.bind(device, o, b);
+    assert!(bind(&sgd, buffers).is_ok());
+    assert!(matches!(bind(&sgd, OptimizerBuffers { tensors: &[(0, 0)], ..buffers }), Err(Error::Invalid(_))));
+    assert!(matches!(bind(&sgd, OptimizerBuffers { tensors: &[(0, 9)], ..buffers }), Err(Error::LengthMismatch { .. })));
+    assert!(matches!(bind(&momentum, buffers), Err(Error::LengthMismatch { .. })));
+    assert!(matches!(bind(&momentum, OptimizerBuffers { state: &small_state, ..buffers }), Err(Error::LengthMismatch { .. })));
+    assert!(matches!(bind(&sgd, OptimizerBuffers { grads: &p, ..buffers }), Err(Error::Invalid(_))));
+    assert!(matches!(bind(&sgd, OptimizerBuffers { grads: &no_storage, ..buffers }), Err(Error::MissingBufferUsage { .. })));
     assert!(matches!(
-        bind(&momentum, 8, OptimizerBuffers { state: &[&small], ..buffers }),
-        Err(Error::LengthMismatch { .. })
-    ));
-    assert!(matches!(bind(&momentum, 8, OptimizerBuffers { state: &[&p], ..buffers }), Err(Error::Invalid(_))));
-    assert!(matches!(bind(&sgd, 8, OptimizerBuffers { grads: &p, ..buffers }), Err(Error::Invalid(_))));
-    assert!(matches!(
-        bind(&sgd, 8, OptimizerBuffers { grads: &no_storage, ..buffers }),
+        bind(&sgd, OptimizerBuffers { stats: Some(&no_storage), ..buffers }),
         Err(Error::MissingBufferUsage { .. })
     ));
-    assert!(matches!(
-        bind(&sgd, 8, OptimizerBuffers { stats: Some(&no_storage), ..buffers }),
-        Err(Error::MissingBufferUsage { .. })
-    ));
+    assert!(matches!(bind(&sgd, OptimizerBuffers { scale: GradScale::Global, ..buffers }), Err(Error::Invalid(_))));
+    assert!(matches!(bind(&sgd, OptimizerBuffers { scale: GradScale::PerSegment, stats: Some(&g), ..buffers }), Err(Error::Invalid(_))));
     let nesterov = Optimizer::Sgd(Sgd { nesterov: true, ..Default::default() });
-    assert!(matches!(bind(&nesterov, 8, buffers), Err(Error::Invalid(_))));
+    assert!(matches!(bind(&nesterov, buffers), Err(Error::Invalid(_))));
     let adamw = Optimizer::AdamW(AdamW { betas: (0.9, 1.0), ..Default::default() });
-    assert!(matches!(bind(&adamw, 8, OptimizerBuffers { state: &[&s, &small], ..buffers }), Err(Error::Invalid(_))));
+    let adamw_state = OptimizerState::new(device, &Optimizer::AdamW(AdamW::default()), 8).unwrap();
+    assert!(matches!(bind(&adamw, OptimizerBuffers { state: &adamw_state, ..buffers }), Err(Error::Invalid(_))));
     assert!(matches!(set_lr(&gpu().queue, &lr, f32::NAN), Err(Error::Invalid(_))));
 }

@@ -30,7 +30,7 @@ fn every_wgsl_file_is_registered() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         let stem = name.trim_end_matches(".wgsl");
         assert!(
-            stem == "common" || shaders::ALL.iter().any(|s| s.name == stem),
+            shaders::PRELUDES.contains(&stem) || shaders::ALL.iter().any(|s| s.name == stem),
             "shaders/{name} is not in shaders::ALL"
         );
     }

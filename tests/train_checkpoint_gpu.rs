@@ -18,7 +18,7 @@ fn checkpoint_path(name: &str) -> std::path::PathBuf {
 /// Every parameter and optimizer-state word of a trainer.
 fn device_state(trainer: &Trainer) -> Vec<Vec<u32>> {
     let g = gpu();
-    let buffers = trainer.model().params().iter().chain(trainer.optimizer_state().iter().flatten()).chain(trainer.model().running_stats());
+    let buffers = [trainer.model().params(), trainer.optimizer_state().buffer()].into_iter().chain(trainer.model().running_stats());
     buffers.map(|b| read_buffer(&g.device, &g.queue, b).unwrap()).collect()
 }
 

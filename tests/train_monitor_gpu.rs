@@ -47,9 +47,7 @@ fn weights_hash(trainer: &Trainer) -> u64 {
     for p in trainer.read_params().unwrap() {
         p.iter().for_each(|v| v.to_bits().hash(&mut h));
     }
-    for state in trainer.optimizer_state().iter().flatten() {
-        read_f32s(&g.device, &g.queue, state).unwrap().iter().for_each(|v| v.to_bits().hash(&mut h));
-    }
+    read_f32s(&g.device, &g.queue, trainer.optimizer_state().buffer()).unwrap().iter().for_each(|v| v.to_bits().hash(&mut h));
     h.finish()
 }
 

@@ -257,10 +257,10 @@ pub fn check_correct(gpu: &Gpu, kernel: &MatmulKernel) -> Result<()> {
             let op = MatmulOp { m, n, k, trans_a, trans_b, ..MatmulOp::default() };
             let (a, b) = (random(&mut rng, op.a_len()), random(&mut rng, op.b_len()));
             let mut want = vec![0.0; op.c_len() as usize];
-            twin::matmul(&op, &a, &b, None, &mut want);
+            twin::matmul(&op, &a, &b, None, &mut want, &mut []);
             let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
             let mut scale = vec![0.0; op.c_len() as usize];
-            twin::matmul(&op, &abs(&a), &abs(&b), None, &mut scale);
+            twin::matmul(&op, &abs(&a), &abs(&b), None, &mut scale, &mut []);
             let scale = |i: usize| scale[i];
 
             let mut cpu = vec![0.0; op.c_len() as usize];
@@ -420,11 +420,11 @@ mod tests {
     fn cpu_sgemm_matches_twin_in_all_transposes() {
         let mut rng = StdRng::seed_from_u64(3);
         for (trans_a, trans_b) in TRANSPOSES {
-            let op = MatmulOp { m: 5, n: 7, k: 3, trans_a, trans_b, accumulate: false };
+            let op = MatmulOp { m: 5, n: 7, k: 3, trans_a, trans_b, ..MatmulOp::default() };
             let (a, b) = (random(&mut rng, op.a_len()), random(&mut rng, op.b_len()));
             let (mut got, mut want) = (vec![0.0; 35], vec![0.0; 35]);
             cpu_sgemm(&op, &a, &b, &mut got);
-            twin::matmul(&op, &a, &b, None, &mut want);
+            twin::matmul(&op, &a, &b, None, &mut want, &mut []);
             compare("cpu sgemm", &op, &got, &want, &|_| 3.0).unwrap();
         }
     }

@@ -98,8 +98,9 @@ pub fn forward_bytes(spec: &ModelSpec, batch: u32, loss: LossKind) -> u64 {
         .iter()
         .enumerate()
         .map(|(i, l)| match *l {
-            // Every step's pre-activation and hidden state.
-            LayerSpec::Rnn { hidden, steps, .. } => 2 * steps as u64 * b * hidden as u64,
+            // Every step's pre-activation (its gradient in the backward, in place), every
+            // hidden state with h_{-1} = 0 (the weight gradient's operand), the output.
+            LayerSpec::Rnn { hidden, steps, .. } => (2 * steps as u64 + 2) * b * hidden as u64,
             // Output, saved mean and inverse std, running mean and variance.
             LayerSpec::BatchNorm { features } => b * features as u64 + 4 * features as u64,
             _ => b * widths[i + 1] as u64,
@@ -111,6 +112,8 @@ pub fn forward_bytes(spec: &ModelSpec, batch: u32, loss: LossKind) -> u64 {
 /// Builds `config`'s trainer, runs `warmup` steps (at least one), then times `steps` more.
 pub fn measure(gpu: &Gpu, model: &str, config: TrainConfig, warmup: u64, steps: u64) -> Result<TrainBenchResult> {
     let config = TrainConfig { steps: warmup.max(1) + steps, ..config };
+    // What an earlier trainer dropped is freed at the next poll: before measuring, not during.
+    gpu.wait()?;
     let before = allocator(gpu)?;
     let mut trainer = Trainer::new(gpu, config)?;
     // Measured at the steady state: the uploads' staging buffers are released only after

@@ -78,3 +78,14 @@ pub fn derivative(activation: Activation, x: f64) -> f64 {
         Activation::Gelu => normal_cdf(x) + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt(),
     }
 }
+
+/// `dy·f'(x)`, 0 where f'(x) is 0 (an inf upstream gradient stays masked, as torch's relu
+/// backward): the `backward` entry point and the fused epilogues' `grad_through`.
+pub fn grad_through(activation: Activation, dy: f64, x: f64) -> f64 {
+    let d = derivative(activation, x);
+    if d == 0.0 {
+        0.0
+    } else {
+        dy * d
+    }
+}

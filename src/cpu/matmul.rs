@@ -1,34 +1,40 @@
 //! Twin of `shaders/matmul.wgsl`, accumulating in f64 and rounding once.
 
-use crate::kernels::matmul::MatmulOp;
+use crate::cpu::activation;
+use crate::kernels::matmul::{Epilogue, MatmulOp};
 
-/// `c = op(a)·op(b) (+ bias) (+ c when op.accumulate)`, the layouts of [`MatmulOp`].
-pub fn matmul(op: &MatmulOp, a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut [f32]) {
+/// `c = op(a)·op(b) (+ bias) (+ c when op.accumulate)`, the layouts of [`MatmulOp`], with
+/// the epilogue's operand `aux` ([`MatmulOp::aux_len`] elements; empty for
+/// [`Epilogue::Plain`]): written with act(C) (`Activate`) or the row sums of op(A)
+/// (`BiasGrad`), read as the activation's input (`ThroughActivation`).
+pub fn matmul(op: &MatmulOp, a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut [f32], aux: &mut [f32]) {
     let (m, n, k) = (op.m as usize, op.n as usize, op.k as usize);
+    let op_a = |row: usize, kk: usize| if op.trans_a { a[kk * m + row] } else { a[row * k + kk] } as f64;
     for row in 0..m {
         for col in 0..n {
             let mut sum = 0.0f64;
             for kk in 0..k {
-                let x = if op.trans_a { a[kk * m + row] } else { a[row * k + kk] };
                 let y = if op.trans_b { b[col * k + kk] } else { b[kk * n + col] };
-                sum += x as f64 * y as f64;
+                sum += op_a(row, kk) * y as f64;
             }
             if let Some(bias) = bias {
                 sum += bias[col] as f64;
             }
-            let out = &mut c[row * n + col];
+            let at = row * n + col;
             if op.accumulate {
-                sum += *out as f64;
+                sum += c[at] as f64;
             }
-            *out = sum as f32;
+            if let Epilogue::ThroughActivation(act) = op.epilogue {
+                sum = activation::grad_through(act, sum, aux[at] as f64);
+            }
+            c[at] = sum as f32;
+            if let Epilogue::Activate(act) = op.epilogue {
+                aux[at] = activation::forward(act, c[at] as f64) as f32;
+            }
         }
-    }
-}
-
-/// `db[j] (+)= Σ_i dy[i, j]` over a `[rows, cols]` gradient: the `bias_grad` entry point.
-pub fn bias_grad(rows: usize, cols: usize, dy: &[f32], db: &mut [f32], accumulate: bool) {
-    for (j, out) in db.iter_mut().enumerate().take(cols) {
-        let sum: f64 = (0..rows).map(|i| dy[i * cols + j] as f64).sum();
-        *out = if accumulate { (sum + *out as f64) as f32 } else { sum as f32 };
+        if op.epilogue == Epilogue::BiasGrad {
+            let sum: f64 = (0..k).map(|kk| op_a(row, kk)).sum();
+            aux[row] = if op.accumulate { (sum + aux[row] as f64) as f32 } else { sum as f32 };
+        }
     }
 }

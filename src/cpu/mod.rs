@@ -10,3 +10,4 @@ pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod optimizer;
+pub mod rnn;

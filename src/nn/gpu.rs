@@ -76,10 +76,10 @@ impl Op {
     }
 
     fn dispatches(&self) -> usize {
-        if matches!(self, Self::Loss(_)) {
-            2
-        } else {
-            1
+        match self {
+            Self::Loss(_) => 2,
+            Self::Rnn(b) => b.dispatch_count(),
+            _ => 1,
         }
     }
 }
@@ -289,7 +289,6 @@ impl GpuModel {
                     let shape = RnnShape { batch, hidden, steps, activation };
                     let pre = alloc.zeros("rnn pre-activations", shape.sequence_len());
                     let hs = alloc.zeros("rnn hidden states", shape.sequence_len() + shape.step_len());
-                    let d_pre = alloc.zeros("rnn pre-activation gradients", shape.sequence_len());
                     // The input [steps, batch, inputs] is a [steps·batch, inputs] matrix: every
                     // step's projection X·W_xᵀ + b in one product.
                     let rows = steps * batch;
@@ -298,15 +297,16 @@ impl GpuModel {
                     forward.push(product(device, mm, op, v)?);
                     let recur = RnnForward { w_h: w(p + 1), pre: (&pre).into(), hs: (&hs).into(), last: y.into() };
                     forward.push(Op::Rnn(kernels.rnn.bind_forward(device, &shape, recur)?));
-                    let recur = RnnBackward { w_h: w(p + 1), pre: (&pre).into(), d_last: dact(i + 1).into(), d_pre: (&d_pre).into() };
+                    let recur = RnnBackward { w_h: w(p + 1), pre: (&pre).into(), d_last: dact(i + 1).into() };
                     back.push(Op::Rnn(kernels.rnn.bind_backward(device, &shape, recur)?));
                     // Backpropagation through time sums over the steps: dW_x = Σ_t dz_tᵀ·x_t
-                    // (and db beside it), dW_h = Σ_t dz_tᵀ·h_{t-1}, each one product over all rows.
+                    // (and db beside it), dW_h = Σ_t dz_tᵀ·h_{t-1}, each one product over all
+                    // rows, reading the dz_t the recurrence left in `pre`.
                     let op = MatmulOp::linear_weight_grad(rows, inputs, hidden).with(Epilogue::BiasGrad);
-                    let v = MatmulOperands { a: (&d_pre).into(), b: x.into(), bias: None, c: g(p), aux: Some(g(p + 2)) };
+                    let v = MatmulOperands { a: (&pre).into(), b: x.into(), bias: None, c: g(p), aux: Some(g(p + 2)) };
                     back.push(product(device, mm, op, v)?);
                     let op = MatmulOp::linear_weight_grad(rows, hidden, hidden);
-                    let v = MatmulOperands { a: (&d_pre).into(), b: (&hs).into(), bias: None, c: g(p + 1), aux: None };
+                    let v = MatmulOperands { a: (&pre).into(), b: (&hs).into(), bias: None, c: g(p + 1), aux: None };
                     back.push(product(device, mm, op, v)?);
                 }
             }
