@@ -3,18 +3,26 @@
 // P = X·W_xᵀ + b of every step, and the weight gradients of backpropagation through time,
 // are single products over all T·B rows (matmul.wgsl); only the recurrence is serial.
 //
-// One workgroup per sequence loops over time; its invocations share the hidden units (one
-// each up to 256), and h_{t-1} is read from storage after a storage barrier (WGSL has no
-// grid-wide barrier, and storage has no size limit, so any hidden size works). A dispatch
-// covers the steps [t_begin, t_end): all of them on GPUs; on lavapipe as many as its loop
-// limiter allows (Mesa 22.3 ends every loop of an invocation after 65,535 iterations in
-// all, silently), the host cutting the sequence into chunks. Layouts, row-major:
-//   pre  [T, B, H]     rnn_forward: P on entry, the pre-activations z_t on exit;
-//                      rnn_backward: z_t on entry, dL/dz_t on exit (in place: step t reads
-//                      z_t and writes dL/dz_t of the same unit), which the weight-gradient
-//                      products then read
+// Two layouts, as the norm has (the host picks by device type):
+//   rnn_forward / rnn_backward        (GPUs) one workgroup per sequence, its invocations
+//       sharing the hidden units; h_{t-1} is read from storage after a storage barrier
+//       (WGSL has no grid-wide barrier, and storage has no size limit: any hidden size).
+//   rnn_forward_seq / rnn_backward_seq (CPU implementations) one invocation per sequence,
+//       all its units in turn, with no barrier at all: on lavapipe a barrier suspends and
+//       resumes every SIMD group, which cost more than the arithmetic. Lanes then hold
+//       different sequences, so W_h's addresses are the same in every lane (one load,
+//       broadcast) and only the state's differ.
+// A dispatch covers the steps [t_begin, t_end): all of them on GPUs; on lavapipe as many as
+// its loop limiter allows (Mesa 22.3 silently ends every loop of an invocation after 65,535
+// trips in all), the host cutting the sequence into chunks.
+//
+// Layouts, row-major; pre and hs are read four floats at a time where H is a multiple of 4
+// (VEC), so the host sizes them in whole vec4s:
+//   pre  [T, B, H]     forward: P on entry, the pre-activations z_t on exit; backward: z_t
+//                      on entry, dL/dz_t on exit (in place: step t reads z_t and writes
+//                      dL/dz_t of the same unit), which the weight-gradient products read
 //   hs   [T + 1, B, H] hs[0] = 0 (never written), hs[t + 1] = h_t
-//   edge [B, H]        rnn_forward: h_{T-1} (the layer's output); rnn_backward: its gradient
+//   edge [B, H]        forward: h_{T-1} (the layer's output); backward: its gradient
 
 struct RnnShape {
     batch: u32,
@@ -28,41 +36,132 @@ struct RnnShape {
 }
 
 override WG: u32 = 64u;
+// H is a multiple of 4: rows of W_h, pre and hs are read as vec4.
+override VEC: bool = false;
 
 @group(0) @binding(0) var<storage, read> w_h: array<f32>; // [H, H], W_h[j, k] at j·H + k
 @group(0) @binding(1) var<storage, read> shape: RnnShape;
-@group(0) @binding(2) var<storage, read_write> pre: array<f32>;
-@group(0) @binding(3) var<storage, read_write> hs: array<f32>;
+@group(0) @binding(2) var<storage, read_write> pre: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> hs: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> edge: array<f32>;
+@group(0) @binding(5) var<storage, read> w_h4: array<vec4<f32>>; // W_h again, where VEC
 
-// The vector `dot` multiplies: h_{t-1} in the forward, dL/dz_{t+1} in the backward.
-override BACKWARD: bool = false;
+fn pre_at(i: u32) -> f32 { return pre[i / 4u][i % 4u]; }
+fn set_pre(i: u32, v: f32) { pre[i / 4u][i % 4u] = v; }
+fn hs_at(i: u32) -> f32 { return hs[i / 4u][i % 4u]; }
+fn set_hs(i: u32, v: f32) { hs[i / 4u][i % 4u] = v; }
 
-fn state(i: u32) -> f32 {
-    if (BACKWARD) { return pre[i]; }
-    return hs[i];
+// The first sequence of workgroup `wid`'s `per_group`, or B past the last.
+fn first_sequence(wid: vec3<u32>, groups: vec3<u32>, per_group: u32) -> u32 {
+    return min((wid.y * groups.x + wid.x) * per_group, shape.batch);
 }
 
-// The sequence of workgroup `wid`, or B past the last (the grid overshoots).
-fn sequence(wid: vec3<u32>, groups: vec3<u32>) -> u32 {
-    return min(wid.y * groups.x + wid.x, shape.batch);
+// z_t[j] = P_t[j] + W_h[j, :]·h_{t-1} for the sequence whose step-t row starts at `row`
+// (hs[t] holds h_{t-1}); stores z_t[j] and h_t[j].
+fn forward_unit(t: u32, row: u32, b: u32, j: u32) {
+    let H = shape.hidden;
+    var z = pre_at(row + j);
+    if (t > 0u && VEC) {
+        var acc = vec4(0.0);
+        for (var k = 0u; k < H / 4u; k++) {
+            acc += w_h4[j * (H / 4u) + k] * hs[row / 4u + k];
+        }
+        z += (acc.x + acc.y) + (acc.z + acc.w);
+    } else if (t > 0u) {
+        for (var k = 0u; k < H; k++) {
+            z += w_h[j * H + k] * hs_at(row + k);
+        }
+    }
+    set_pre(row + j, z);
+    let h = activate(shape.act, shape.slope, z);
+    set_hs(row + shape.batch * H + j, h);
+    if (t + 1u == shape.steps) { edge[b * H + j] = h; }
 }
 
-// Σ_k w[w0 + k·stride] · v[v0 + k] over k < n, four terms a loop trip (fewer trips for
-// lavapipe's loop limiter, more loads in flight).
-fn dot(w0: u32, stride: u32, v0: u32, n: u32) -> f32 {
-    var acc = vec4(0.0);
-    var k = 0u;
-    for (; k + 4u <= n; k += 4u) {
-        let w = vec4(w_h[w0 + k * stride], w_h[w0 + (k + 1u) * stride], w_h[w0 + (k + 2u) * stride], w_h[w0 + (k + 3u) * stride]);
-        let v = vec4(state(v0 + k), state(v0 + k + 1u), state(v0 + k + 2u), state(v0 + k + 3u));
-        acc += w * v;
+// dL/dz_t for units 4q..4q+4 (VEC) of the sequence whose step-t row starts at `row`:
+// dL/dh_t is the layer's output gradient at the last step, else W_h[:, 4q..]ᵀ·dL/dz_{t+1},
+// a row of W_h's four columns a loop trip.
+fn backward_units4(t: u32, row: u32, b: u32, q: u32) {
+    let H = shape.hidden;
+    var g = vec4(0.0);
+    if (t + 1u == shape.steps) {
+        let e = b * H + 4u * q;
+        g = vec4(edge[e], edge[e + 1u], edge[e + 2u], edge[e + 3u]);
+    } else {
+        let next = row + shape.batch * H;
+        for (var i = 0u; i < H; i++) {
+            g += w_h4[i * (H / 4u) + q] * pre_at(next + i);
+        }
     }
-    var sum = (acc.x + acc.y) + (acc.z + acc.w);
-    for (; k < n; k++) {
-        sum += w_h[w0 + k * stride] * state(v0 + k);
+    let z = pre[row / 4u + q];
+    let a = shape.act;
+    let s = shape.slope;
+    pre[row / 4u + q] = vec4(grad_through(a, s, g.x, z.x), grad_through(a, s, g.y, z.y), grad_through(a, s, g.z, z.z), grad_through(a, s, g.w, z.w));
+}
+
+// The same for one unit j, any H.
+fn backward_unit(t: u32, row: u32, b: u32, j: u32) {
+    let H = shape.hidden;
+    var g = 0.0;
+    if (t + 1u == shape.steps) {
+        g = edge[b * H + j];
+    } else {
+        let next = row + shape.batch * H;
+        for (var i = 0u; i < H; i++) {
+            g += w_h[i * H + j] * pre_at(next + i);
+        }
     }
-    return sum;
+    set_pre(row + j, grad_through(shape.act, shape.slope, g, pre_at(row + j)));
+}
+
+// Units 4q..4q+4 of one sequence at once (VEC, the invocation layout): each vec4 of
+// h_{t-1} (or of dL/dz_{t+1}) is loaded once for four units, against four rows of W_h
+// loaded whole: on lavapipe the state's loads, which differ by lane, cost the most.
+fn forward_units4(t: u32, row: u32, b: u32, q: u32) {
+    let H4 = shape.hidden / 4u;
+    var z = pre[row / 4u + q];
+    if (t > 0u) {
+        var acc = mat4x4<f32>(); // column c: unit 4q + c's partial sums
+        for (var k = 0u; k < H4; k++) {
+            let h = hs[row / 4u + k];
+            let w = 4u * q * H4 + k;
+            acc += mat4x4(w_h4[w] * h, w_h4[w + H4] * h, w_h4[w + 2u * H4] * h, w_h4[w + 3u * H4] * h);
+        }
+        z += vec4(1.0) * acc;
+    }
+    pre[row / 4u + q] = z;
+    let a = shape.act;
+    let s = shape.slope;
+    let h = vec4(activate(a, s, z.x), activate(a, s, z.y), activate(a, s, z.z), activate(a, s, z.w));
+    hs[(row + shape.batch * shape.hidden) / 4u + q] = h;
+    if (t + 1u == shape.steps) {
+        let e = b * shape.hidden + 4u * q;
+        edge[e] = h.x;
+        edge[e + 1u] = h.y;
+        edge[e + 2u] = h.z;
+        edge[e + 3u] = h.w;
+    }
+}
+
+fn backward_units4_rows(t: u32, row: u32, b: u32, q: u32) {
+    let H = shape.hidden;
+    let H4 = H / 4u;
+    var g = vec4(0.0);
+    if (t + 1u == shape.steps) {
+        let e = b * H + 4u * q;
+        g = vec4(edge[e], edge[e + 1u], edge[e + 2u], edge[e + 3u]);
+    } else {
+        let next = (row + shape.batch * H) / 4u;
+        for (var i = 0u; i < H4; i++) {
+            let d = pre[next + i];
+            let w = 4u * i * H4 + q;
+            g += w_h4[w] * d.x + w_h4[w + H4] * d.y + w_h4[w + 2u * H4] * d.z + w_h4[w + 3u * H4] * d.w;
+        }
+    }
+    let z = pre[row / 4u + q];
+    let a = shape.act;
+    let s = shape.slope;
+    pre[row / 4u + q] = vec4(grad_through(a, s, g.x, z.x), grad_through(a, s, g.y, z.y), grad_through(a, s, g.z, z.z), grad_through(a, s, g.w, z.w));
 }
 
 @compute @workgroup_size(WG)
@@ -71,20 +170,12 @@ fn rnn_forward(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let b = sequence(wid, groups);
+    let b = first_sequence(wid, groups, 1u);
     if (b >= shape.batch) { return; } // uniform per workgroup: no barrier is skipped by half
-    let H = shape.hidden;
-    let B = shape.batch;
     for (var t = shape.t_begin; t < shape.t_end; t++) {
-        let row = (t * B + b) * H;
-        for (var j = local; j < H; j += WG) {
-            var z = pre[row + j];
-            // hs[t] holds h_{t-1}: W_h[j, :]·h_{t-1}.
-            if (t > 0u) { z += dot(j * H, 1u, row, H); }
-            pre[row + j] = z;
-            let h = activate(shape.act, shape.slope, z);
-            hs[row + B * H + j] = h;
-            if (t + 1u == shape.steps) { edge[b * H + j] = h; }
+        let row = (t * shape.batch + b) * shape.hidden;
+        for (var j = local; j < shape.hidden; j += WG) {
+            forward_unit(t, row, b, j);
         }
         storageBarrier();
     }
@@ -96,22 +187,54 @@ fn rnn_backward(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let b = sequence(wid, groups);
+    let b = first_sequence(wid, groups, 1u);
     if (b >= shape.batch) { return; }
-    let H = shape.hidden;
-    let B = shape.batch;
     for (var t = shape.t_end; t > shape.t_begin; t--) {
-        let row = ((t - 1u) * B + b) * H;
-        for (var j = local; j < H; j += WG) {
-            // dL/dh_t: from the layer above at the last step, else W_h[:, j]·dL/dz_{t+1}.
-            var g = 0.0;
-            if (t == shape.steps) {
-                g = edge[b * H + j];
-            } else {
-                g = dot(j, H, row + B * H, H);
-            }
-            pre[row + j] = grad_through(shape.act, shape.slope, g, pre[row + j]);
+        let row = ((t - 1u) * shape.batch + b) * shape.hidden;
+        for (var q = local; VEC && q < shape.hidden / 4u; q += WG) {
+            backward_units4(t - 1u, row, b, q);
+        }
+        for (var j = local; !VEC && j < shape.hidden; j += WG) {
+            backward_unit(t - 1u, row, b, j);
         }
         storageBarrier();
+    }
+}
+
+@compute @workgroup_size(WG)
+fn rnn_forward_seq(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let b = first_sequence(wid, groups, WG) + local;
+    if (b >= shape.batch) { return; } // no barrier in this entry point
+    for (var t = shape.t_begin; t < shape.t_end; t++) {
+        let row = (t * shape.batch + b) * shape.hidden;
+        for (var q = 0u; VEC && q < shape.hidden / 4u; q++) {
+            forward_units4(t, row, b, q);
+        }
+        for (var j = 0u; !VEC && j < shape.hidden; j++) {
+            forward_unit(t, row, b, j);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn rnn_backward_seq(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let b = first_sequence(wid, groups, WG) + local;
+    if (b >= shape.batch) { return; }
+    for (var t = shape.t_end; t > shape.t_begin; t--) {
+        let row = ((t - 1u) * shape.batch + b) * shape.hidden;
+        for (var q = 0u; VEC && q < shape.hidden / 4u; q++) {
+            backward_units4_rows(t - 1u, row, b, q);
+        }
+        for (var j = 0u; !VEC && j < shape.hidden; j++) {
+            backward_unit(t - 1u, row, b, j);
+        }
     }
 }

@@ -8,7 +8,7 @@ use common::{download, gpu, upload};
 
 use gradguard::cpu::rnn as twin;
 use gradguard::kernels::activation::Activation;
-use gradguard::kernels::rnn::{RnnBackward, RnnForward, RnnKernel, RnnShape};
+use gradguard::kernels::rnn::{RnnBackward, RnnForward, RnnKernel, RnnLayout, RnnShape};
 use gradguard::Error;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -20,8 +20,11 @@ fn random(rng: &mut StdRng, n: u64, scale: f32) -> Vec<f32> {
 /// pre-activation gradients).
 fn device_run(kernel: &RnnKernel, shape: &RnnShape, w_h: &[f32], p: &[f32], d_last: &[f32]) -> [Vec<f32>; 4] {
     let device = &gpu().device;
-    let (gw, gpre, gdl) = (upload(w_h), upload(p), upload(d_last));
-    let (ghs, glast) = (upload(&vec![0.0; (shape.sequence_len() + shape.step_len()) as usize]), upload(&vec![0.0; shape.step_len() as usize]));
+    let (gw, gdl) = (upload(w_h), upload(d_last));
+    let mut p = p.to_vec();
+    p.resize(shape.pre_len() as usize, 0.0);
+    let gpre = upload(&p);
+    let (ghs, glast) = (upload(&vec![0.0; shape.hs_len() as usize]), upload(&vec![0.0; shape.step_len() as usize]));
     let forward = kernel.bind_forward(device, shape, RnnForward { w_h: (&gw).into(), pre: (&gpre).into(), hs: (&ghs).into(), last: (&glast).into() }).unwrap();
     let run = |binding| {
         let mut encoder = device.create_command_encoder(&Default::default());
@@ -42,23 +45,29 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
     }
 }
 
+/// Both layouts (one workgroup per sequence, one invocation per sequence), whichever the
+/// device would pick, on shapes that cover the vec4 and scalar paths and, on lavapipe,
+/// sequences cut into several dispatches.
 #[test]
 fn recurrence_matches_twin_at_odd_sizes() {
-    let kernel = RnnKernel::new(&gpu().device).unwrap();
+    let layouts = [RnnLayout::Workgroup, RnnLayout::Invocation];
+    let kernels = layouts.map(|l| RnnKernel::with_layout(&gpu().device, l).unwrap());
     let mut rng = StdRng::seed_from_u64(1);
-    for (hidden, steps, batch) in [(1, 1, 1), (7, 2, 3), (50, 37, 3), (129, 37, 1), (256, 200, 3), (50, 200, 64), (33, 3, 64)] {
-        for activation in [Activation::Tanh, Activation::Relu] {
+    let shapes = [(1, 1, 1), (7, 2, 3), (50, 37, 3), (129, 37, 1), (256, 200, 3), (50, 200, 64), (33, 3, 64), (32, 200, 64)];
+    for ((hidden, steps, batch), activation) in shapes.into_iter().flat_map(|s| [(s, Activation::Tanh), (s, Activation::Relu)]) {
+        for (kernel, layout) in kernels.iter().zip(layouts) {
             let shape = RnnShape { batch, hidden, steps, activation };
             // Recurrent weights of spectral radius about 1 keep 200 steps finite.
             let w_h = random(&mut rng, hidden as u64 * hidden as u64, 1.7 / (hidden as f32).sqrt());
             let p = random(&mut rng, shape.sequence_len(), 1.0);
             let d_last = random(&mut rng, shape.step_len(), 1.0);
-            let [pre, hs, last, dpre] = device_run(&kernel, &shape, &w_h, &p, &d_last);
+            let [pre, hs, last, dpre] = device_run(kernel, &shape, &w_h, &p, &d_last);
             let mut want_pre = p.clone();
+            want_pre.resize(pre.len(), 0.0);
             let mut want_hs = vec![0.0; hs.len()];
             let mut want_last = vec![0.0; last.len()];
             twin::forward(&shape, &w_h, &mut want_pre, &mut want_hs, &mut want_last);
-            let what = format!("H {hidden} T {steps} B {batch} {activation:?}");
+            let what = format!("{layout:?} H {hidden} T {steps} B {batch} {activation:?}");
             assert_close(&format!("{what} pre"), &pre, &want_pre, 1e-4);
             assert_close(&format!("{what} hs"), &hs, &want_hs, 1e-4);
             assert_close(&format!("{what} last"), &last, &want_last, 1e-4);

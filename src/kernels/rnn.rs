@@ -32,6 +32,16 @@ impl RnnShape {
         self.steps as u64 * self.step_len()
     }
 
+    /// f32s a `pre` buffer (or view) must hold: [`RnnShape::sequence_len`] in whole vec4s.
+    pub fn pre_len(&self) -> u64 {
+        self.sequence_len().next_multiple_of(4)
+    }
+
+    /// f32s an `hs` buffer (or view) must hold: `[steps + 1, batch, hidden]` in whole vec4s.
+    pub fn hs_len(&self) -> u64 {
+        (self.sequence_len() + self.step_len()).next_multiple_of(4)
+    }
+
     fn validate(&self) -> Result<()> {
         if self.batch == 0 || self.hidden == 0 || self.steps == 0 {
             return Err(Error::Invalid(format!("rnn: batch, hidden and steps must be ≥ 1, got {self:?}")));
@@ -49,21 +59,62 @@ impl RnnShape {
         [self.batch, self.hidden, self.steps, kind, slope.to_bits(), steps.start, steps.end, 0]
     }
 
-    /// Invocations per sequence: one per hidden unit, in whole SIMD groups of 8, at most 256.
-    fn workgroup_size(&self) -> u32 {
-        self.hidden.next_multiple_of(8).min(256)
+    /// Whether W_h, pre and hs are read as vec4 (H a multiple of 4).
+    fn vec4(&self) -> bool {
+        self.hidden.is_multiple_of(4)
+    }
+
+    /// (invocations per workgroup, units one pass of a sequence's unit loop covers at a
+    /// time, loop trips of one such pass, unit passes per invocation and step).
+    fn plan(&self, layout: RnnLayout, backward: bool) -> (u32, u32, u32, u32) {
+        let h = self.hidden;
+        let (units, trips) = match (self.vec4(), backward, layout) {
+            (true, _, RnnLayout::Invocation) => (4, h / 4),
+            (true, true, RnnLayout::Workgroup) => (4, h),
+            (true, false, RnnLayout::Workgroup) => (1, h / 4),
+            (false, _, _) => (1, h),
+        };
+        match layout {
+            RnnLayout::Workgroup => {
+                let threads = (h / units).next_multiple_of(8).min(256);
+                (threads, units, trips, (h / units).div_ceil(threads))
+            }
+            RnnLayout::Invocation => (8, units, trips, h / units),
+        }
     }
 
     /// The step ranges of one pass's dispatches, in forward order. On CPU implementations
     /// each stays within lavapipe's loop limiter (65,535 loop trips an invocation, after
     /// which Mesa 22.3 silently ends every loop); elsewhere one range covers the sequence.
-    fn chunks(&self, device: &wgpu::Device) -> Vec<std::ops::Range<u32>> {
-        let per_step = self.hidden.div_ceil(self.workgroup_size()) * (self.hidden / 4 + 4) + 1;
+    fn chunks(&self, device: &wgpu::Device, layout: RnnLayout, backward: bool) -> Vec<std::ops::Range<u32>> {
+        let (_, _, trips, passes) = self.plan(layout, backward);
+        let per_step = passes * (trips + 2) + 1;
         let len = match device.adapter_info().device_type {
             wgpu::DeviceType::Cpu => (LOOP_TRIPS / per_step).max(1),
             _ => self.steps,
         };
         (0..self.steps).step_by(len as usize).map(|t| t..(t + len).min(self.steps)).collect()
+    }
+}
+
+/// Who runs one sequence's recurrence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RnnLayout {
+    /// A workgroup, its invocations sharing the hidden units, a storage barrier a step:
+    /// for GPUs.
+    Workgroup,
+    /// One invocation, every unit in turn, no barrier: for CPU implementations such as
+    /// lavapipe, where a barrier suspends and resumes every SIMD group.
+    Invocation,
+}
+
+impl RnnLayout {
+    /// `Invocation` on CPU implementations, `Workgroup` elsewhere.
+    pub fn for_device(device: &wgpu::Device) -> Self {
+        match device.adapter_info().device_type {
+            wgpu::DeviceType::Cpu => Self::Invocation,
+            _ => Self::Workgroup,
+        }
     }
 }
 
@@ -75,10 +126,11 @@ const LOOP_TRIPS: u32 = 60_000;
 pub struct RnnForward<'a> {
     /// W_h `[hidden, hidden]`.
     pub w_h: View<'a>,
-    /// `[steps, batch, hidden]`: the input projection `X·W_xᵀ + b` on entry, the
-    /// pre-activations on exit.
+    /// `[steps, batch, hidden]` ([`RnnShape::pre_len`] f32s): the input projection
+    /// `X·W_xᵀ + b` on entry, the pre-activations on exit.
     pub pre: View<'a>,
-    /// `[steps + 1, batch, hidden]`, zeroed: slice `t + 1` receives h_t; slice 0 stays 0.
+    /// `[steps + 1, batch, hidden]` ([`RnnShape::hs_len`] f32s), zeroed: slice `t + 1`
+    /// receives h_t; slice 0 stays 0.
     pub hs: View<'a>,
     /// `[batch, hidden]`: receives the last hidden state, the layer's output.
     pub last: View<'a>,
@@ -103,7 +155,8 @@ pub struct RnnBinding {
     /// In the order they run: forward in time, or backward.
     chunks: Vec<wgpu::BindGroup>,
     pipeline: wgpu::ComputePipeline,
-    batch: u32,
+    /// Workgroups a dispatch.
+    groups: u32,
 }
 
 impl RnnBinding {
@@ -118,61 +171,75 @@ impl RnnBinding {
 #[derive(Debug)]
 pub struct RnnKernel {
     /// 0 W_h, 1 shape (read-only), 2 pre (or its gradient), 3 hs, 4 edge (last h, or its
-    /// gradient).
+    /// gradient), 5 W_h as vec4 (read-only).
     pub layout: wgpu::BindGroupLayout,
     /// Bound where the backward has no use for the hidden states' slot.
     unused: wgpu::Buffer,
+    /// Bound as W_h's vec4 view where H is no multiple of 4.
+    unused_vec4: wgpu::Buffer,
+    rnn_layout: RnnLayout,
 }
 
 impl RnnKernel {
-    /// Builds the pipelines. `Err(Error::Device)` if the device refuses them.
+    /// The kernel with [`RnnLayout::for_device`].
     pub fn new(device: &wgpu::Device) -> Result<Self> {
-        let entries: Vec<_> = (0..5).map(|i| storage_entry(i, i < 2)).collect();
+        Self::with_layout(device, RnnLayout::for_device(device))
+    }
+
+    /// The kernel with the other layout (both compute the same, in the same order).
+    pub fn with_layout(device: &wgpu::Device, rnn_layout: RnnLayout) -> Result<Self> {
+        let entries: Vec<_> = (0..6).map(|i| storage_entry(i, i < 2 || i == 5)).collect();
         let layout = layout(device, "rnn", &entries);
-        Ok(Self { unused: super::placeholder(device), layout })
+        Ok(Self { unused: super::placeholder(device), unused_vec4: super::placeholder(device), rnn_layout, layout })
     }
 
     fn pipeline(&self, device: &wgpu::Device, shape: &RnnShape, backward: bool) -> Result<wgpu::ComputePipeline> {
-        let entry = if backward { "rnn_backward" } else { "rnn_forward" };
-        let constants = [("WG", shape.workgroup_size() as f64), ("BACKWARD", backward as u8 as f64)];
+        let entry = match (self.rnn_layout, backward) {
+            (RnnLayout::Workgroup, false) => "rnn_forward",
+            (RnnLayout::Workgroup, true) => "rnn_backward",
+            (RnnLayout::Invocation, false) => "rnn_forward_seq",
+            (RnnLayout::Invocation, true) => "rnn_backward_seq",
+        };
+        let threads = shape.plan(self.rnn_layout, backward).0;
+        let constants = [("WG", threads as f64), ("VEC", shape.vec4() as u8 as f64)];
         pipeline(device, &shaders::RNN, entry, &[&self.layout], &constants)
     }
 
     /// Binds the forward recurrence over the input projection in `b.pre`.
     pub fn bind_forward(&self, device: &wgpu::Device, shape: &RnnShape, b: RnnForward<'_>) -> Result<RnnBinding> {
         shape.validate()?;
-        let (seq, step, hh) = (shape.sequence_len(), shape.step_len(), shape.hidden as u64 * shape.hidden as u64);
+        let (step, hh) = (shape.step_len(), shape.hidden as u64 * shape.hidden as u64);
         check_disjoint(&[
             ("rnn W_h", b.w_h, hh, false),
-            ("rnn pre-activations", b.pre, seq, true),
-            ("rnn hidden states", b.hs, seq + step, true),
+            ("rnn pre-activations", b.pre, shape.pre_len(), true),
+            ("rnn hidden states", b.hs, shape.hs_len(), true),
             ("rnn last hidden state", b.last, step, true),
         ])?;
         let slots = [
-            storage_view("rnn pre-activations", b.pre, seq)?,
-            storage_view("rnn hidden states", b.hs, seq + step)?,
+            storage_view("rnn pre-activations", b.pre, shape.pre_len())?,
+            storage_view("rnn hidden states", b.hs, shape.hs_len())?,
             storage_view("rnn last hidden state", b.last, step)?,
         ];
-        let chunks = shape.chunks(device);
+        let chunks = shape.chunks(device, self.rnn_layout, false);
         self.finish(device, shape, b.w_h, &slots, chunks, false)
     }
 
     /// Binds backpropagation through time: every step's dL/dz_t over its z_t in `b.pre`.
     pub fn bind_backward(&self, device: &wgpu::Device, shape: &RnnShape, b: RnnBackward<'_>) -> Result<RnnBinding> {
         shape.validate()?;
-        let (seq, step, hh) = (shape.sequence_len(), shape.step_len(), shape.hidden as u64 * shape.hidden as u64);
+        let (step, hh) = (shape.step_len(), shape.hidden as u64 * shape.hidden as u64);
         // d_last sits in a writable slot, which the backward only reads.
         check_disjoint(&[
             ("rnn W_h", b.w_h, hh, false),
-            ("rnn pre-activations", b.pre, seq, true),
+            ("rnn pre-activations", b.pre, shape.pre_len(), true),
             ("rnn output gradient", b.d_last, step, true),
         ])?;
         let slots = [
-            storage_view("rnn pre-activations", b.pre, seq)?,
+            storage_view("rnn pre-activations", b.pre, shape.pre_len())?,
             self.unused.as_entire_binding(),
             storage_view("rnn output gradient", b.d_last, step)?,
         ];
-        let chunks = shape.chunks(device).into_iter().rev().collect();
+        let chunks = shape.chunks(device, self.rnn_layout, true).into_iter().rev().collect();
         self.finish(device, shape, b.w_h, &slots, chunks, true)
     }
 
@@ -194,16 +261,24 @@ impl RnnKernel {
                 let shape_buffer = buffer_init(device, "rnn shape", bytemuck::cast_slice(&words), wgpu::BufferUsages::STORAGE)?;
                 let mut resources = vec![storage_view("rnn W_h", w_h, hh)?, shape_buffer.as_entire_binding()];
                 resources.extend(slots.iter().cloned());
+                resources.push(match shape.vec4() {
+                    true => storage_view("rnn W_h", w_h, hh)?,
+                    false => self.unused_vec4.as_entire_binding(),
+                });
                 bind_group(device, &self.layout, "rnn", resources)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(RnnBinding { chunks: groups, pipeline: self.pipeline(device, shape, backward)?, batch: shape.batch })
+        let groups_per_chunk = match self.rnn_layout {
+            RnnLayout::Workgroup => shape.batch,
+            RnnLayout::Invocation => shape.batch.div_ceil(shape.plan(RnnLayout::Invocation, backward).0),
+        };
+        Ok(RnnBinding { chunks: groups, pipeline: self.pipeline(device, shape, backward)?, groups: groups_per_chunk })
     }
 
-    /// Records the bound recurrence: one workgroup per sequence, a dispatch per chunk.
+    /// Records the bound recurrence, a dispatch per chunk of steps.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, binding: &RnnBinding) {
         for group in &binding.chunks {
-            dispatch(pass, &binding.pipeline, group, binding.batch);
+            dispatch(pass, &binding.pipeline, group, binding.groups);
         }
     }
 }

@@ -521,8 +521,7 @@ impl<'g> Trainer<'g> {
             self.clipping.encode_in_pass(&mut pass);
             // After the norm: the running statistics obey its skip flag, as the optimizer does.
             self.model.encode_running_update(&self.kernels, &mut pass);
-            if !std::env::var("GG_SKIP").unwrap_or_default().contains("opt") { self.kernels.optimizer.encode(&mut pass, &self.optimizer); }
-            if std::env::var("GG_SKIP").unwrap_or_default().contains("norm") { drop(pass); let sources = self.clipping.record_sources(self.model.loss_buffer()); self.ring.encode_copy(&mut encoder, k, &sources)?; let commands = encoder.finish(); let submission = self.gpu.queue.submit([commands]); self.ring.after_submit(submission); self.pending_lr.push_back(lr); self.next_step += 1; return self.read_until(self.next_step.saturating_sub(LAG)); }
+            self.kernels.optimizer.encode(&mut pass, &self.optimizer);
             self.clipping.encode_applied(&mut pass);
         }
         let sources = self.clipping.record_sources(self.model.loss_buffer());
