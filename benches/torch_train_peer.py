@@ -56,6 +56,11 @@ class Rnn(nn.Module):
         return self.head(h).squeeze(-1)
 
 
+def rnn_name(steps):
+    """The name `gradguard bench train` gives the same model."""
+    return f"RNN/adding T={steps}" + (" (lab default)" if steps == 30 else "")
+
+
 def mlp(inputs=11, depth=8, width=64, classes=6):
     layers = []
     for i in range(depth):
@@ -148,7 +153,7 @@ def main():
     for steps in map(int, args.seq_lens.split(",")):
         data = adding_batches(steps, device)
         for cell, impl in [(False, "nn.RNN"), (True, "nn.RNNCell loop")]:
-            results.append(measure(f"RNN/adding T={steps}", impl, Rnn(cell), nn.functional.mse_loss,
+            results.append(measure(rnn_name(steps), impl, Rnn(cell), nn.functional.mse_loss,
                                    data, 0.01, args, device))
     report = {
         "adapter": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -53,6 +53,10 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Train: also run the PyTorch peer (`benches/torch_train_peer.py`, needs python3
+        /// with torch) on this torch device (`cpu`, `cuda`) and report the ratios.
+        #[arg(long)]
+        peer: Option<String>,
     },
     /// Train an MLP or a vanilla RNN on the GPU, watching every layer's gradient norm.
     Train(gradguard::train::args::TrainArgs),
@@ -118,7 +122,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
-        Command::Bench { which, elems, segments, sizes, reps, json } => {
+        Command::Bench { which, elems, segments, sizes, reps, json, peer } => {
             let gpu = Gpu::new()?;
             let segments = if segments.is_empty() { vec![1, 1000] } else { segments };
             let which = match which {
@@ -126,7 +130,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 BenchKind::Clip => Which::Clip,
                 BenchKind::All => Which::All,
                 BenchKind::Matmul => return bench_matmul(&gpu, sizes, reps, json),
-                BenchKind::Train => return bench_train(&gpu, json),
+                BenchKind::Train => return bench_train(&gpu, json, peer.as_deref()),
             };
             let report = gradguard::bench::clip::run(&gpu, which, elems, &segments, reps.max(1))?;
             if json {
@@ -139,12 +143,23 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn bench_train(gpu: &Gpu, json: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let report = gradguard::bench::train::run(gpu, &Default::default())?;
+fn bench_train(gpu: &Gpu, json: bool, peer: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+    use gradguard::bench::train;
+    let report = train::run(gpu, &Default::default())?;
+    // The peer runs after ours, never beside it: both would share the cores.
+    let peer = peer.map(train::torch_peer).transpose()?;
+    let ratios = peer.as_ref().map(|p| train::peer_ratios(&report, p));
     if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", report.table());
+        let all = serde_json::json!({ "gradguard": report, "peer": peer, "ratios": ratios });
+        println!("{}", serde_json::to_string(if peer.is_some() { &all } else { &all["gradguard"] })?);
+        return Ok(());
+    }
+    print!("{}", report.table());
+    if let Some(ratios) = ratios {
+        println!("\n{:<30} {:<16} {:>12} {:>14}", "against PyTorch", "peer", "peer steps/s", "ours / peer");
+        for r in ratios {
+            println!("{:<30} {:<16} {:>12.1} {:>14.2}", r.model, r.implementation, r.peer_steps_per_s, r.ratio);
+        }
     }
     Ok(())
 }

@@ -1,17 +1,20 @@
 //! `gradguard bench train`: what a training step costs. Steps per second of the lab's
-//! default MLP and RNN, the dispatches, submits and blocking waits of a step, the host time
-//! spent recording it, and the device memory the trainer holds against what its roles must
-//! hold. The device allocator (where the backend reports one) checks that no step
-//! allocates.
+//! default MLP and RNN (and the RNN at Pascanu's T = 200), each step clipped by the global
+//! norm at 1 as `clip_grad_norm_`; the dispatches, submits and blocking waits of a step,
+//! the host time spent recording it, the time to build a second trainer on the same
+//! device, and the device memory the trainer holds against what its roles must hold. The
+//! device allocator (where the backend reports one) checks that no step allocates. With a
+//! PyTorch peer ([`torch_peer`]), the same models in the same run give the ratios.
 
 use std::time::Instant;
 
 use super::BenchReport;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::lab::{exploding_mlp, exploding_rnn};
 use crate::nn::{LayerSpec, LossKind, ModelSpec};
-use crate::train::{TrainConfig, Trainer};
+use crate::norm::NormKind;
+use crate::train::{ClipSetting, TrainConfig, Trainer};
 
 /// Device bytes by role.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
@@ -63,6 +66,9 @@ pub struct TrainBenchResult {
     pub memory: MemoryUse,
     /// Device allocations made during the timed steps (None: no allocator report).
     pub allocations_during_steps: Option<i64>,
+    /// Milliseconds to build a second trainer of the same configuration on the device
+    /// (its pipelines come from the device's kernel cache).
+    pub rebuild_ms: f64,
 }
 
 /// Steps, after `warmup` untimed ones, for each model.
@@ -72,18 +78,90 @@ pub struct TrainBenchConfig {
     pub warmup: u64,
     /// Timed steps of the MLP.
     pub mlp_steps: u64,
-    /// Timed steps of the RNN.
+    /// Timed steps of the RNN at T = 30.
     pub rnn_steps: u64,
+    /// Timed steps of the RNN at T = 200 (0: not measured).
+    pub long_rnn_steps: u64,
 }
 
 impl Default for TrainBenchConfig {
     fn default() -> Self {
-        Self { warmup: 10, mlp_steps: 100, rnn_steps: 20 }
+        Self { warmup: 10, mlp_steps: 200, rnn_steps: 60, long_rnn_steps: 20 }
     }
 }
 
-/// Live allocations and their bytes, where the backend reports them (Vulkan, DX12).
+/// The models' names, shared with the PyTorch peer's report.
+const MLP: &str = "MLP/wine (lab default)";
+const RNN_30: &str = "RNN/adding T=30 (lab default)";
+const RNN_200: &str = "RNN/adding T=200";
+
+/// `benches/torch_train_peer.py`, run from memory so that the bench needs no checkout.
+const PEER_SCRIPT: &str = include_str!("../../benches/torch_train_peer.py");
+
+/// One model of the PyTorch peer against ours, from the same run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PeerRatio {
+    /// The model's name, as in both reports.
+    pub model: String,
+    /// The peer's implementation (`nn.Sequential`, `nn.RNN`, `nn.RNNCell loop`).
+    pub implementation: String,
+    /// The peer's steps per second.
+    pub peer_steps_per_s: f64,
+    /// Ours over the peer's.
+    pub ratio: f64,
+}
+
+/// Runs the PyTorch peer (`python3`, on torch's `device`: `cpu` or `cuda`) and returns its
+/// JSON report. `Error::Invalid` with the peer's own message when python3 or torch is
+/// missing or the script fails.
+pub fn torch_peer(device: &str) -> Result<serde_json::Value> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("python3")
+        .args(["-", "--device", device])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Invalid(format!("the PyTorch peer needs python3: {e}")))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(PEER_SCRIPT.as_bytes())
+        .map_err(|e| Error::Invalid(format!("starting the PyTorch peer: {e}")))?;
+    let out = child.wait_with_output().map_err(|e| Error::Invalid(format!("the PyTorch peer: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+        return Err(Error::Invalid(format!("the PyTorch peer failed ({}): {last}", out.status)));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| Error::Invalid(format!("the PyTorch peer's report: {e}")))
+}
+
+/// Ours over the peer's steps per second, for every peer result naming one of our models.
+pub fn peer_ratios(ours: &BenchReport<TrainBenchResult>, peer: &serde_json::Value) -> Vec<PeerRatio> {
+    let empty = Vec::new();
+    let results = peer["results"].as_array().unwrap_or(&empty);
+    results
+        .iter()
+        .filter_map(|p| {
+            let model = p["model"].as_str()?;
+            let ours = ours.results.iter().find(|r| r.model == model)?;
+            let peer_rate = p["steps_per_s"].as_f64()?;
+            Some(PeerRatio {
+                model: model.into(),
+                implementation: p["impl"].as_str().unwrap_or("").into(),
+                peer_steps_per_s: peer_rate,
+                ratio: ours.steps_per_s / peer_rate,
+            })
+        })
+        .collect()
+}
+
+/// Live allocations and their bytes, where the backend reports them (Vulkan, DX12), once
+/// the device has freed what was dropped (at a submission's completion).
 fn allocator(gpu: &Gpu) -> Result<Option<(usize, u64)>> {
+    gpu.queue.submit([]);
     gpu.wait()?;
     Ok(gpu.device.generate_allocator_report().map(|r| (r.allocations.len(), r.total_allocated_bytes)))
 }
@@ -112,8 +190,6 @@ pub fn forward_bytes(spec: &ModelSpec, batch: u32, loss: LossKind) -> u64 {
 /// Builds `config`'s trainer, runs `warmup` steps (at least one), then times `steps` more.
 pub fn measure(gpu: &Gpu, model: &str, config: TrainConfig, warmup: u64, steps: u64) -> Result<TrainBenchResult> {
     let config = TrainConfig { steps: warmup.max(1) + steps, ..config };
-    // What an earlier trainer dropped is freed at the next poll: before measuring, not during.
-    gpu.wait()?;
     let before = allocator(gpu)?;
     let mut trainer = Trainer::new(gpu, config)?;
     // Measured at the steady state: the uploads' staging buffers are released only after
@@ -128,7 +204,7 @@ pub fn measure(gpu: &Gpu, model: &str, config: TrainConfig, warmup: u64, steps: 
     let optimizer_state = trainer.optimizer_state_bytes();
     let roles = params + grads + optimizer_state + activations;
     let (allocated, measured_by) = match (before, steady) {
-        (Some(b), Some(a)) => (a.1 - b.1, "allocator report"),
+        (Some(b), Some(a)) if a.1 >= b.1 => (a.1 - b.1, "allocator report"),
         _ => (roles, "buffer sizes"),
     };
     let required = params + grads + optimizer_state + forward_bytes(&spec, trainer.model().batch(), trainer.model().loss_kind());
@@ -154,6 +230,12 @@ pub fn measure(gpu: &Gpu, model: &str, config: TrainConfig, warmup: u64, steps: 
     let seconds = start.elapsed().as_secs_f64();
     let counters = trainer.counters();
     let end_allocations = allocator(gpu)?;
+    let dispatches_per_step = trainer.dispatches_per_step();
+    let config = trainer.config().clone();
+    drop(trainer);
+    let rebuild = Instant::now();
+    drop(Trainer::new(gpu, config)?);
+    let rebuild_ms = 1e3 * rebuild.elapsed().as_secs_f64();
     let n = steps.max(1) as f64;
     let record_ms = 1e3 * (counters.record_seconds - start_counters.record_seconds) / n;
     let step_ms = 1e3 * seconds / n;
@@ -162,23 +244,29 @@ pub fn measure(gpu: &Gpu, model: &str, config: TrainConfig, warmup: u64, steps: 
         steps,
         steps_per_s: n / seconds,
         step_ms,
-        dispatches_per_step: trainer.dispatches_per_step(),
+        dispatches_per_step,
         submits_per_step: (counters.submits - start_counters.submits) as f64 / n,
         blocking_waits_per_step: (counters.blocking_waits - start_counters.blocking_waits) as f64 / n,
         record_ms_per_step: record_ms,
         record_percent_of_step: 100.0 * record_ms / step_ms,
         memory,
         allocations_during_steps: steady.zip(end_allocations).map(|(a, b)| b.0 as i64 - a.0 as i64),
+        rebuild_ms,
     })
 }
 
 /// The lab's default (quick) MLP and RNN.
 pub fn run(gpu: &Gpu, config: &TrainBenchConfig) -> Result<BenchReport<TrainBenchResult>> {
     // `measure` sets the step count.
-    let results = vec![
-        measure(gpu, "MLP/wine (lab default)", exploding_mlp(1, 0), config.warmup, config.mlp_steps)?,
-        measure(gpu, "RNN/adding T=30 (lab default)", exploding_rnn(1, 30, 0), config.warmup, config.rnn_steps)?,
+    // Clipped as the peer clips: the coefficient is applied as the optimizer reads.
+    let clipped = |c: TrainConfig| TrainConfig { clip: ClipSetting::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 }, ..c };
+    let mut results = vec![
+        measure(gpu, MLP, clipped(exploding_mlp(1, 0)), config.warmup, config.mlp_steps)?,
+        measure(gpu, RNN_30, clipped(exploding_rnn(1, 30, 0)), config.warmup, config.rnn_steps)?,
     ];
+    if config.long_rnn_steps > 0 {
+        results.push(measure(gpu, RNN_200, clipped(exploding_rnn(1, 200, 0)), config.warmup.min(3), config.long_rnn_steps)?);
+    }
     Ok(BenchReport {
         adapter: gpu.info.name.clone(),
         backend: format!("{:?}", gpu.info.backend),
@@ -196,12 +284,12 @@ impl BenchReport<TrainBenchResult> {
     pub fn table(&self) -> String {
         let mut out = format!("{} ({}, {} timing)\n", self.adapter, self.backend, self.timing);
         out += &format!(
-            "{:<30} {:>8} {:>9} {:>10} {:>8} {:>8} {:>10} {:>8} {:>7}\n",
-            "model", "steps/s", "ms/step", "dispatch", "submits", "waits", "record ms", "record%", "allocs"
+            "{:<30} {:>8} {:>9} {:>10} {:>8} {:>8} {:>10} {:>8} {:>7} {:>11}\n",
+            "model", "steps/s", "ms/step", "dispatch", "submits", "waits", "record ms", "record%", "allocs", "rebuild ms"
         );
         for r in &self.results {
             out += &format!(
-                "{:<30} {:>8.1} {:>9.3} {:>10} {:>8.2} {:>8.2} {:>10.4} {:>8.1} {:>7}\n",
+                "{:<30} {:>8.1} {:>9.3} {:>10} {:>8.2} {:>8.2} {:>10.4} {:>8.1} {:>7} {:>11.1}\n",
                 r.model,
                 r.steps_per_s,
                 r.step_ms,
@@ -210,7 +298,8 @@ impl BenchReport<TrainBenchResult> {
                 r.blocking_waits_per_step,
                 r.record_ms_per_step,
                 r.record_percent_of_step,
-                r.allocations_during_steps.map_or("-".into(), |a| a.to_string())
+                r.allocations_during_steps.map_or("-".into(), |a| a.to_string()),
+                r.rebuild_ms
             );
         }
         out += &format!(
