@@ -36,6 +36,6 @@ step devices.json "$g" devices --json
 step bench.json "$g" bench --json --reps 21
 step torch_peer.json python3 benches/torch_clip_peer.py --device cuda --reps 21
 step matmul.json "$g" bench matmul --json
-step train.json "$g" bench train --json
-step torch_train_peer.json python3 benches/torch_train_peer.py --device cuda
+# Ours and the PyTorch CUDA peer (benches/torch_train_peer.py) in one run, with the ratios.
+step train.json "$g" bench train --json --peer cuda
 tail -n 3 "$out"/*.err
