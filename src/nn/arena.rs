@@ -20,6 +20,7 @@ pub struct ParamArena {
     len: u64,
 }
 
+#[allow(clippy::len_without_is_empty)] // never empty
 impl ParamArena {
     /// Packs `tensors`, each padded to the next [`VIEW_ALIGN`]-byte boundary.
     pub fn new(tensors: &[TensorSpec]) -> Self {
@@ -37,14 +38,10 @@ impl ParamArena {
         &self.ranges
     }
 
-    /// Elements of one packed buffer, padding included.
+    /// Elements of one packed buffer, padding included (at least one: buffers are never
+    /// empty).
     pub fn len(&self) -> u64 {
         self.len
-    }
-
-    /// Whether the arena holds no element (never: it is at least one element long).
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// Tensor `t` of a packed buffer, as a kernel operand.

@@ -1,6 +1,6 @@
-//! `Trainer`: one training step is forward → loss → backward → norm → clip → optimizer →
-//! copy of the norms and loss into the readback ring, in one command encoder and one
-//! submit. The host reads step `k`'s record at step `k + LAG`, so monitoring never stalls
+//! `Trainer`: one training step is forward → loss → backward → norm → (in-place clip) →
+//! optimizer (clipping as it reads, where the policy allows) → copy of the norms and loss
+//! into the readback ring, in one command encoder and one submit. The host reads step `k`'s record at step `k + LAG`, so monitoring never stalls
 //! the queue, and every response (a learning-rate drop, an adaptive clip threshold, a
 //! stop) lands at a fixed step: two runs with the same seed are identical.
 
