@@ -1,7 +1,8 @@
-// A vanilla RNN's recurrence, h_t = act(P_t + W_h·h_{t-1}) from h_{-1} = 0, over the whole
-// sequence in one dispatch each way (torch.nn.RNN with one layer). The input projection
-// P = X·W_xᵀ + b of every step, and the weight gradients of backpropagation through time,
-// are single products over all T·B rows (matmul.wgsl); only the recurrence is serial.
+// A vanilla RNN, h_t = act(W_x·x_t + b + W_h·h_{t-1}) from h_{-1} = 0, over the whole
+// sequence in one dispatch each way (torch.nn.RNN with one layer, one bias). The forward
+// computes the input projection as it goes (a product of k = inputs on its own cost more
+// than the whole recurrence on lavapipe); the weight gradients of backpropagation through
+// time are single products over all T·B rows (matmul.wgsl).
 //
 // Two layouts, as the norm has (the host picks by device type):
 //   rnn_forward / rnn_backward        (GPUs) one workgroup per sequence, its invocations
@@ -18,9 +19,10 @@
 //
 // Layouts, row-major; pre and hs are read four floats at a time where H is a multiple of 4
 // (VEC), so the host sizes them in whole vec4s:
-//   pre  [T, B, H]     forward: P on entry, the pre-activations z_t on exit; backward: z_t
-//                      on entry, dL/dz_t on exit (in place: step t reads z_t and writes
-//                      dL/dz_t of the same unit), which the weight-gradient products read
+//   x    [T, B, I]     the inputs
+//   pre  [T, B, H]     forward: receives the pre-activations z_t; backward: z_t on entry,
+//                      dL/dz_t on exit (in place: step t reads z_t and writes dL/dz_t of the
+//                      same unit), which the weight-gradient products read
 //   hs   [T + 1, B, H] hs[0] = 0 (never written), hs[t + 1] = h_t
 //   edge [B, H]        forward: h_{T-1} (the layer's output); backward: its gradient
 
@@ -32,19 +34,34 @@ struct RnnShape {
     slope: f32,   // leaky relu's negative slope
     t_begin: u32, // the steps this dispatch covers
     t_end: u32,
-    pad: u32,
+    inputs: u32,
 }
 
 override WG: u32 = 64u;
 // H is a multiple of 4: rows of W_h, pre and hs are read as vec4.
 override VEC: bool = false;
 
-@group(0) @binding(0) var<storage, read> w_h: array<f32>; // [H, H], W_h[j, k] at j·H + k
+// W_h [H, H], W_h[j, k] at j·H + k, in whole vec4s.
+@group(0) @binding(0) var<storage, read> w_h4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> shape: RnnShape;
 @group(0) @binding(2) var<storage, read_write> pre: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> hs: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> edge: array<f32>;
-@group(0) @binding(5) var<storage, read> w_h4: array<vec4<f32>>; // W_h again, where VEC
+// The forward's inputs and input weights (placeholders in the backward).
+@group(0) @binding(5) var<storage, read> x: array<f32>;
+@group(0) @binding(6) var<storage, read> w_x: array<f32>; // [H, I]
+@group(0) @binding(7) var<storage, read> bias: array<f32>; // [H]
+
+fn w_h(i: u32) -> f32 { return w_h4[i / 4u][i % 4u]; }
+
+// b_j + W_x[j, :]·x_t for the sequence whose step-t input row starts at `x0`.
+fn projection(j: u32, x0: u32) -> f32 {
+    var z = bias[j];
+    for (var i = 0u; i < shape.inputs; i++) {
+        z += w_x[j * shape.inputs + i] * x[x0 + i];
+    }
+    return z;
+}
 
 fn pre_at(i: u32) -> f32 { return pre[i / 4u][i % 4u]; }
 fn set_pre(i: u32, v: f32) { pre[i / 4u][i % 4u] = v; }
@@ -60,7 +77,7 @@ fn first_sequence(wid: vec3<u32>, groups: vec3<u32>, per_group: u32) -> u32 {
 // (hs[t] holds h_{t-1}); stores z_t[j] and h_t[j].
 fn forward_unit(t: u32, row: u32, b: u32, j: u32) {
     let H = shape.hidden;
-    var z = pre_at(row + j);
+    var z = projection(j, (t * shape.batch + b) * shape.inputs);
     if (t > 0u && VEC) {
         var acc = vec4(0.0);
         for (var k = 0u; k < H / 4u; k++) {
@@ -69,7 +86,7 @@ fn forward_unit(t: u32, row: u32, b: u32, j: u32) {
         z += (acc.x + acc.y) + (acc.z + acc.w);
     } else if (t > 0u) {
         for (var k = 0u; k < H; k++) {
-            z += w_h[j * H + k] * hs_at(row + k);
+            z += w_h(j * H + k) * hs_at(row + k);
         }
     }
     set_pre(row + j, z);
@@ -108,7 +125,7 @@ fn backward_unit(t: u32, row: u32, b: u32, j: u32) {
     } else {
         let next = row + shape.batch * H;
         for (var i = 0u; i < H; i++) {
-            g += w_h[i * H + j] * pre_at(next + i);
+            g += w_h(i * H + j) * pre_at(next + i);
         }
     }
     set_pre(row + j, grad_through(shape.act, shape.slope, g, pre_at(row + j)));
@@ -119,7 +136,13 @@ fn backward_unit(t: u32, row: u32, b: u32, j: u32) {
 // loaded whole: on lavapipe the state's loads, which differ by lane, cost the most.
 fn forward_units4(t: u32, row: u32, b: u32, q: u32) {
     let H4 = shape.hidden / 4u;
-    var z = pre[row / 4u + q];
+    let I = shape.inputs;
+    let j = 4u * q;
+    var z = vec4(bias[j], bias[j + 1u], bias[j + 2u], bias[j + 3u]);
+    let x0 = (t * shape.batch + b) * I;
+    for (var i = 0u; i < I; i++) {
+        z += vec4(w_x[j * I + i], w_x[(j + 1u) * I + i], w_x[(j + 2u) * I + i], w_x[(j + 3u) * I + i]) * x[x0 + i];
+    }
     if (t > 0u) {
         var acc = mat4x4<f32>(); // column c: unit 4q + c's partial sums
         for (var k = 0u; k < H4; k++) {

@@ -1,12 +1,12 @@
-//! The fused RNN recurrence (whole sequence forward, whole BPTT backward, one dispatch
-//! each) against its CPU twin at odd sizes, and its backward against central finite
-//! differences of L = Σ G ⊙ h_T.
+//! The fused RNN (whole sequence forward with its input projection, whole BPTT backward,
+//! one dispatch each) against its CPU twin at odd sizes, and its backward against central
+//! finite differences of L = Σ G ⊙ h_T.
 
 mod common;
 
 use common::{download, gpu, upload};
 
-use gradguard::cpu::rnn as twin;
+use gradguard::cpu::rnn::{self as twin, RnnWeights};
 use gradguard::kernels::activation::Activation;
 use gradguard::kernels::rnn::{RnnBackward, RnnForward, RnnKernel, RnnLayout, RnnShape};
 use gradguard::Error;
@@ -16,16 +16,30 @@ fn random(rng: &mut StdRng, n: u64, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-scale..scale)).collect()
 }
 
+/// Padded to whole vec4s, as the kernel reads W_h.
+fn upload4(v: &[f32]) -> gradguard::wgpu::Buffer {
+    let mut v = v.to_vec();
+    v.resize(v.len().next_multiple_of(4), 0.0);
+    upload(&v)
+}
+
 /// Device forward then backward; returns (pre-activations, hidden states, last state,
 /// pre-activation gradients).
-fn device_run(kernel: &RnnKernel, shape: &RnnShape, w_h: &[f32], p: &[f32], d_last: &[f32]) -> [Vec<f32>; 4] {
+fn device_run(kernel: &RnnKernel, shape: &RnnShape, w: RnnWeights<'_>, x: &[f32], d_last: &[f32]) -> [Vec<f32>; 4] {
     let device = &gpu().device;
-    let (gw, gdl) = (upload(w_h), upload(d_last));
-    let mut p = p.to_vec();
-    p.resize(shape.pre_len() as usize, 0.0);
-    let gpre = upload(&p);
-    let (ghs, glast) = (upload(&vec![0.0; shape.hs_len() as usize]), upload(&vec![0.0; shape.step_len() as usize]));
-    let forward = kernel.bind_forward(device, shape, RnnForward { w_h: (&gw).into(), pre: (&gpre).into(), hs: (&ghs).into(), last: (&glast).into() }).unwrap();
+    let (gw, gwx, gb, gx, gdl) = (upload4(w.w_h), upload(w.w_x), upload(w.bias), upload(x), upload(d_last));
+    let zeros = |n: u64| upload(&vec![0.0; n as usize]);
+    let (gpre, ghs, glast) = (zeros(shape.pre_len()), zeros(shape.hs_len()), zeros(shape.step_len()));
+    let views = RnnForward {
+        x: (&gx).into(),
+        w_x: (&gwx).into(),
+        bias: (&gb).into(),
+        w_h: (&gw).into(),
+        pre: (&gpre).into(),
+        hs: (&ghs).into(),
+        last: (&glast).into(),
+    };
+    let forward = kernel.bind_forward(device, shape, views).unwrap();
     let run = |binding| {
         let mut encoder = device.create_command_encoder(&Default::default());
         kernel.encode(&mut encoder.begin_compute_pass(&Default::default()), binding);
@@ -53,20 +67,23 @@ fn recurrence_matches_twin_at_odd_sizes() {
     let layouts = [RnnLayout::Workgroup, RnnLayout::Invocation];
     let kernels = layouts.map(|l| RnnKernel::with_layout(&gpu().device, l).unwrap());
     let mut rng = StdRng::seed_from_u64(1);
-    let shapes = [(1, 1, 1), (7, 2, 3), (50, 37, 3), (129, 37, 1), (256, 200, 3), (50, 200, 64), (33, 3, 64), (32, 200, 64)];
-    for ((hidden, steps, batch), activation) in shapes.into_iter().flat_map(|s| [(s, Activation::Tanh), (s, Activation::Relu)]) {
+    // (hidden, steps, batch, inputs)
+    let shapes = [(1, 1, 1, 1), (7, 2, 3, 2), (50, 37, 3, 5), (129, 37, 1, 2), (256, 200, 3, 1), (50, 200, 64, 2), (33, 3, 64, 3), (32, 200, 64, 2)];
+    for ((hidden, steps, batch, inputs), activation) in shapes.into_iter().flat_map(|s| [(s, Activation::Tanh), (s, Activation::Relu)]) {
         for (kernel, layout) in kernels.iter().zip(layouts) {
-            let shape = RnnShape { batch, hidden, steps, activation };
+            let shape = RnnShape { batch, inputs, hidden, steps, activation };
             // Recurrent weights of spectral radius about 1 keep 200 steps finite.
             let w_h = random(&mut rng, hidden as u64 * hidden as u64, 1.7 / (hidden as f32).sqrt());
-            let p = random(&mut rng, shape.sequence_len(), 1.0);
+            let w_x = random(&mut rng, hidden as u64 * inputs as u64, 1.0);
+            let bias = random(&mut rng, hidden as u64, 0.5);
+            let x = random(&mut rng, shape.x_len(), 1.0);
             let d_last = random(&mut rng, shape.step_len(), 1.0);
-            let [pre, hs, last, dpre] = device_run(kernel, &shape, &w_h, &p, &d_last);
-            let mut want_pre = p.clone();
-            want_pre.resize(pre.len(), 0.0);
+            let w = RnnWeights { w_x: &w_x, bias: &bias, w_h: &w_h };
+            let [pre, hs, last, dpre] = device_run(kernel, &shape, w, &x, &d_last);
+            let mut want_pre = vec![0.0; pre.len()];
             let mut want_hs = vec![0.0; hs.len()];
             let mut want_last = vec![0.0; last.len()];
-            twin::forward(&shape, &w_h, &mut want_pre, &mut want_hs, &mut want_last);
+            twin::forward(&shape, w, &x, &mut want_pre, &mut want_hs, &mut want_last);
             let what = format!("{layout:?} H {hidden} T {steps} B {batch} {activation:?}");
             assert_close(&format!("{what} pre"), &pre, &want_pre, 1e-4);
             assert_close(&format!("{what} hs"), &hs, &want_hs, 1e-4);
@@ -79,15 +96,18 @@ fn recurrence_matches_twin_at_odd_sizes() {
     }
 }
 
-/// dL/dP_t from the device's backward against central differences of the f64 forward,
-/// L = Σ G ⊙ h_T, P the input projection of every step.
+/// dL/dz_t from the device's backward against central differences of the f64 forward,
+/// L = Σ G ⊙ h_T, perturbing the inputs with W_x the identity and no bias, so that
+/// x_t is the input projection itself and dL/dx_t = dL/dz_t.
 #[test]
 fn backward_matches_finite_differences() {
     let kernel = RnnKernel::new(&gpu().device).unwrap();
     let mut rng = StdRng::seed_from_u64(2);
     for (hidden, steps, batch) in [(1, 1, 1), (7, 5, 2), (13, 9, 3)] {
-        let shape = RnnShape { batch, hidden, steps, activation: Activation::Tanh };
+        let shape = RnnShape { batch, inputs: hidden, hidden, steps, activation: Activation::Tanh };
         let (h, b) = (hidden as usize, batch as usize);
+        let identity: Vec<f32> = (0..h * h).map(|i| if i % (h + 1) == 0 { 1.0 } else { 0.0 }).collect();
+        let no_bias = vec![0.0; h];
         let w_h = random(&mut rng, (h * h) as u64, 1.5 / (hidden as f32).sqrt());
         let p = random(&mut rng, shape.sequence_len(), 1.0);
         let g = random(&mut rng, shape.step_len(), 1.0);
@@ -104,7 +124,8 @@ fn backward_matches_finite_differences() {
             }
             state.iter().zip(&g).map(|(h, g)| h * *g as f64).sum()
         };
-        let [_, _, _, dpre] = device_run(&kernel, &shape, &w_h, &p, &g);
+        let w = RnnWeights { w_x: &identity, bias: &no_bias, w_h: &w_h };
+        let [_, _, _, dpre] = device_run(&kernel, &shape, w, &p, &g);
         let wide: Vec<f64> = p.iter().map(|&v| v as f64).collect();
         for i in 0..p.len() {
             let at = |d: f64| {
@@ -122,20 +143,27 @@ fn backward_matches_finite_differences() {
 fn bad_input_is_a_typed_error() {
     let device = &gpu().device;
     let kernel = RnnKernel::new(device).unwrap();
-    let buf = upload(&[0.0; 64]);
-    let other = upload(&[0.0; 64]);
-    let shape = RnnShape { batch: 2, hidden: 2, steps: 3, activation: Activation::Tanh };
-    for bad in [RnnShape { steps: 0, ..shape }, RnnShape { hidden: 0, ..shape }, RnnShape { batch: 0, ..shape }] {
-        let hs = upload(&[0.0; 64]);
-        let last = upload(&[0.0; 4]);
-        let b = RnnForward { w_h: (&buf).into(), pre: (&other).into(), hs: (&hs).into(), last: (&last).into() };
-        assert!(matches!(kernel.bind_forward(device, &bad, b), Err(Error::Invalid(_))), "{bad:?}");
+    let (w_h, x, w_x, bias, pre, hs, last) =
+        (upload(&[0.0; 4]), upload(&[0.0; 12]), upload(&[0.0; 4]), upload(&[0.0; 2]), upload(&[0.0; 12]), upload(&[0.0; 16]), upload(&[0.0; 4]));
+    let good = RnnForward {
+        x: (&x).into(),
+        w_x: (&w_x).into(),
+        bias: (&bias).into(),
+        w_h: (&w_h).into(),
+        pre: (&pre).into(),
+        hs: (&hs).into(),
+        last: (&last).into(),
+    };
+    let shape = RnnShape { batch: 2, inputs: 2, hidden: 2, steps: 3, activation: Activation::Tanh };
+    assert!(kernel.bind_forward(device, &shape, good).is_ok());
+    for bad in [RnnShape { steps: 0, ..shape }, RnnShape { hidden: 0, ..shape }, RnnShape { batch: 0, ..shape }, RnnShape { inputs: 0, ..shape }] {
+        assert!(matches!(kernel.bind_forward(device, &bad, good), Err(Error::Invalid(_))), "{bad:?}");
     }
-    let (hs, last) = (upload(&[0.0; 64]), upload(&[0.0; 4]));
-    let aliased = RnnForward { w_h: (&buf).into(), pre: (&hs).into(), hs: (&hs).into(), last: (&last).into() };
+    let aliased = RnnForward { pre: (&hs).into(), ..good };
     assert!(matches!(kernel.bind_forward(device, &shape, aliased), Err(Error::Invalid(_))));
     let short = upload(&[0.0; 3]);
-    let b = RnnForward { w_h: (&buf).into(), pre: (&other).into(), hs: (&hs).into(), last: (&short).into() };
+    let b = RnnForward { last: (&short).into(), ..good };
+    assert!(matches!(kernel.bind_forward(device, &shape, b), Err(Error::LengthMismatch { .. })));
+    let b = RnnForward { x: (&short).into(), ..good };
     assert!(matches!(kernel.bind_forward(device, &shape, b), Err(Error::LengthMismatch { .. })));
 }
-

@@ -4,16 +4,29 @@
 use crate::cpu::activation;
 use crate::kernels::rnn::RnnShape;
 
-/// `rnn_forward`: `pre` holds P (`[steps, batch, hidden]`) on entry and z_t on exit;
-/// `hs` (`[steps + 1, batch, hidden]`, slice 0 zero) receives h_t in slice t + 1 and `last`
-/// (`[batch, hidden]`) the last step's.
-pub fn forward(shape: &RnnShape, w_h: &[f32], pre: &mut [f32], hs: &mut [f32], last: &mut [f32]) {
-    let (b_len, h) = (shape.batch as usize, shape.hidden as usize);
+/// The weights of one layer, as `RnnForward` binds them.
+#[derive(Clone, Copy, Debug)]
+pub struct RnnWeights<'a> {
+    /// `[hidden, inputs]`.
+    pub w_x: &'a [f32],
+    /// `[hidden]`.
+    pub bias: &'a [f32],
+    /// `[hidden, hidden]`.
+    pub w_h: &'a [f32],
+}
+
+/// `rnn_forward`: z_t = W_x·x_t + b + W_h·h_{t-1} into `pre` (`[steps, batch, hidden]`),
+/// h_t into slice t + 1 of `hs` (`[steps + 1, batch, hidden]`, slice 0 zero) and the last
+/// step's into `last` (`[batch, hidden]`), from `x` (`[steps, batch, inputs]`).
+pub fn forward(shape: &RnnShape, w: RnnWeights<'_>, x: &[f32], pre: &mut [f32], hs: &mut [f32], last: &mut [f32]) {
+    let (b_len, h, n) = (shape.batch as usize, shape.hidden as usize, shape.inputs as usize);
+    let w_h = w.w_h;
     for t in 0..shape.steps as usize {
         for b in 0..b_len {
             let row = (t * b_len + b) * h;
+            let x_row = &x[(t * b_len + b) * n..][..n];
             for j in 0..h {
-                let mut z = pre[row + j] as f64;
+                let mut z = w.bias[j] as f64 + (0..n).map(|i| w.w_x[j * n + i] as f64 * x_row[i] as f64).sum::<f64>();
                 if t > 0 {
                     z += (0..h).map(|k| w_h[j * h + k] as f64 * hs[row + k] as f64).sum::<f64>();
                 }

@@ -1,18 +1,21 @@
-//! `shaders/rnn.wgsl`: a vanilla RNN's recurrence over the whole sequence, forward and
-//! backward, one dispatch each. With the products of `kernels::matmul` around them (the
-//! input projection before, the weight gradients after), a layer costs two dispatches
-//! forward and three backward at any sequence length.
+//! `shaders/rnn.wgsl`: a vanilla RNN over the whole sequence, forward (input projection
+//! included) and backward through time, one dispatch each. With the weight-gradient
+//! products of `kernels::matmul` after the backward, a layer costs one dispatch forward
+//! and three backward at any sequence length.
 
 use super::{bind_group, buffer_init, check_disjoint, dispatch, layout, pipeline, storage_entry, storage_view, View};
 use crate::error::{Error, Result};
 use crate::kernels::activation::Activation;
 use crate::shaders;
 
-/// The recurrence's sizes: `batch` sequences of `steps` steps, `hidden` units.
+/// The recurrence's sizes: `batch` sequences of `steps` steps of `inputs` features,
+/// `hidden` units.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RnnShape {
-    /// Sequences (one workgroup each).
+    /// Sequences.
     pub batch: u32,
+    /// Input features per step.
+    pub inputs: u32,
     /// Hidden units.
     pub hidden: u32,
     /// Time steps.
@@ -42,21 +45,32 @@ impl RnnShape {
         (self.sequence_len() + self.step_len()).next_multiple_of(4)
     }
 
+    /// f32s a W_h view must hold: `[hidden, hidden]` in whole vec4s.
+    pub fn w_h_len(&self) -> u64 {
+        (self.hidden as u64 * self.hidden as u64).next_multiple_of(4)
+    }
+
+    /// f32s of the inputs `[steps, batch, inputs]`.
+    pub fn x_len(&self) -> u64 {
+        self.steps as u64 * self.batch as u64 * self.inputs as u64
+    }
+
     fn validate(&self) -> Result<()> {
-        if self.batch == 0 || self.hidden == 0 || self.steps == 0 {
-            return Err(Error::Invalid(format!("rnn: batch, hidden and steps must be ≥ 1, got {self:?}")));
+        if self.batch == 0 || self.hidden == 0 || self.steps == 0 || self.inputs == 0 {
+            return Err(Error::Invalid(format!("rnn: batch, inputs, hidden and steps must be ≥ 1, got {self:?}")));
         }
         let (_, slope) = self.activation.code();
         if !slope.is_finite() {
             return Err(Error::Invalid(format!("leaky relu slope must be finite, got {slope}")));
         }
-        super::index_range("rnn hidden states", (self.steps as u64 + 1) * self.step_len())?;
+        super::index_range("rnn hidden states", self.hs_len())?;
+        super::index_range("rnn inputs", self.x_len())?;
         Ok(())
     }
 
     fn words(&self, steps: std::ops::Range<u32>) -> [u32; 8] {
         let (kind, slope) = self.activation.code();
-        [self.batch, self.hidden, self.steps, kind, slope.to_bits(), steps.start, steps.end, 0]
+        [self.batch, self.hidden, self.steps, kind, slope.to_bits(), steps.start, steps.end, self.inputs]
     }
 
     /// Whether W_h, pre and hs are read as vec4 (H a multiple of 4).
@@ -68,12 +82,14 @@ impl RnnShape {
     /// time, loop trips of one such pass, unit passes per invocation and step).
     fn plan(&self, layout: RnnLayout, backward: bool) -> (u32, u32, u32, u32) {
         let h = self.hidden;
-        let (units, trips) = match (self.vec4(), backward, layout) {
+        let (units, dot) = match (self.vec4(), backward, layout) {
             (true, _, RnnLayout::Invocation) => (4, h / 4),
             (true, true, RnnLayout::Workgroup) => (4, h),
             (true, false, RnnLayout::Workgroup) => (1, h / 4),
             (false, _, _) => (1, h),
         };
+        // The forward's input projection: a trip per input.
+        let trips = dot + if backward { 0 } else { self.inputs };
         match layout {
             RnnLayout::Workgroup => {
                 let threads = (h / units).next_multiple_of(8).min(256);
@@ -124,10 +140,16 @@ const LOOP_TRIPS: u32 = 60_000;
 /// The buffers of [`RnnKernel::bind_forward`].
 #[derive(Clone, Copy, Debug)]
 pub struct RnnForward<'a> {
-    /// W_h `[hidden, hidden]`.
+    /// The inputs `[steps, batch, inputs]`.
+    pub x: View<'a>,
+    /// W_x `[hidden, inputs]` (`weight_ih`).
+    pub w_x: View<'a>,
+    /// b `[hidden]`.
+    pub bias: View<'a>,
+    /// W_h `[hidden, hidden]` (`weight_hh`; [`RnnShape::w_h_len`] f32s).
     pub w_h: View<'a>,
-    /// `[steps, batch, hidden]` ([`RnnShape::pre_len`] f32s): the input projection
-    /// `X·W_xᵀ + b` on entry, the pre-activations on exit.
+    /// `[steps, batch, hidden]` ([`RnnShape::pre_len`] f32s): receives the
+    /// pre-activations z_t = W_x·x_t + b + W_h·h_{t-1}.
     pub pre: View<'a>,
     /// `[steps + 1, batch, hidden]` ([`RnnShape::hs_len`] f32s), zeroed: slice `t + 1`
     /// receives h_t; slice 0 stays 0.
@@ -139,7 +161,7 @@ pub struct RnnForward<'a> {
 /// The buffers of [`RnnKernel::bind_backward`].
 #[derive(Clone, Copy, Debug)]
 pub struct RnnBackward<'a> {
-    /// W_h `[hidden, hidden]`.
+    /// W_h `[hidden, hidden]` ([`RnnShape::w_h_len`] f32s).
     pub w_h: View<'a>,
     /// `[steps, batch, hidden]`: the pre-activations the forward left, replaced by their
     /// gradients dL/dz_t.
@@ -170,13 +192,13 @@ impl RnnBinding {
 /// kernel cache as shapes need them.
 #[derive(Debug)]
 pub struct RnnKernel {
-    /// 0 W_h, 1 shape (read-only), 2 pre (or its gradient), 3 hs, 4 edge (last h, or its
-    /// gradient), 5 W_h as vec4 (read-only).
+    /// 0 W_h (as vec4), 1 shape (read-only), 2 pre (or its gradient), 3 hs, 4 edge (last
+    /// h, or its gradient) (read-write), 5 x, 6 W_x, 7 b (read-only).
     pub layout: wgpu::BindGroupLayout,
     /// Bound where the backward has no use for the hidden states' slot.
     unused: wgpu::Buffer,
-    /// Bound as W_h's vec4 view where H is no multiple of 4.
-    unused_vec4: wgpu::Buffer,
+    /// Bound where the backward has no use for the forward's inputs and input weights.
+    no_inputs: wgpu::Buffer,
     rnn_layout: RnnLayout,
 }
 
@@ -188,9 +210,9 @@ impl RnnKernel {
 
     /// The kernel with the other layout (both compute the same, in the same order).
     pub fn with_layout(device: &wgpu::Device, rnn_layout: RnnLayout) -> Result<Self> {
-        let entries: Vec<_> = (0..6).map(|i| storage_entry(i, i < 2 || i == 5)).collect();
+        let entries: Vec<_> = (0..8).map(|i| storage_entry(i, !(2..=4).contains(&i))).collect();
         let layout = layout(device, "rnn", &entries);
-        Ok(Self { unused: super::placeholder(device), unused_vec4: super::placeholder(device), rnn_layout, layout })
+        Ok(Self { unused: super::placeholder(device), no_inputs: super::placeholder(device), rnn_layout, layout })
     }
 
     fn pipeline(&self, device: &wgpu::Device, shape: &RnnShape, backward: bool) -> Result<wgpu::ComputePipeline> {
@@ -205,12 +227,16 @@ impl RnnKernel {
         pipeline(device, &shaders::RNN, entry, &[&self.layout], &constants)
     }
 
-    /// Binds the forward recurrence over the input projection in `b.pre`.
+    /// Binds the forward over the whole sequence.
     pub fn bind_forward(&self, device: &wgpu::Device, shape: &RnnShape, b: RnnForward<'_>) -> Result<RnnBinding> {
         shape.validate()?;
-        let (step, hh) = (shape.step_len(), shape.hidden as u64 * shape.hidden as u64);
+        let (h, step) = (shape.hidden as u64, shape.step_len());
+        let w_x_len = h * shape.inputs as u64;
         check_disjoint(&[
-            ("rnn W_h", b.w_h, hh, false),
+            ("rnn W_h", b.w_h, shape.w_h_len(), false),
+            ("rnn inputs", b.x, shape.x_len(), false),
+            ("rnn W_x", b.w_x, w_x_len, false),
+            ("rnn bias", b.bias, h, false),
             ("rnn pre-activations", b.pre, shape.pre_len(), true),
             ("rnn hidden states", b.hs, shape.hs_len(), true),
             ("rnn last hidden state", b.last, step, true),
@@ -219,6 +245,9 @@ impl RnnKernel {
             storage_view("rnn pre-activations", b.pre, shape.pre_len())?,
             storage_view("rnn hidden states", b.hs, shape.hs_len())?,
             storage_view("rnn last hidden state", b.last, step)?,
+            storage_view("rnn inputs", b.x, shape.x_len())?,
+            storage_view("rnn W_x", b.w_x, w_x_len)?,
+            storage_view("rnn bias", b.bias, h)?,
         ];
         let chunks = shape.chunks(device, self.rnn_layout, false);
         self.finish(device, shape, b.w_h, &slots, chunks, false)
@@ -227,10 +256,10 @@ impl RnnKernel {
     /// Binds backpropagation through time: every step's dL/dz_t over its z_t in `b.pre`.
     pub fn bind_backward(&self, device: &wgpu::Device, shape: &RnnShape, b: RnnBackward<'_>) -> Result<RnnBinding> {
         shape.validate()?;
-        let (step, hh) = (shape.step_len(), shape.hidden as u64 * shape.hidden as u64);
+        let step = shape.step_len();
         // d_last sits in a writable slot, which the backward only reads.
         check_disjoint(&[
-            ("rnn W_h", b.w_h, hh, false),
+            ("rnn W_h", b.w_h, shape.w_h_len(), false),
             ("rnn pre-activations", b.pre, shape.pre_len(), true),
             ("rnn output gradient", b.d_last, step, true),
         ])?;
@@ -238,6 +267,9 @@ impl RnnKernel {
             storage_view("rnn pre-activations", b.pre, shape.pre_len())?,
             self.unused.as_entire_binding(),
             storage_view("rnn output gradient", b.d_last, step)?,
+            self.no_inputs.as_entire_binding(),
+            self.no_inputs.as_entire_binding(),
+            self.no_inputs.as_entire_binding(),
         ];
         let chunks = shape.chunks(device, self.rnn_layout, true).into_iter().rev().collect();
         self.finish(device, shape, b.w_h, &slots, chunks, true)
@@ -249,22 +281,17 @@ impl RnnKernel {
         device: &wgpu::Device,
         shape: &RnnShape,
         w_h: View<'_>,
-        slots: &[wgpu::BindingResource<'_>; 3],
+        slots: &[wgpu::BindingResource<'_>; 6],
         chunks: Vec<std::ops::Range<u32>>,
         backward: bool,
     ) -> Result<RnnBinding> {
-        let hh = shape.hidden as u64 * shape.hidden as u64;
         let groups = chunks
             .into_iter()
             .map(|steps| {
                 let words = shape.words(steps);
                 let shape_buffer = buffer_init(device, "rnn shape", bytemuck::cast_slice(&words), wgpu::BufferUsages::STORAGE)?;
-                let mut resources = vec![storage_view("rnn W_h", w_h, hh)?, shape_buffer.as_entire_binding()];
+                let mut resources = vec![storage_view("rnn W_h", w_h, shape.w_h_len())?, shape_buffer.as_entire_binding()];
                 resources.extend(slots.iter().cloned());
-                resources.push(match shape.vec4() {
-                    true => storage_view("rnn W_h", w_h, hh)?,
-                    false => self.unused_vec4.as_entire_binding(),
-                });
                 bind_group(device, &self.layout, "rnn", resources)
             })
             .collect::<Result<Vec<_>>>()?;

@@ -286,16 +286,13 @@ impl GpuModel {
                     batch_stats.push((spec_bn, saved));
                 }
                 LayerSpec::Rnn { inputs, hidden, steps, activation } => {
-                    let shape = RnnShape { batch, hidden, steps, activation };
+                    let shape = RnnShape { batch, inputs, hidden, steps, activation };
                     let pre = alloc.zeros("rnn pre-activations", shape.pre_len());
                     let hs = alloc.zeros("rnn hidden states", shape.hs_len());
-                    // The input [steps, batch, inputs] is a [steps·batch, inputs] matrix: every
-                    // step's projection X·W_xᵀ + b in one product.
+                    // The input [steps, batch, inputs] is a [steps·batch, inputs] matrix for the
+                    // weight gradient below.
                     let rows = steps * batch;
-                    let op = MatmulOp::linear_forward(rows, inputs, hidden);
-                    let v = MatmulOperands { a: x.into(), b: w(p), bias: Some(w(p + 2)), c: (&pre).into(), aux: None };
-                    forward.push(product(device, mm, op, v)?);
-                    let recur = RnnForward { w_h: w(p + 1), pre: (&pre).into(), hs: (&hs).into(), last: y.into() };
+                    let recur = RnnForward { x: x.into(), w_x: w(p), bias: w(p + 2), w_h: w(p + 1), pre: (&pre).into(), hs: (&hs).into(), last: y.into() };
                     forward.push(Op::Rnn(kernels.rnn.bind_forward(device, &shape, recur)?));
                     let recur = RnnBackward { w_h: w(p + 1), pre: (&pre).into(), d_last: dact(i + 1).into() };
                     back.push(Op::Rnn(kernels.rnn.bind_backward(device, &shape, recur)?));
