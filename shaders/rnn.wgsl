@@ -131,27 +131,13 @@ fn backward_unit(t: u32, row: u32, b: u32, j: u32) {
     set_pre(row + j, grad_through(shape.act, shape.slope, g, pre_at(row + j)));
 }
 
-// Units 4q..4q+4 of one sequence at once (VEC, the invocation layout): each vec4 of
-// h_{t-1} (or of dL/dz_{t+1}) is loaded once for four units, against four rows of W_h
-// loaded whole: on lavapipe the state's loads, which differ by lane, cost the most.
-fn forward_units4(t: u32, row: u32, b: u32, q: u32) {
-    let H4 = shape.hidden / 4u;
-    let I = shape.inputs;
-    let j = 4u * q;
-    var z = vec4(bias[j], bias[j + 1u], bias[j + 2u], bias[j + 3u]);
-    let x0 = (t * shape.batch + b) * I;
-    for (var i = 0u; i < I; i++) {
-        z += vec4(w_x[j * I + i], w_x[(j + 1u) * I + i], w_x[(j + 2u) * I + i], w_x[(j + 3u) * I + i]) * x[x0 + i];
-    }
-    if (t > 0u) {
-        var acc = mat4x4<f32>(); // column c: unit 4q + c's partial sums
-        for (var k = 0u; k < H4; k++) {
-            let h = hs[row / 4u + k];
-            let w = 4u * q * H4 + k;
-            acc += mat4x4(w_h4[w] * h, w_h4[w + H4] * h, w_h4[w + 2u * H4] * h, w_h4[w + 3u * H4] * h);
-        }
-        z += vec4(1.0) * acc;
-    }
+// The invocation layout's VEC path: units 4q..4q+4 of two adjacent sequences b and b + 1
+// (`two`; else b alone) at once. Each vec4 of W_h, the same in every lane, is loaded once
+// for both sequences, and each vec4 of a sequence's state once for four units: on lavapipe
+// every load is a loop over the lanes, so loads per multiply-add are what cost.
+
+// Stores z_t, h_t (and at the last step the layer's output) for units 4q.. of sequence b.
+fn store_forward4(t: u32, b: u32, row: u32, q: u32, z: vec4<f32>) {
     pre[row / 4u + q] = z;
     let a = shape.act;
     let s = shape.slope;
@@ -166,25 +152,85 @@ fn forward_units4(t: u32, row: u32, b: u32, q: u32) {
     }
 }
 
-fn backward_units4_rows(t: u32, row: u32, b: u32, q: u32) {
+fn forward_units4(t: u32, b: u32, q: u32, two: bool) {
     let H = shape.hidden;
     let H4 = H / 4u;
-    var g = vec4(0.0);
-    if (t + 1u == shape.steps) {
-        let e = b * H + 4u * q;
-        g = vec4(edge[e], edge[e + 1u], edge[e + 2u], edge[e + 3u]);
-    } else {
-        let next = (row + shape.batch * H) / 4u;
-        for (var i = 0u; i < H4; i++) {
-            let d = pre[next + i];
-            let w = 4u * i * H4 + q;
-            g += w_h4[w] * d.x + w_h4[w + H4] * d.y + w_h4[w + 2u * H4] * d.z + w_h4[w + 3u * H4] * d.w;
-        }
+    let I = shape.inputs;
+    let j = 4u * q;
+    let row0 = (t * shape.batch + b) * H;
+    let row1 = select(row0, row0 + H, two); // the second sequence, or the first again
+    let x0 = (t * shape.batch + b) * I;
+    let x1 = select(x0, x0 + I, two);
+    var z0 = vec4(bias[j], bias[j + 1u], bias[j + 2u], bias[j + 3u]);
+    var z1 = z0;
+    for (var i = 0u; i < I; i++) {
+        let w = vec4(w_x[j * I + i], w_x[(j + 1u) * I + i], w_x[(j + 2u) * I + i], w_x[(j + 3u) * I + i]);
+        z0 += w * x[x0 + i];
+        z1 += w * x[x1 + i];
     }
-    let z = pre[row / 4u + q];
+    if (t > 0u) {
+        // Column c of a0 (a1): unit 4q + c's partial sums for the first (second) sequence.
+        var a0 = mat4x4<f32>();
+        var a1 = mat4x4<f32>();
+        for (var k = 0u; k < H4; k++) {
+            let w = 4u * q * H4 + k;
+            let w0 = w_h4[w];
+            let w1 = w_h4[w + H4];
+            let w2 = w_h4[w + 2u * H4];
+            let w3 = w_h4[w + 3u * H4];
+            let h0 = hs[row0 / 4u + k];
+            let h1 = hs[row1 / 4u + k];
+            a0 += mat4x4(w0 * h0, w1 * h0, w2 * h0, w3 * h0);
+            a1 += mat4x4(w0 * h1, w1 * h1, w2 * h1, w3 * h1);
+        }
+        z0 += vec4(1.0) * a0;
+        z1 += vec4(1.0) * a1;
+    }
+    store_forward4(t, b, row0, q, z0);
+    if (two) { store_forward4(t, b + 1u, row1, q, z1); }
+}
+
+fn grad_through4(g: vec4<f32>, z: vec4<f32>) -> vec4<f32> {
     let a = shape.act;
     let s = shape.slope;
-    pre[row / 4u + q] = vec4(grad_through(a, s, g.x, z.x), grad_through(a, s, g.y, z.y), grad_through(a, s, g.z, z.z), grad_through(a, s, g.w, z.w));
+    return vec4(grad_through(a, s, g.x, z.x), grad_through(a, s, g.y, z.y), grad_through(a, s, g.z, z.z), grad_through(a, s, g.w, z.w));
+}
+
+fn edge4(b: u32, q: u32) -> vec4<f32> {
+    let e = b * shape.hidden + 4u * q;
+    return vec4(edge[e], edge[e + 1u], edge[e + 2u], edge[e + 3u]);
+}
+
+// dL/dz_t for units 4q..4q+4 of sequences b (and b + 1): dL/dh_t is the layer's output
+// gradient at the last step, else W_h[:, 4q..]ᵀ·dL/dz_{t+1}.
+fn backward_units4_rows(t: u32, b: u32, q: u32, two: bool) {
+    let H = shape.hidden;
+    let H4 = H / 4u;
+    let row0 = (t * shape.batch + b) * H;
+    let row1 = select(row0, row0 + H, two);
+    var g0 = vec4(0.0);
+    var g1 = vec4(0.0);
+    if (t + 1u == shape.steps) {
+        g0 = edge4(b, q);
+        g1 = edge4(select(b, b + 1u, two), q);
+    } else {
+        let next = shape.batch * H;
+        for (var i = 0u; i < H4; i++) {
+            let w = 4u * i * H4 + q;
+            let w0 = w_h4[w];
+            let w1 = w_h4[w + H4];
+            let w2 = w_h4[w + 2u * H4];
+            let w3 = w_h4[w + 3u * H4];
+            let d0 = pre[(row0 + next) / 4u + i];
+            let d1 = pre[(row1 + next) / 4u + i];
+            g0 += w0 * d0.x + w1 * d0.y + w2 * d0.z + w3 * d0.w;
+            g1 += w0 * d1.x + w1 * d1.y + w2 * d1.z + w3 * d1.w;
+        }
+    }
+    let z0 = pre[row0 / 4u + q];
+    let z1 = pre[row1 / 4u + q];
+    pre[row0 / 4u + q] = grad_through4(g0, z0);
+    if (two) { pre[row1 / 4u + q] = grad_through4(g1, z1); }
 }
 
 @compute @workgroup_size(WG)
@@ -224,19 +270,25 @@ fn rnn_backward(
     }
 }
 
+// The invocation layout: sequences per invocation, two on the VEC path.
+fn sequences() -> u32 {
+    return select(1u, 2u, VEC);
+}
+
 @compute @workgroup_size(WG)
 fn rnn_forward_seq(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let b = first_sequence(wid, groups, WG) + local;
+    let b = first_sequence(wid, groups, WG * sequences()) + sequences() * local;
     if (b >= shape.batch) { return; } // no barrier in this entry point
+    let two = b + 1u < shape.batch;
     for (var t = shape.t_begin; t < shape.t_end; t++) {
-        let row = (t * shape.batch + b) * shape.hidden;
         for (var q = 0u; VEC && q < shape.hidden / 4u; q++) {
-            forward_units4(t, row, b, q);
+            forward_units4(t, b, q, two);
         }
+        let row = (t * shape.batch + b) * shape.hidden;
         for (var j = 0u; !VEC && j < shape.hidden; j++) {
             forward_unit(t, row, b, j);
         }
@@ -249,13 +301,14 @@ fn rnn_backward_seq(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let b = first_sequence(wid, groups, WG) + local;
+    let b = first_sequence(wid, groups, WG * sequences()) + sequences() * local;
     if (b >= shape.batch) { return; }
+    let two = b + 1u < shape.batch;
     for (var t = shape.t_end; t > shape.t_begin; t--) {
-        let row = ((t - 1u) * shape.batch + b) * shape.hidden;
         for (var q = 0u; VEC && q < shape.hidden / 4u; q++) {
-            backward_units4_rows(t - 1u, row, b, q);
+            backward_units4_rows(t - 1u, b, q, two);
         }
+        let row = ((t - 1u) * shape.batch + b) * shape.hidden;
         for (var j = 0u; !VEC && j < shape.hidden; j++) {
             backward_unit(t - 1u, row, b, j);
         }

@@ -297,7 +297,11 @@ impl RnnKernel {
             .collect::<Result<Vec<_>>>()?;
         let groups_per_chunk = match self.rnn_layout {
             RnnLayout::Workgroup => shape.batch,
-            RnnLayout::Invocation => shape.batch.div_ceil(shape.plan(RnnLayout::Invocation, backward).0),
+            // Two sequences an invocation on the vec4 path.
+            RnnLayout::Invocation => {
+                let per_invocation = 1 + shape.vec4() as u32;
+                shape.batch.div_ceil(shape.plan(RnnLayout::Invocation, backward).0 * per_invocation)
+            }
         };
         Ok(RnnBinding { chunks: groups, pipeline: self.pipeline(device, shape, backward)?, groups: groups_per_chunk })
     }
