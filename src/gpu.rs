@@ -6,12 +6,9 @@ use crate::error::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct Gpu {
     /// The device every kernel is built on.
-    /// The device every kernel is built on.
     pub device: wgpu::Device,
     /// The device's queue.
-    /// The device's queue.
     pub queue: wgpu::Queue,
-    /// The adapter the device was opened on.
     /// The adapter the device was opened on.
     pub info: wgpu::AdapterInfo,
 }
@@ -20,30 +17,21 @@ pub struct Gpu {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct AdapterSummary {
     /// Adapter name.
-    /// Adapter name.
     pub name: String,
-    /// wgpu backend (`Vulkan`, `Gl`, `Metal`, `Dx12`…).
     /// wgpu backend (`Vulkan`, `Gl`, `Metal`, `Dx12`…).
     pub backend: String,
     /// `DiscreteGpu`, `IntegratedGpu`, `Cpu` (e.g. lavapipe, llvmpipe)…
-    /// `DiscreteGpu`, `IntegratedGpu`, `Cpu` (e.g. lavapipe, llvmpipe)…
     pub device_type: String,
-    /// Driver name and version.
     /// Driver name and version.
     pub driver: String,
     /// Smallest subgroup size the adapter reports.
-    /// Smallest subgroup size the adapter reports.
     pub subgroup_min_size: u32,
-    /// Largest subgroup size the adapter reports.
     /// Largest subgroup size the adapter reports.
     pub subgroup_max_size: u32,
     /// `max_storage_buffer_binding_size`: the largest chunk the kernels can bind at once.
-    /// `max_storage_buffer_binding_size`: the largest chunk the kernels can bind at once.
     pub max_storage_binding_bytes: u64,
     /// `max_buffer_size`: the largest buffer.
-    /// `max_buffer_size`: the largest buffer.
     pub max_buffer_bytes: u64,
-    /// Whether the adapter supports timestamp queries (used by benchmarks).
     /// Whether the adapter supports timestamp queries (used by benchmarks).
     pub timestamp_queries: bool,
 }
@@ -93,7 +81,8 @@ impl Gpu {
         let info = adapter.get_info();
         let optional = wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
-            | wgpu::Features::SUBGROUP;
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::PIPELINE_CACHE;
         let desc = wgpu::DeviceDescriptor {
             label: Some("gradguard"),
             required_features: adapter.features() & optional,

@@ -81,10 +81,42 @@ fn main() {
     }
 }
 
+/// Where compiled pipelines are kept between runs: `GRADGUARD_CACHE_DIR` (empty or `off`:
+/// nowhere), else `$XDG_CACHE_HOME/gradguard`, else `~/.cache/gradguard`.
+fn pipeline_cache_dir() -> Option<std::path::PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    match std::env::var("GRADGUARD_CACHE_DIR") {
+        Ok(dir) if dir.is_empty() || dir == "off" => None,
+        Ok(dir) => Some(dir.into()),
+        Err(_) => var("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| var("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+            .map(|d| d.join("gradguard")),
+    }
+}
+
+/// The device, compiling through the on-disk pipeline cache where the driver keeps one.
+fn open_gpu() -> gradguard::Result<Gpu> {
+    let gpu = Gpu::new()?;
+    if let Some(dir) = pipeline_cache_dir() {
+        gradguard::kernels::KernelCache::of(&gpu.device).use_disk_cache(&gpu.device, &dir);
+    }
+    Ok(gpu)
+}
+
+/// Saves what this run compiled for the next; a failure costs only the warm start.
+fn keep_pipelines(gpu: &Gpu) {
+    if let Err(e) = gradguard::kernels::KernelCache::of(&gpu.device).save_disk_cache() {
+        log::warn!("the pipeline cache was not saved (the next run compiles afresh): {e}");
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Train(args) => {
-            let summary = gradguard::train::args::run(&Gpu::new()?, &args)?;
+            let gpu = open_gpu()?;
+            let summary = gradguard::train::args::run(&gpu, &args)?;
+            keep_pipelines(&gpu);
             println!("{}", serde_json::to_string_pretty(&summary)?);
             // Stopped early (`--on-nonfinite error`, `--stop-on-explosion`): the outputs and
             // the last checkpoint are written, and scripts see a distinct failure status.
@@ -94,9 +126,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         Command::Lab { full, seed, out } => {
-            let gpu = Gpu::new()?;
+            let gpu = open_gpu()?;
             println!("{}", gradguard::lab::table_header());
             let runs = gradguard::lab::run(&gpu, full, seed, |r| println!("{}", gradguard::lab::table_row(r)))?;
+            keep_pipelines(&gpu);
             gradguard::lab::write(&out, &runs)?;
             println!("wrote {}/table.txt, comparison.svg and summary.json", out.display());
         }
@@ -123,7 +156,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         Command::Bench { which, elems, segments, sizes, reps, json, peer } => {
-            let gpu = Gpu::new()?;
+            let gpu = open_gpu()?;
             let segments = if segments.is_empty() { vec![1, 1000] } else { segments };
             let which = match which {
                 BenchKind::Norm => Which::Norm,

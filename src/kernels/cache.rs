@@ -6,8 +6,13 @@
 //!
 //! The registry holds a clone of each device it has seen, so a device lives as long as
 //! its cache: [`KernelCache::release`] drops both when an embedder is done with a device.
+//!
+//! Where the device has `Features::PIPELINE_CACHE`, the compiled pipelines can also be
+//! kept on disk between processes ([`KernelCache::use_disk_cache`], which the CLI calls):
+//! a missing, stale, truncated or corrupt file is ignored, never an error.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::error::Result;
@@ -30,6 +35,30 @@ pub struct KernelCache {
     layouts: Mutex<HashMap<Vec<wgpu::BindGroupLayoutEntry>, wgpu::BindGroupLayout>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     compiled: Mutex<usize>,
+    disk: Mutex<Option<DiskCache>>,
+}
+
+/// The driver's pipeline cache and the file it is kept in.
+#[derive(Debug)]
+struct DiskCache {
+    cache: wgpu::PipelineCache,
+    path: PathBuf,
+}
+
+/// The file's first bytes; then the data's length and FNV-1a hash (u64 little-endian each),
+/// then the data `wgpu::PipelineCache::get_data` gave.
+const MAGIC: &[u8; 8] = b"GGPIPE01";
+
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The data of a file [`KernelCache::save_disk_cache`] wrote, if it is whole.
+fn read_cache_file(path: &Path) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(path).ok()?;
+    let (header, data) = bytes.split_at_checked(24)?;
+    let word = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("8 bytes"));
+    (&header[..8] == MAGIC && word(8) == data.len() as u64 && word(16) == fnv1a(data)).then(|| data.to_vec())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -54,6 +83,53 @@ impl KernelCache {
         lock(registry()).remove(device);
     }
 
+    /// Compiles this device's later pipelines through a driver pipeline cache kept in a
+    /// file under `dir`, named by the adapter (`wgpu::util::pipeline_cache_key`), so that a
+    /// second process starts warm. Returns false, changing nothing, where the device lacks
+    /// `Features::PIPELINE_CACHE` or the backend keeps no such cache (GL). A file that is
+    /// missing, truncated, corrupt or from another driver is ignored: the cache starts
+    /// empty and [`KernelCache::save_disk_cache`] replaces the file.
+    pub fn use_disk_cache(&self, device: &wgpu::Device, dir: &Path) -> bool {
+        if !device.features().contains(wgpu::Features::PIPELINE_CACHE) {
+            return false;
+        }
+        let Some(name) = wgpu::util::pipeline_cache_key(&device.adapter_info()) else { return false };
+        let path = dir.join(name);
+        let data = read_cache_file(&path);
+        // SAFETY: the data is what `get_data` returned on an adapter of this cache key (the
+        // file is named by it), checked whole by its length and hash; wgpu validates its
+        // own header and, with `fallback`, starts empty on data it cannot use.
+        let cache = unsafe {
+            device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
+                label: Some("gradguard pipelines"),
+                data: data.as_deref(),
+                fallback: true,
+            })
+        };
+        *lock(&self.disk) = Some(DiskCache { cache, path });
+        true
+    }
+
+    /// Writes the driver's pipeline cache to its file (a temporary file, then a rename, so
+    /// a crash leaves the old file or none). Nothing to do without
+    /// [`KernelCache::use_disk_cache`].
+    pub fn save_disk_cache(&self) -> std::io::Result<()> {
+        let disk = lock(&self.disk);
+        let Some(DiskCache { cache, path }) = disk.as_ref() else { return Ok(()) };
+        let Some(data) = cache.get_data() else { return Ok(()) };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = MAGIC.to_vec();
+        file.extend((data.len() as u64).to_le_bytes());
+        file.extend(fnv1a(&data).to_le_bytes());
+        file.extend(&data);
+        let temp = path.with_extension("tmp");
+        std::fs::write(&temp, &file).and_then(|()| std::fs::rename(&temp, path)).inspect_err(|_| {
+            let _ = std::fs::remove_file(&temp);
+        })
+    }
+
     /// Compute pipelines compiled so far on this device: each (shader, entry point,
     /// constants, layouts) once, however many objects use it.
     pub fn compiled_pipelines(&self) -> usize {
@@ -69,8 +145,8 @@ impl KernelCache {
     }
 
     /// The pipeline for `entry` of `shader` with `layouts` and override `constants`, built
-    /// by `build(module)` on a miss. Two threads missing at once may both build; the first
-    /// insert wins and the count stays exact.
+    /// by `build(module, driver cache)` on a miss. Two threads missing at once may both
+    /// build; the first insert wins and the count stays exact.
     pub(crate) fn pipeline(
         &self,
         shader: &Shader,
@@ -78,7 +154,7 @@ impl KernelCache {
         layouts: &[&wgpu::BindGroupLayout],
         constants: &[(&str, f64)],
         module: impl FnOnce() -> Result<wgpu::ShaderModule>,
-        build: impl FnOnce(&wgpu::ShaderModule) -> Result<wgpu::ComputePipeline>,
+        build: impl FnOnce(&wgpu::ShaderModule, Option<&wgpu::PipelineCache>) -> Result<wgpu::ComputePipeline>,
     ) -> Result<wgpu::ComputePipeline> {
         let key = PipelineKey {
             shader: shader.name,
@@ -99,7 +175,8 @@ impl KernelCache {
                 }
             }
         };
-        let built = build(&module)?;
+        let driver_cache = lock(&self.disk).as_ref().map(|d| d.cache.clone());
+        let built = build(&module, driver_cache.as_ref())?;
         let mut pipelines = lock(&self.pipelines);
         if let Some(p) = pipelines.get(&key) {
             return Ok(p.clone());

@@ -97,7 +97,7 @@ pub(crate) fn pipeline(
             })
         })
     };
-    let build = |module: &wgpu::ShaderModule| {
+    let build = |module: &wgpu::ShaderModule, cache: Option<&wgpu::PipelineCache>| {
         scoped(device, "pipeline creation", || {
             let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some(entry),
@@ -110,7 +110,7 @@ pub(crate) fn pipeline(
                 module,
                 entry_point: Some(entry),
                 compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
-                cache: None,
+                cache,
             })
         })
     };
