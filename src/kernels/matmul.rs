@@ -302,7 +302,9 @@ impl MatmulKernel {
     /// the RNN's W_h gradient on lavapipe).
     fn tiling_for(&self, op: &MatmulOp) -> Tiling {
         match self.tiling.staging {
-            Staging::Direct if op.k >= 8 * op.m.max(op.n) => Tiling { wg_m: 1, ..self.tiling },
+            Staging::Direct if op.k >= 8 * op.m.max(op.n) => {
+                Tiling { wg_m: 1, wg_n: op.n.div_ceil(8).min(self.tiling.wg_n), ..self.tiling }
+            }
             _ => self.tiling,
         }
     }
