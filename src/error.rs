@@ -16,6 +16,15 @@ pub enum Error {
         detail: String,
     },
 
+    /// `WGPU_BACKEND` names a backend wgpu does not know.
+    #[error("WGPU_BACKEND={value}: `{name}` is not a backend; use vulkan, gl, metal or dx12 (comma-separated), or unset it")]
+    UnknownBackend {
+        /// The unknown name.
+        name: String,
+        /// The whole variable.
+        value: String,
+    },
+
     #[error("requesting a device from adapter `{adapter}` failed: {source}")]
     /// The adapter was found but refused to open a device with the requested features and
     /// limits.

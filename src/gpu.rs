@@ -36,9 +36,25 @@ pub struct AdapterSummary {
     pub timestamp_queries: bool,
 }
 
-fn instance() -> wgpu::Instance {
-    // Reads WGPU_BACKEND (and the other WGPU_* instance variables).
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+/// The backends `WGPU_BACKEND` names (wgpu's comma list). Unset or empty: every backend.
+/// A name wgpu does not know is an error that says so, not a missing driver.
+fn backends_from_env() -> Result<wgpu::Backends> {
+    let value = std::env::var("WGPU_BACKEND").unwrap_or_default();
+    if value.trim().is_empty() {
+        return Ok(wgpu::Backends::all());
+    }
+    let known = ["vulkan", "vk", "dx12", "d3d12", "metal", "mtl", "opengl", "gles", "gl", "webgpu", "noop"];
+    match value.split(',').map(|b| b.trim().to_lowercase()).find(|b| !known.contains(&b.as_str())) {
+        Some(unknown) => Err(Error::UnknownBackend { name: unknown, value }),
+        None => Ok(wgpu::Backends::from_comma_list(&value)),
+    }
+}
+
+fn instance() -> Result<wgpu::Instance> {
+    // Reads the other WGPU_* instance variables; the backends are checked here.
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends_from_env()?;
+    Ok(wgpu::Instance::new(desc))
 }
 
 /// Native backends first; GL last, as a fallback that works on most Linux machines.
@@ -56,8 +72,9 @@ impl Gpu {
     /// the backends searched. The device gets the adapter's own limits, so large bindings
     /// work, and the optional features gradguard can use (timestamps, subgroups).
     pub fn new() -> Result<Self> {
-        let instance = instance();
+        let instance = instance()?;
         let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
         let wanted = std::env::var("WGPU_ADAPTER_NAME").ok().map(|s| s.to_lowercase());
         let mut candidates: Vec<_> = adapters
             .into_iter()
@@ -69,9 +86,13 @@ impl Gpu {
         candidates.sort_by_key(|a| preference(a.get_info().backend));
         let adapter = candidates.into_iter().next().ok_or_else(|| Error::NoAdapter {
             detail: match (&wanted, std::env::var("WGPU_BACKEND")) {
+                (Some(name), _) if !names.is_empty() => format!(
+                    " whose name contains `{name}` (WGPU_ADAPTER_NAME); the adapters are: {}",
+                    names.join(", ")
+                ),
                 (Some(name), _) => format!(" whose name contains `{name}` (WGPU_ADAPTER_NAME)"),
-                (None, Ok(b)) => format!(" for WGPU_BACKEND={b}"),
-                (None, Err(_)) => String::new(),
+                (None, Ok(b)) if !b.trim().is_empty() => format!(" for WGPU_BACKEND={b}"),
+                (None, _) => String::new(),
             },
         })?;
         Self::open(&adapter)
@@ -112,10 +133,11 @@ impl Gpu {
     }
 }
 
-/// Every adapter the instance can see, described.
-pub fn list_adapters() -> Vec<AdapterSummary> {
-    let adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
-    adapters
+/// Every adapter the instance can see, described; `Error::UnknownBackend` for a
+/// `WGPU_BACKEND` wgpu does not know.
+pub fn list_adapters() -> Result<Vec<AdapterSummary>> {
+    let adapters = pollster::block_on(instance()?.enumerate_adapters(wgpu::Backends::all()));
+    Ok(adapters
         .iter()
         .map(|a| {
             let info = a.get_info();
@@ -132,5 +154,5 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
                 timestamp_queries: a.features().contains(wgpu::Features::TIMESTAMP_QUERY),
             }
         })
-        .collect()
+        .collect())
 }

@@ -73,6 +73,9 @@ enum Command {
     },
 }
 
+/// Exit status of a training run that stopped early; 1 is an error, 2 a usage error.
+const STOPPED_EARLY: i32 = 3;
+
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     if let Err(e) = run(Cli::parse()) {
@@ -119,10 +122,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             keep_pipelines(&gpu);
             println!("{}", serde_json::to_string_pretty(&summary)?);
             // Stopped early (`--on-nonfinite error`, `--stop-on-explosion`): the outputs and
-            // the last checkpoint are written, and scripts see a distinct failure status.
+            // the last checkpoint are written, and scripts see a status of its own (clap's
+            // usage errors take 2).
             if let Some(reason) = &summary.stopped {
                 eprintln!("gradguard: training {reason}");
-                std::process::exit(2);
+                std::process::exit(STOPPED_EARLY);
             }
         }
         Command::Lab { full, seed, out } => {
@@ -134,7 +138,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!("wrote {}/table.txt, comparison.svg and summary.json", out.display());
         }
         Command::Devices { json } => {
-            let adapters = gradguard::gpu::list_adapters();
+            let adapters = gradguard::gpu::list_adapters()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&adapters)?);
             } else if adapters.is_empty() {

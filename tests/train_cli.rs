@@ -234,7 +234,7 @@ fn error_policy_stops_with_a_report_and_an_intact_checkpoint() {
         .output()
         .expect("the binary runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "stopped early has its own status: {stderr}");
     assert!(stderr.contains("step 6") && stderr.contains("segment 2"), "the report names step and segment: {stderr}");
     let summary = std::fs::read_to_string(dir.join("summary.json")).unwrap();
     assert!(summary.contains("NonFiniteGradient") && summary.contains("linear2"), "{summary}");
@@ -249,7 +249,40 @@ fn error_policy_stops_with_a_report_and_an_intact_checkpoint() {
         .expect("the binary runs");
     let resumed_err = String::from_utf8_lossy(&resumed.stderr);
     assert!(!resumed_err.contains("checkpoint"), "the checkpoint was unreadable: {resumed_err}");
-    assert_eq!(resumed.status.code(), Some(2), "{resumed_err}");
+    assert_eq!(resumed.status.code(), Some(3), "{resumed_err}");
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_dir_all(again);
+}
+
+/// `--resume` of a stream that never ends (or a file far larger than a checkpoint of the
+/// run) is refused after its header, not read until memory runs out.
+#[test]
+fn endless_resume_file_is_refused_at_once() {
+    let dir = out_dir("resume-zero");
+    let start = std::time::Instant::now();
+    let (ok, stderr) = train(&["--steps", "5", "--resume", "/dev/zero", "--out", dir.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("/dev/zero") && stderr.contains("header"), "{stderr}");
+    assert!(start.elapsed().as_secs() < 60, "it read on: {:?}", start.elapsed());
+    assert!(!dir.exists(), "--out must not be created");
+}
+
+/// `WGPU_BACKEND` empty means unset; a name wgpu does not know is named, not reported as a
+/// missing driver.
+#[test]
+fn wgpu_backend_values_are_read_as_a_user_means_them() {
+    let devices = |value: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gradguard"))
+            .arg("devices")
+            .env("WGPU_BACKEND", value)
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .output()
+            .expect("the binary runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stdout, stderr) = devices("");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stdout.trim().is_empty(), "an empty WGPU_BACKEND lists every adapter");
+    let (code, _, stderr) = devices("nonsense");
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("`nonsense` is not a backend") && !stderr.contains("apt-get"), "{stderr}");
 }

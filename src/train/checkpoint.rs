@@ -127,21 +127,64 @@ fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<Parsed<'a>> {
 
 /// Reads `path` and checks that it is a whole gradguard checkpoint.
 pub fn read_info(path: &Path) -> Result<CheckpointInfo> {
-    let bytes = read_file(path)?;
+    let bytes = read_file(path, declared_size(path)?)?;
     let parsed = parse(path, &bytes)?;
     let config = serde_json::from_str(&parsed.metadata["config"]).map_err(|e| refuse(path, format!("its configuration: {e}")))?;
     Ok(CheckpointInfo { step: parsed.step, config })
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| refuse(path, format!("cannot be read: {e}")))
+/// The file, read up to `limit` bytes: a checkpoint larger than that is none of this run's
+/// (and `/dev/zero` ends there instead of filling memory).
+fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| refuse(path, format!("cannot be read: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| refuse(path, format!("cannot be read: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(refuse(path, format!("it is larger than the {limit} bytes a checkpoint of this run can take")));
+    }
+    Ok(bytes)
+}
+
+/// The most bytes a checkpoint of `config` with `tensors` can take: the tensors, and a
+/// header of the configuration and up to a step record a configured step.
+fn size_limit(config: &TrainConfig, tensors: &[DeviceTensor]) -> u64 {
+    let data: u64 = tensors.iter().map(|t| 4 * t.shape.iter().product::<usize>() as u64).sum();
+    data + (16 << 20) + 4096 * config.steps
+}
+
+/// The size a safetensors file declares in its header (length, JSON, the tensors' data),
+/// read without the data: what [`read_file`] may read of it.
+fn declared_size(path: &Path) -> Result<u64> {
+    use std::io::Read as _;
+    let bad = |why: &str| refuse(path, why.to_string());
+    let mut file = std::fs::File::open(path).map_err(|e| refuse(path, format!("cannot be read: {e}")))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| bad("too short to be a checkpoint"))?;
+    let n = u64::from_le_bytes(len);
+    // safetensors' own bound on the header.
+    if n == 0 || n > 100 << 20 {
+        return Err(bad("its header length is not that of a checkpoint"));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header).map_err(|_| bad("its header is cut short"))?;
+    let header: serde_json::Value = serde_json::from_slice(&header).map_err(|e| refuse(path, format!("its header: {e}")))?;
+    let data = header
+        .as_object()
+        .ok_or_else(|| bad("its header is not a table of tensors"))?
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .filter_map(|(_, t)| t["data_offsets"][1].as_u64())
+        .max()
+        .unwrap_or(0);
+    Ok(8 + n + data)
 }
 
 /// Checks `path` against `config` and `tensors` (every name, dtype and shape) before
 /// touching the device, then writes the tensors into their buffers. Returns the step and
 /// the host state to continue from.
 pub(super) fn load(path: &Path, gpu: &Gpu, config: &TrainConfig, tensors: &[DeviceTensor]) -> Result<(u64, HostState)> {
-    let bytes = read_file(path)?;
+    let bytes = read_file(path, declared_size(path)?.min(size_limit(config, tensors)))?;
     let parsed = parse(path, &bytes)?;
     check_config(path, &parsed.metadata["config"], config)?;
     if parsed.step > config.steps {
