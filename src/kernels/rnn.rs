@@ -134,6 +134,12 @@ impl RnnLayout {
     }
 }
 
+/// `views` (name, view, f32s, written) checked for aliasing, then bound in order.
+fn checked_views<'a>(views: &[(&str, View<'a>, u64, bool)]) -> Result<Vec<wgpu::BindingResource<'a>>> {
+    check_disjoint(views)?;
+    views.iter().map(|&(name, view, len, _)| storage_view(name, view, len)).collect()
+}
+
 /// Loop trips an invocation may make on lavapipe, with a margin below its limiter's 65,535.
 const LOOP_TRIPS: u32 = 60_000;
 
@@ -230,58 +236,44 @@ impl RnnKernel {
     /// Binds the forward over the whole sequence.
     pub fn bind_forward(&self, device: &wgpu::Device, shape: &RnnShape, b: RnnForward<'_>) -> Result<RnnBinding> {
         shape.validate()?;
-        let (h, step) = (shape.hidden as u64, shape.step_len());
-        let w_x_len = h * shape.inputs as u64;
-        check_disjoint(&[
+        let h = shape.hidden as u64;
+        // Bindings 0 and 2..=7, in order.
+        let views = checked_views(&[
             ("rnn W_h", b.w_h, shape.w_h_len(), false),
-            ("rnn inputs", b.x, shape.x_len(), false),
-            ("rnn W_x", b.w_x, w_x_len, false),
-            ("rnn bias", b.bias, h, false),
             ("rnn pre-activations", b.pre, shape.pre_len(), true),
             ("rnn hidden states", b.hs, shape.hs_len(), true),
-            ("rnn last hidden state", b.last, step, true),
+            ("rnn last hidden state", b.last, shape.step_len(), true),
+            ("rnn inputs", b.x, shape.x_len(), false),
+            ("rnn W_x", b.w_x, h * shape.inputs as u64, false),
+            ("rnn bias", b.bias, h, false),
         ])?;
-        let slots = [
-            storage_view("rnn pre-activations", b.pre, shape.pre_len())?,
-            storage_view("rnn hidden states", b.hs, shape.hs_len())?,
-            storage_view("rnn last hidden state", b.last, step)?,
-            storage_view("rnn inputs", b.x, shape.x_len())?,
-            storage_view("rnn W_x", b.w_x, w_x_len)?,
-            storage_view("rnn bias", b.bias, h)?,
-        ];
         let chunks = shape.chunks(device, self.rnn_layout, false);
-        self.finish(device, shape, b.w_h, &slots, chunks, false)
+        self.finish(device, shape, views, chunks, false)
     }
 
     /// Binds backpropagation through time: every step's dL/dz_t over its z_t in `b.pre`.
     pub fn bind_backward(&self, device: &wgpu::Device, shape: &RnnShape, b: RnnBackward<'_>) -> Result<RnnBinding> {
         shape.validate()?;
-        let step = shape.step_len();
         // d_last sits in a writable slot, which the backward only reads.
-        check_disjoint(&[
+        let mut views = checked_views(&[
             ("rnn W_h", b.w_h, shape.w_h_len(), false),
             ("rnn pre-activations", b.pre, shape.pre_len(), true),
-            ("rnn output gradient", b.d_last, step, true),
+            ("rnn output gradient", b.d_last, shape.step_len(), true),
         ])?;
-        let slots = [
-            storage_view("rnn pre-activations", b.pre, shape.pre_len())?,
-            self.unused.as_entire_binding(),
-            storage_view("rnn output gradient", b.d_last, step)?,
-            self.no_inputs.as_entire_binding(),
-            self.no_inputs.as_entire_binding(),
-            self.no_inputs.as_entire_binding(),
-        ];
+        // No hidden states (binding 3), no inputs or input weights (5..=7).
+        views.insert(2, self.unused.as_entire_binding());
+        views.extend((0..3).map(|_| self.no_inputs.as_entire_binding()));
         let chunks = shape.chunks(device, self.rnn_layout, true).into_iter().rev().collect();
-        self.finish(device, shape, b.w_h, &slots, chunks, true)
+        self.finish(device, shape, views, chunks, true)
     }
 
-    /// One bind group per chunk of steps: W_h, the chunk's shape, then `slots`.
+    /// One bind group per chunk of steps: `views` (bindings 0 and 2..=7) with the chunk's
+    /// shape at binding 1.
     fn finish(
         &self,
         device: &wgpu::Device,
         shape: &RnnShape,
-        w_h: View<'_>,
-        slots: &[wgpu::BindingResource<'_>; 6],
+        views: Vec<wgpu::BindingResource<'_>>,
         chunks: Vec<std::ops::Range<u32>>,
         backward: bool,
     ) -> Result<RnnBinding> {
@@ -290,8 +282,8 @@ impl RnnKernel {
             .map(|steps| {
                 let words = shape.words(steps);
                 let shape_buffer = buffer_init(device, "rnn shape", bytemuck::cast_slice(&words), wgpu::BufferUsages::STORAGE)?;
-                let mut resources = vec![storage_view("rnn W_h", w_h, shape.w_h_len())?, shape_buffer.as_entire_binding()];
-                resources.extend(slots.iter().cloned());
+                let mut resources = views.clone();
+                resources.insert(1, shape_buffer.as_entire_binding());
                 bind_group(device, &self.layout, "rnn", resources)
             })
             .collect::<Result<Vec<_>>>()?;
