@@ -16,8 +16,6 @@ override CLIPPING: f32 = 0.01;
 override EPS: f32 = 0.001;
 override ZERO_NONFINITE: bool = false;
 
-const H_SKIP: u32 = 2u;
-
 @group(0) @binding(0) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(1) var<storage, read> weights: array<f32>;
 @group(0) @binding(2) var<storage, read> units: array<Unit>;

@@ -11,9 +11,6 @@ override MODE: u32 = 0u;
 override ZERO_NONFINITE: bool = false;
 override CLIP_VALUE: f32 = 1.0;
 
-const H_COEF: u32 = 1u;
-const H_SKIP: u32 = 2u;
-
 // The window's data as two disjoint views (WebGPU forbids overlapping writable
 // bindings): data4 holds the elements below `split`, data1 those from `split` on.
 @group(0) @binding(0) var<storage, read_write> data4: array<vec4<f32>>;

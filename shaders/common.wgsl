@@ -31,6 +31,39 @@ const NAN_BITS: u32 = 0x7fc00000u;
 const INF_BITS: u32 = 0x7f800000u;
 const NO_SEGMENT: u32 = 0xffffffffu;
 
+// NormStats layout (u32 words): a 16-word header, then 4 words per segment. The Rust
+// side (`kernels::norm::HEADER_WORDS`, `NormStats::from_words`) reads the same words.
+const H_NORM: u32 = 0u;
+const H_COEF: u32 = 1u;
+const H_SKIP: u32 = 2u;
+const H_NONFINITE: u32 = 3u;
+const H_NAN: u32 = 4u;
+const H_INF: u32 = 5u;
+const H_FIRST_NONFINITE: u32 = 6u;
+const H_L2: u32 = 7u;
+const H_L1: u32 = 8u;
+const H_LINF: u32 = 9u;
+const H_SEGMENTS: u32 = 10u;
+const H_FINITE_NORM: u32 = 11u; // the configured norm of the finite elements alone
+const H_LIMIT: u32 = 12u;       // the max_norm the global coefficient was computed with
+const HEADER_WORDS: u32 = 16u;
+const SEGMENT_WORDS: u32 = 4u;
+
+// Non-finite policy codes (`NonFinitePolicy::code`).
+const POLICY_PROPAGATE: u32 = 0u;
+const POLICY_ZERO: u32 = 3u;
+
+// min(1, max_norm / (norm + eps)), as torch.nn.utils.clip_grad_norm_, NaN propagating;
+// `finite_norm` is the norm of the finite elements (what is left after zeroing the rest).
+fn clip_coef_for(max_norm: f32, eps: f32, policy: u32, nan: u32, inf: u32, finite_norm: f32) -> u32 {
+    if (nan + inf > 0u && policy != POLICY_ZERO) {
+        if (policy != POLICY_PROPAGATE) { return bitcast<u32>(1.0); } // error or skip: untouched
+        if (nan > 0u) { return NAN_BITS; }
+        return bitcast<u32>(0.0); // max_norm / inf
+    }
+    return bitcast<u32>(min(1.0, max_norm / (finite_norm + eps)));
+}
+
 // ---- the accumulator --------------------------------------------------------------
 
 struct Running {

@@ -202,20 +202,6 @@ fn fold_total(f: Fold) -> Acc {
 @group(0) @binding(3) var<storage, read_write> stats: array<u32>;
 @group(0) @binding(4) var<uniform> params: Params;
 
-// NormStats layout (u32 words): a 16-word header, then 4 words per segment.
-const H_NORM: u32 = 0u;
-const H_COEF: u32 = 1u;
-const H_SKIP: u32 = 2u;
-const H_NONFINITE: u32 = 3u;
-const H_NAN: u32 = 4u;
-const H_INF: u32 = 5u;
-const H_FIRST_NONFINITE: u32 = 6u;
-const H_L2: u32 = 7u;
-const H_L1: u32 = 8u;
-const H_LINF: u32 = 9u;
-const H_SEGMENTS: u32 = 10u;
-const HEADER_WORDS: u32 = 16u;
-const SEGMENT_WORDS: u32 = 4u;
 
 struct Norms {
     l2: u32,
@@ -243,16 +229,10 @@ fn norms_of(a: Acc) -> Norms {
     return Norms(bits.x, bits.y, bits.z, chosen, finite_chosen);
 }
 
-// min(1, max_norm / (norm + eps)), as torch.nn.utils.clip_grad_norm_, NaN propagating.
+// The coefficient of one accumulator under params' max_norm (1 when not clipping).
 fn clip_coef_bits(a: Acc, n: Norms) -> u32 {
     if (params.clipping == 0u) { return bitcast<u32>(1.0); }
-    let nonfinite = a.nan + a.inf > 0u;
-    if (nonfinite && params.nonfinite != 3u) {
-        if (params.nonfinite != 0u) { return bitcast<u32>(1.0); } // error or skip: untouched
-        if (a.nan > 0u) { return NAN_BITS; }
-        return bitcast<u32>(0.0); // max_norm / inf
-    }
-    return bitcast<u32>(min(1.0, params.max_norm / (n.finite_chosen + params.eps)));
+    return clip_coef_for(params.max_norm, params.eps, params.nonfinite, a.nan, a.inf, n.finite_chosen);
 }
 
 // Segment indices: the `params.big_segments` of many partials first, then the rest.
@@ -336,5 +316,7 @@ fn norm_global(@builtin(local_invocation_index) local: u32) {
         stats[H_L1] = n.l1;
         stats[H_LINF] = n.linf;
         stats[H_SEGMENTS] = params.segment_count;
+        stats[H_FINITE_NORM] = bitcast<u32>(n.finite_chosen);
+        stats[H_LIMIT] = select(INF_BITS, bitcast<u32>(params.max_norm), params.clipping != 0u);
     }
 }

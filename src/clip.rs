@@ -1,5 +1,6 @@
 //! `GradClip`: the norm, then in-place clipping that reads the norm's result on the device.
 
+use crate::adaptive::{AdaptiveClip, AdaptivePolicy};
 use crate::error::Result;
 use crate::grad_set::{DataViews, GradSet, TilePlan};
 use crate::kernels::agc::AgcPlan;
@@ -47,6 +48,9 @@ pub enum ClipPolicy {
         /// One unit length per segment.
         unit_lens: Vec<u64>,
     },
+    /// Global L2 norm clipping whose threshold a device kernel folds from the history of
+    /// norms ([`AdaptivePolicy`]: ZClip, AutoClip).
+    Adaptive(AdaptivePolicy),
 }
 
 impl ClipPolicy {
@@ -60,6 +64,8 @@ impl ClipPolicy {
     fn max_norm(&self) -> Option<f32> {
         match self {
             Self::GlobalNorm { max_norm, .. } | Self::PerSegmentNorm { max_norm, .. } => Some(*max_norm),
+            // The norm's coefficient is computed (with the cap) for the kernel to rewrite.
+            Self::Adaptive(p) => Some(p.max_norm().unwrap_or(f32::MAX)),
             _ => None,
         }
     }
@@ -77,6 +83,7 @@ enum Stage {
 /// both into the caller's encoder with no CPU round trip in between.
 pub struct GradClip {
     norm: GradNorm,
+    adaptive: Option<AdaptiveClip>,
     stage: Stage,
 }
 
@@ -104,11 +111,15 @@ impl GradClip {
     pub fn with_config(device: &wgpu::Device, grads: &GradSet, policy: ClipPolicy, config: NormConfig) -> Result<Self> {
         let config = NormConfig { kind: policy.norm_kind(), max_norm: policy.max_norm(), ..config };
         let norm = GradNorm::new(device, grads, &config)?;
+        let adaptive = match &policy {
+            ClipPolicy::Adaptive(p) => Some(AdaptiveClip::new(device, p, &norm)?),
+            _ => None,
+        };
         let zero = config.nonfinite == NonFinitePolicy::ZeroNonFinite;
         let mode = match &policy {
             ClipPolicy::None if zero => ClipMode::GlobalScale,
-            ClipPolicy::None => return Ok(Self { norm, stage: Stage::None }),
-            ClipPolicy::GlobalNorm { .. } => ClipMode::GlobalScale,
+            ClipPolicy::None => return Ok(Self { norm, adaptive, stage: Stage::None }),
+            ClipPolicy::GlobalNorm { .. } | ClipPolicy::Adaptive(_) => ClipMode::GlobalScale,
             ClipPolicy::PerSegmentNorm { .. } => ClipMode::SegmentScale,
             ClipPolicy::Value { clip_value } => {
                 check_positive("clip_value", *clip_value)?;
@@ -127,7 +138,7 @@ impl GradClip {
                     norm.chunk_bytes(),
                     norm.workgroup_size(),
                 )?;
-                return Ok(Self { norm, stage: Stage::Agc(agc) });
+                return Ok(Self { norm, adaptive, stage: Stage::Agc(agc) });
             }
         };
         let kernel = ClipKernel::new(device, mode, zero)?;
@@ -138,7 +149,7 @@ impl GradClip {
             vec![norm.stats_buffer().as_entire_binding(), norm.segments.as_entire_binding()]
         })?;
         let stage = Stage::Tiles { kernel, plan, groups };
-        Ok(Self { norm, stage })
+        Ok(Self { norm, adaptive, stage })
     }
 
     /// Records norm then clip into `encoder`. Never submits, never waits.
@@ -150,9 +161,13 @@ impl GradClip {
         self.encode_in_pass(&mut pass);
     }
 
-    /// Records norm then clip into a compute pass the caller already has open.
+    /// Records norm (and the adaptive threshold) then clip into a compute pass the caller
+    /// already has open.
     pub fn encode_in_pass(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.norm.encode_in_pass(pass);
+        if let Some(a) = &self.adaptive {
+            a.encode_in_pass(pass);
+        }
         self.encode_clip_only(pass);
     }
 
@@ -169,15 +184,20 @@ impl GradClip {
         }
     }
 
-    /// Compute dispatches one [`GradClip::encode`] records: the norm's, then the clip
-    /// stage's (one per bound window, one per AGC group, none when nothing is written).
+    /// Compute dispatches one [`GradClip::encode`] records: the norm's, the adaptive
+    /// threshold's, then the clip stage's (one per bound window, one per AGC group, none when nothing is written).
     pub fn dispatch_count(&self) -> usize {
         let clip = match &self.stage {
             Stage::None => 0,
             Stage::Tiles { plan, groups, .. } => plan.windows.len().min(groups.len()),
             Stage::Agc(plan) => plan.dispatch_count(),
         };
-        self.norm.dispatch_count() + clip
+        self.norm.dispatch_count() + self.adaptive.is_some() as usize + clip
+    }
+
+    /// The adaptive threshold's device state, for an [`ClipPolicy::Adaptive`] clip.
+    pub fn adaptive(&self) -> Option<&AdaptiveClip> {
+        self.adaptive.as_ref()
     }
 
     /// The norm stage this clip runs first; its stats buffer is [`GradClip::stats_buffer`].

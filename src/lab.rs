@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::adaptive::{AdaptivePolicy, AutoClip};
 use crate::data::Task;
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -12,8 +13,9 @@ use crate::monitor::MonitorConfig;
 use crate::nn::InitScheme;
 use crate::norm::{NonFinitePolicy, NormKind};
 use crate::plot::{self, Chart, Series};
+use crate::train::config::AUTOCLIP_CAPACITY;
 use crate::train::{
-    AdaptiveClip, ClipSetting, ModelChoice, OptimizerChoice, Responses, Schedule, StepRecord, TrainConfig, TrainSummary,
+    ClipSetting, ModelChoice, OptimizerChoice, Responses, Schedule, StepRecord, TrainConfig, TrainSummary,
     Trainer,
 };
 
@@ -36,6 +38,7 @@ pub fn exploding_mlp(steps: u64, seed: u64) -> TrainConfig {
         monitor: MonitorConfig::default(),
         responses: Responses { lr_drop_on_spike: None, stop_on_explosion: false },
         faults: Vec::new(),
+        eval_every: 100,
     }
 }
 
@@ -88,8 +91,11 @@ fn shallower(c: &mut TrainConfig) {
     match (&mut c.model, &mut c.task) {
         (ModelChoice::Mlp { depth, .. }, _) => *depth = 2,
         // An RNN's depth is its unrolled length.
-        (ModelChoice::Rnn { .. }, Task::Adding { steps } | Task::TemporalOrder { steps }) => *steps = (*steps / 3).max(10),
-        (ModelChoice::Rnn { .. }, Task::Wine) => {}
+        (ModelChoice::Rnn { .. }, task) => {
+            if let Some((steps, _)) = task.sequence() {
+                *task = task.with_steps((steps / 3).max(crate::data::MIN_STEPS));
+            }
+        }
     }
 }
 
@@ -101,7 +107,12 @@ pub const REMEDIES: &[Remedy] = &[
     Remedy { name: "AGC 0.05", apply: |c| with(c, |c| c.clip = ClipSetting::Agc { clipping: 0.05 }) },
     Remedy {
         name: "adaptive clip (AutoClip p10)",
-        apply: |c| with(c, |c| c.clip = ClipSetting::Adaptive(AdaptiveClip::Percentile { p: 10.0, warmup: 1 })),
+        apply: |c| {
+            with(c, |c| {
+                let autoclip = AutoClip { percentile: 10.0, capacity: AUTOCLIP_CAPACITY, max_norm: None };
+                c.clip = ClipSetting::Adaptive(AdaptivePolicy::AutoClip(autoclip))
+            })
+        },
     },
     Remedy { name: "weight decay 1e-2", apply: |c| with(c, |c| c.weight_decay = 1e-2) },
     Remedy { name: "good init", apply: |c| with(c, good_init) },
@@ -174,7 +185,7 @@ pub fn table_row(run: &LabRun) -> String {
         .first_explosion
         .as_ref()
         .map_or("-".to_string(), |e| format!("{} {} @{}", e.step, e.detector.name(), e.layer));
-    let metric = format!("{} {:.3}", if s.metric_name == "accuracy" { "acc" } else { "mse" }, s.metric);
+    let metric = format!("{} {:.3}", if s.test.metric.name() == "accuracy" { "acc" } else { "mse" }, s.test.metric.value());
     format!(
         "{:<11} {:<29} {:<9} {:<34} {:>12.4e} {:>16} {:>7.1}",
         run.model,

@@ -26,6 +26,7 @@
 
 pub use wgpu;
 
+pub mod adaptive;
 pub mod bench;
 pub mod clip;
 pub mod cpu;
@@ -44,6 +45,7 @@ pub mod readback;
 pub mod shaders;
 pub mod train;
 
+pub use adaptive::{AdaptiveClip, AdaptivePolicy, AutoClip, ZClip};
 pub use clip::{ClipPolicy, GradClip};
 pub use error::{Error, Result};
 pub use gpu::Gpu;

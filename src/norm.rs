@@ -32,7 +32,7 @@ pub enum NonFinitePolicy {
 }
 
 impl NonFinitePolicy {
-    fn code(self) -> u32 {
+    pub(crate) fn code(self) -> u32 {
         match self {
             Self::Propagate => 0,
             Self::Error => 1,
@@ -134,6 +134,8 @@ pub struct GradNorm {
     stats: wgpu::Buffer,
     params: wgpu::Buffer,
     param_values: NormParams,
+    kind: NormKind,
+    nonfinite: NonFinitePolicy,
     tile_groups: Vec<wgpu::BindGroup>,
     reduce_group: wgpu::BindGroup,
     segment_count: u32,
@@ -286,6 +288,8 @@ impl GradNorm {
             stats,
             params,
             param_values,
+            kind: config.kind,
+            nonfinite: config.nonfinite,
             tile_groups,
             reduce_group,
             segment_count,
@@ -344,6 +348,21 @@ impl GradNorm {
     /// `Acc` of `shaders/common.wgsl`). Optimizers scaling per tensor read it.
     pub fn segment_buffer(&self) -> &wgpu::Buffer {
         &self.segments
+    }
+
+    /// The norm reported and clipped by.
+    pub fn kind(&self) -> NormKind {
+        self.kind
+    }
+
+    /// What a non-finite element does to the step.
+    pub fn nonfinite(&self) -> NonFinitePolicy {
+        self.nonfinite
+    }
+
+    /// The eps of the clip coefficient `min(1, max_norm / (norm + eps))`.
+    pub fn eps(&self) -> f32 {
+        self.param_values.eps
     }
 
     /// Size of the stats buffer in bytes.
@@ -422,6 +441,11 @@ pub struct NormStats {
     pub l1: f32,
     /// Global L∞ norm.
     pub linf: f32,
+    /// The configured norm of the finite elements alone (what zeroing the others leaves).
+    pub finite_norm: f32,
+    /// The `max_norm` the clip coefficient was computed with (an adaptive clip's threshold
+    /// of this step); inf when none applied.
+    pub limit: f32,
     /// Each segment's norms, in set order.
     pub segments: Vec<SegmentNorms>,
 }
@@ -458,8 +482,17 @@ impl NormStats {
             l2: f(7),
             l1: f(8),
             linf: f(9),
+            finite_norm: f(11),
+            limit: f(12),
             segments,
         })
+    }
+
+    /// This step's norm as an adaptive clip may learn from it: finite, and from finite
+    /// elements (or from those left after zeroing the others under `nonfinite`).
+    pub fn usable_norm(&self, nonfinite: NonFinitePolicy) -> Option<f32> {
+        let clean = self.nan_count + self.inf_count == 0 || nonfinite == NonFinitePolicy::ZeroNonFinite;
+        (clean && self.finite_norm.is_finite()).then_some(self.finite_norm)
     }
 
     /// `Err(Error::NonFinite)` naming the first segment holding NaN or inf, or

@@ -1,7 +1,7 @@
 //! The registry of WGSL sources, embedded at build time. Embedders can read them here.
 //!
 //! WGSL has no includes: `shaders/common.wgsl` (the overflow-safe accumulator and shared
-//! structs) is prepended to the norm, clip and AGC modules, `shaders/act.wgsl` (the
+//! structs) is prepended to the norm, clip, AGC and adaptive modules, `shaders/act.wgsl` (the
 //! activation functions) to the activation, matmul and rnn modules.
 
 /// One WGSL module and the entry points gradguard uses from it.
@@ -34,6 +34,13 @@ pub const AGC: Shader = Shader {
     name: "agc",
     source: concat!(include_str!("../shaders/common.wgsl"), include_str!("../shaders/agc.wgsl")),
     entry_points: &["agc"],
+};
+
+/// ZClip and AutoClip thresholds folded on the device from each step's norm.
+pub const ADAPTIVE: Shader = Shader {
+    name: "adaptive",
+    source: concat!(include_str!("../shaders/common.wgsl"), include_str!("../shaders/adaptive.wgsl")),
+    entry_points: &["zclip", "autoclip"],
 };
 
 /// A plain f32 copy: the bandwidth baseline of the benchmarks.
@@ -91,4 +98,4 @@ pub const RNN: Shader = Shader {
 pub const PRELUDES: &[&str] = &["common", "act"];
 
 /// Every shader the crate ships.
-pub const ALL: &[Shader] = &[NORM, CLIP, AGC, COPY, MATMUL, ACTIVATION, LOSS, OPTIMIZER, BATCHNORM, RNN];
+pub const ALL: &[Shader] = &[NORM, CLIP, AGC, ADAPTIVE, COPY, MATMUL, ACTIVATION, LOSS, OPTIMIZER, BATCHNORM, RNN];

@@ -7,7 +7,8 @@ use common::gpu;
 use gradguard::lab::{exploding_mlp, exploding_rnn};
 use gradguard::monitor::Detector;
 use gradguard::readback::read_buffer;
-use gradguard::train::{AdaptiveClip, ClipSetting, Fault, FaultKind, OptimizerChoice, Schedule, TrainConfig, Trainer};
+use gradguard::{AdaptivePolicy, AutoClip, ZClip};
+use gradguard::train::{ClipSetting, Fault, FaultKind, OptimizerChoice, Schedule, TrainConfig, Trainer};
 
 fn checkpoint_path(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("gradguard-ckpt-{name}-{}", std::process::id()));
@@ -69,7 +70,7 @@ fn mlp_adamw_zclip_batchnorm_resumes_bitwise() {
     config.optimizer = OptimizerChoice::AdamW;
     config.lr = 0.01;
     config.schedule = Schedule::Step { every: 15, factor: 0.5 };
-    config.clip = ClipSetting::Adaptive(AdaptiveClip::ZScore { alpha: 0.9, z: 1.5, warmup: 10 });
+    config.clip = ClipSetting::Adaptive(AdaptivePolicy::ZClip(ZClip { alpha: 0.9, z: 1.5, warmup: 10, max_norm: Some(5.0) }));
     config.responses.lr_drop_on_spike = Some(0.5);
     config.monitor.warmup = 5;
     // A spike just before the stop: its record is in flight when the checkpoint is taken,
@@ -87,7 +88,7 @@ fn rnn_sgd_autoclip_cosine_resumes_bitwise() {
     config.init = gradguard::nn::InitScheme::Orthogonal { gain: 1.0 }; // trains, so clipping bites
     config.optimizer = OptimizerChoice::Sgd { momentum: 0.9 };
     config.schedule = Schedule::Cosine;
-    config.clip = ClipSetting::Adaptive(AdaptiveClip::Percentile { p: 50.0, warmup: 3 });
+    config.clip = ClipSetting::Adaptive(AdaptivePolicy::AutoClip(AutoClip { percentile: 50.0, capacity: 8, max_norm: None }));
     config.responses.lr_drop_on_spike = Some(0.1);
     config.monitor.warmup = 5;
     config.faults = vec![

@@ -5,7 +5,8 @@ use gradguard::kernels::activation::Activation;
 use gradguard::lab::exploding_mlp;
 use gradguard::monitor::{percentile, GradMonitor, MonitorConfig, NormHistory};
 use gradguard::nn::{InitScheme, LayerSpec, ModelSpec};
-use gradguard::train::{temp_path, write_file, AdaptiveClip, ClipSetting};
+use gradguard::train::{temp_path, write_file, ClipSetting};
+use gradguard::{AdaptivePolicy, AutoClip, ZClip};
 use gradguard::Error;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -76,13 +77,15 @@ fn train_config_refuses_bad_monitor_and_adaptive_settings() {
         c.validate()
     };
     for bad in [
-        ClipSetting::Adaptive(AdaptiveClip::Percentile { p: 101.0, warmup: 5 }),
-        ClipSetting::Adaptive(AdaptiveClip::Percentile { p: f64::NAN, warmup: 5 }),
-        ClipSetting::Adaptive(AdaptiveClip::Percentile { p: 10.0, warmup: 0 }),
-        ClipSetting::Adaptive(AdaptiveClip::ZScore { alpha: 2.0, z: 2.5, warmup: 25 }),
-        ClipSetting::Adaptive(AdaptiveClip::ZScore { alpha: 0.97, z: -1.0, warmup: 25 }),
-        ClipSetting::Adaptive(AdaptiveClip::ZScore { alpha: 0.97, z: f64::NAN, warmup: 25 }),
-        ClipSetting::Adaptive(AdaptiveClip::ZScore { alpha: 0.97, z: 2.5, warmup: 0 }),
+        ClipSetting::Adaptive(AdaptivePolicy::AutoClip(AutoClip { percentile: 101.0, capacity: 5, max_norm: None })),
+        ClipSetting::Adaptive(AdaptivePolicy::AutoClip(AutoClip { percentile: f32::NAN, capacity: 5, max_norm: None })),
+        ClipSetting::Adaptive(AdaptivePolicy::AutoClip(AutoClip { percentile: 10.0, capacity: 0, max_norm: None })),
+        ClipSetting::Adaptive(AdaptivePolicy::AutoClip(AutoClip { percentile: 10.0, capacity: 5, max_norm: Some(0.0) })),
+        ClipSetting::Adaptive(AdaptivePolicy::ZClip(ZClip { alpha: 2.0, ..ZClip::default() })),
+        ClipSetting::Adaptive(AdaptivePolicy::ZClip(ZClip { z: -1.0, ..ZClip::default() })),
+        ClipSetting::Adaptive(AdaptivePolicy::ZClip(ZClip { z: f32::NAN, ..ZClip::default() })),
+        ClipSetting::Adaptive(AdaptivePolicy::ZClip(ZClip { warmup: 0, ..ZClip::default() })),
+        ClipSetting::Adaptive(AdaptivePolicy::ZClip(ZClip { max_norm: Some(f32::INFINITY), ..ZClip::default() })),
         ClipSetting::Value(-1.0),
         ClipSetting::GlobalNorm { max_norm: f32::NAN, kind: gradguard::NormKind::L2 },
         ClipSetting::PerTensor { max_norm: 0.0, kind: gradguard::NormKind::L2 },
@@ -90,7 +93,8 @@ fn train_config_refuses_bad_monitor_and_adaptive_settings() {
     ] {
         assert!(matches!(clip(bad), Err(Error::OutOfRange { .. })), "{bad:?}: {:?}", clip(bad));
     }
-    assert!(clip(ClipSetting::Adaptive(AdaptiveClip::Percentile { p: 100.0, warmup: 1 })).is_ok());
+    assert!(clip(ClipSetting::Adaptive(AdaptivePolicy::AutoClip(AutoClip { percentile: 100.0, capacity: 1, max_norm: None }))).is_ok());
+    assert!(clip(ClipSetting::Adaptive(AdaptivePolicy::ZClip(ZClip { max_norm: None, ..ZClip::default() }))).is_ok());
 }
 
 #[test]

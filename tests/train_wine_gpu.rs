@@ -17,8 +17,10 @@ fn wine_mlp_beats_the_majority_baseline() {
     config.init = InitScheme::Kaiming;
     let mut trainer = Trainer::new(gpu(), config).unwrap();
     let s = trainer.run(|_| {}).unwrap();
-    assert_eq!(s.metric_name, "accuracy");
-    assert!(s.metric > s.baseline + 0.05, "test accuracy {} vs majority baseline {}", s.metric, s.baseline);
+    let (accuracy, majority) = (s.test.metric.value(), s.trivial.metric.value());
+    assert_eq!(s.test.metric.name(), "accuracy");
+    assert!(accuracy > majority + 0.05, "test accuracy {accuracy} vs majority baseline {majority}");
+    assert!((s.test.error_rate - (1.0 - accuracy)).abs() < 1e-12, "an error is a misclassified sample");
 }
 
 #[test]
@@ -27,8 +29,13 @@ fn same_seed_writes_identical_metrics() {
     let mut files = Vec::new();
     for run in 0..2 {
         let mut config = exploding_mlp(60, 9);
-        // Adaptive clipping and a learning-rate response: host decisions must land on the same steps.
-        config.clip = ClipSetting::Adaptive(gradguard::train::AdaptiveClip::Percentile { p: 50.0, warmup: 3 });
+        // Adaptive clipping (on the device) and a learning-rate response (on the host): both
+        // must land on the same steps.
+        config.clip = ClipSetting::Adaptive(gradguard::AdaptivePolicy::AutoClip(gradguard::AutoClip {
+            percentile: 50.0,
+            capacity: 100,
+            max_norm: None,
+        }));
         config.responses.lr_drop_on_spike = Some(0.5);
         let mut trainer = Trainer::new(gpu(), config).unwrap();
         let summary = trainer.run(|_| {}).unwrap();

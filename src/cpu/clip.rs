@@ -1,6 +1,7 @@
 //! Twin of `shaders/clip.wgsl` (and, for AGC, `shaders/agc.wgsl` through `cpu::agc`):
 //! the norm, then clipping in place, as `GradClip` does.
 
+use super::adaptive::AdaptiveTwin;
 use super::norm::{clip_coef, norm, Sums};
 use crate::clip::ClipPolicy;
 use crate::norm::{NonFinitePolicy, NormKind, NormStats};
@@ -12,16 +13,39 @@ fn max_norm_and_kind(policy: &ClipPolicy) -> (Option<f32>, NormKind) {
         ClipPolicy::GlobalNorm { max_norm, kind } | ClipPolicy::PerSegmentNorm { max_norm, kind } => {
             (Some(*max_norm), *kind)
         }
+        ClipPolicy::Adaptive(p) => (Some(p.max_norm().unwrap_or(f32::MAX)), NormKind::L2),
         _ => (None, NormKind::L2),
     }
 }
 
 /// Clips `grads` (one Vec per segment) in place and returns the pre-clip stats.
-/// `params` is AGC's parameter data, mirroring `grads`.
+/// `params` is AGC's parameter data, mirroring `grads`. An adaptive policy runs its first
+/// step from fresh statistics ([`clip_adaptive`] carries them across steps).
 pub fn clip(grads: &mut [Vec<f32>], policy: &ClipPolicy, params: Option<&[Vec<f32>]>, nonfinite: NonFinitePolicy) -> NormStats {
+    let mut fresh = match policy {
+        ClipPolicy::Adaptive(p) => Some(AdaptiveTwin::new(*p)),
+        _ => None,
+    };
+    clip_adaptive(grads, policy, params, nonfinite, fresh.as_mut())
+}
+
+/// [`clip`], with an adaptive policy's statistics carried in `adaptive`.
+pub fn clip_adaptive(
+    grads: &mut [Vec<f32>],
+    policy: &ClipPolicy,
+    params: Option<&[Vec<f32>]>,
+    nonfinite: NonFinitePolicy,
+    adaptive: Option<&mut AdaptiveTwin>,
+) -> NormStats {
     let (max_norm, kind) = max_norm_and_kind(policy);
     let views: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
-    let stats = norm(&views, kind, max_norm, EPS, nonfinite);
+    let mut stats = norm(&views, kind, max_norm, EPS, nonfinite);
+    if let Some(twin) = adaptive {
+        let limit = twin.step(stats.usable_norm(nonfinite)) as f32;
+        let total = views.iter().fold(Sums::default(), |a, v| a.add(Sums::of(v)));
+        stats.clip_coef = clip_coef(&total, kind, Some(limit), EPS, nonfinite);
+        stats.limit = limit;
+    }
     if stats.skipped {
         return stats;
     }
@@ -33,7 +57,7 @@ pub fn clip(grads: &mut [Vec<f32>], policy: &ClipPolicy, params: Option<&[Vec<f3
         }
         match policy {
             ClipPolicy::None => {}
-            ClipPolicy::GlobalNorm { .. } => g.iter_mut().for_each(|x| *x *= stats.clip_coef),
+            ClipPolicy::GlobalNorm { .. } | ClipPolicy::Adaptive(_) => g.iter_mut().for_each(|x| *x *= stats.clip_coef),
             ClipPolicy::PerSegmentNorm { .. } => {
                 let coef = clip_coef(&sums, kind, max_norm, EPS, nonfinite);
                 g.iter_mut().for_each(|x| *x *= coef)

@@ -2,6 +2,7 @@
 //! Tests compare the GPU against them.
 
 pub mod activation;
+pub mod adaptive;
 pub mod agc;
 pub mod batchnorm;
 pub mod clip;

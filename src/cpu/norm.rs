@@ -36,7 +36,8 @@ impl Sums {
         s
     }
 
-    fn add(self, o: Self) -> Self {
+    /// The sums of both.
+    pub fn add(self, o: Self) -> Self {
         Self {
             sumsq: self.sumsq + o.sumsq,
             abssum: self.abssum + o.abssum,
@@ -114,6 +115,8 @@ pub fn norm(
         l2,
         l1,
         linf,
+        finite_norm: pick(total.finite_norms().map(|n| n as f32), kind),
+        limit: max_norm.unwrap_or(f32::INFINITY),
         segments: sums
             .iter()
             .map(|s| {

@@ -4,7 +4,7 @@
 mod sequence;
 mod wine;
 
-pub use sequence::{adding_problem, temporal_order};
+pub use sequence::{adding_problem, multiplication_problem, temporal_order, temporal_order_3bit, MIN_STEPS};
 pub use wine::wine_quality;
 
 use rand::seq::SliceRandom;
@@ -81,26 +81,114 @@ impl Dataset {
         Dataset { inputs, sample_len: n, targets }
     }
 
-    /// Accuracy of always answering the training set's most frequent class, on `test`
-    /// (None for regression).
-    pub fn majority_baseline(&self, test: &Dataset) -> Option<f64> {
-        let (Targets::Classes { labels, classes }, Targets::Classes { labels: test_labels, .. }) =
-            (&self.targets, &test.targets)
-        else {
-            return None;
+    /// How `outputs` (`self.outputs()` per sample, row-major) score against the targets.
+    /// A non-finite prediction is always wrong.
+    pub fn score(&self, outputs: &[f64]) -> Score {
+        let o = self.outputs() as usize;
+        let rows = || outputs.chunks_exact(o.max(1));
+        let n = self.len().max(1) as f64;
+        match &self.targets {
+            Targets::Classes { labels, .. } => {
+                let correct = rows()
+                    .zip(labels)
+                    .filter(|(row, &l)| {
+                        let best = (0..o).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0);
+                        best == l as usize && row.iter().all(|v| v.is_finite())
+                    })
+                    .count() as f64;
+                Score { metric: Metric::Accuracy(correct / n), error_rate: 1.0 - correct / n }
+            }
+            Targets::Values { values, .. } => {
+                let mut total = 0.0;
+                let mut wrong = 0usize;
+                for (row, target) in rows().zip(values.chunks_exact(o.max(1))) {
+                    let sq: f64 = row.iter().zip(target).map(|(p, &t)| (p - t as f64).powi(2)).sum();
+                    total += sq;
+                    wrong += !(sq <= WRONG_ABOVE) as usize;
+                }
+                Score { metric: Metric::Mse(total / (n * o.max(1) as f64)), error_rate: wrong as f64 / n }
+            }
+        }
+    }
+
+    /// The score of the trivial answer learnt from `train` on this set: always the most
+    /// frequent training class, or always the mean training target.
+    pub fn trivial_score(&self, train: &Dataset) -> Score {
+        let answer: Vec<f64> = match &train.targets {
+            Targets::Classes { labels, classes } => {
+                let mut counts = vec![0usize; *classes as usize];
+                labels.iter().for_each(|&l| counts[l as usize] += 1);
+                let majority = (0..counts.len()).max_by_key(|&c| (counts[c], std::cmp::Reverse(c))).unwrap_or(0);
+                (0..counts.len()).map(|c| (c == majority) as u8 as f64).collect()
+            }
+            Targets::Values { values, outputs } => {
+                let o = *outputs as usize;
+                let rows = (values.len() / o.max(1)).max(1) as f64;
+                (0..o).map(|j| values.iter().skip(j).step_by(o.max(1)).map(|&v| v as f64).sum::<f64>() / rows).collect()
+            }
         };
-        let mut counts = vec![0usize; *classes as usize];
-        labels.iter().for_each(|&l| counts[l as usize] += 1);
-        let majority = (0..counts.len()).max_by_key(|&c| (counts[c], std::cmp::Reverse(c)))? as u32;
-        Some(test_labels.iter().filter(|&&l| l == majority).count() as f64 / test_labels.len().max(1) as f64)
+        self.score(&answer.repeat(self.len()))
     }
 }
 
-/// A train/test split.
+/// A regression sequence is wrong when its squared error exceeds this (Pascanu et al.
+/// 2013: `((t - y)**2).sum(axis=1) > .04`).
+pub const WRONG_ABOVE: f64 = 0.04;
+
+/// A task is solved when fewer than this fraction of held-out sequences are wrong (the
+/// paper's 1%; its code stops training at 0.0001%).
+pub const SOLVED_BELOW: f64 = 0.01;
+
+/// The headline metric of a set of predictions.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub enum Metric {
+    /// Fraction of samples classified correctly.
+    Accuracy(f64),
+    /// Mean squared error per output.
+    Mse(f64),
+}
+
+impl Metric {
+    /// `accuracy` or `mse`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Accuracy(_) => "accuracy",
+            Self::Mse(_) => "mse",
+        }
+    }
+
+    /// The number.
+    pub fn value(&self) -> f64 {
+        match *self {
+            Self::Accuracy(v) | Self::Mse(v) => v,
+        }
+    }
+}
+
+/// How predictions did on a data set.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Score {
+    /// Accuracy or MSE.
+    pub metric: Metric,
+    /// Fraction of samples wrong by the paper's criterion: misclassified, or a squared
+    /// error above [`WRONG_ABOVE`].
+    pub error_rate: f64,
+}
+
+impl Score {
+    /// Fewer than [`SOLVED_BELOW`] of the samples wrong.
+    pub fn solved(&self) -> bool {
+        self.error_rate < SOLVED_BELOW
+    }
+}
+
+/// Training data and two held-out sets.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Split {
     /// The training samples.
     pub train: Dataset,
+    /// Held-out samples checked during the run (whether, and when, a task is solved).
+    pub validation: Dataset,
     /// The held-out samples the summary's metric is measured on.
     pub test: Dataset,
 }
@@ -113,7 +201,8 @@ pub fn split(data: &Dataset, test_fraction: f64, seed: u64) -> Result<Split> {
     let mut rows: Vec<usize> = (0..data.len()).collect();
     rows.shuffle(&mut rng(seed));
     let test_len = (data.len() as f64 * test_fraction).round() as usize;
-    Ok(Split { test: data.select(&rows[..test_len]), train: data.select(&rows[test_len..]) })
+    let test = data.select(&rows[..test_len]);
+    Ok(Split { validation: test.clone(), test, train: data.select(&rows[test_len..]) })
 }
 
 /// Which data a run trains on.
@@ -121,25 +210,41 @@ pub fn split(data: &Dataset, test_fraction: f64, seed: u64) -> Result<Split> {
 pub enum Task {
     /// Red-wine quality, 11 standardized features, 6 quality classes.
     Wine,
-    /// Sum of the two marked values in a sequence of `steps` (2 inputs per step).
+    /// The mean of the two marked values in a sequence of `steps` (2 inputs per step).
     Adding {
         /// Sequence length.
         steps: u32,
     },
-    /// Order (XX, XY, YX, YY) of two relevant symbols among distractors, `steps` long.
+    /// The product of the two marked values in a sequence of `steps`.
+    Multiplication {
+        /// Sequence length.
+        steps: u32,
+    },
+    /// The order of two relevant symbols among distractors (4 classes), `steps` long.
     TemporalOrder {
+        /// Sequence length.
+        steps: u32,
+    },
+    /// The order of three relevant symbols among distractors (8 classes), `steps` long.
+    TemporalOrder3 {
         /// Sequence length.
         steps: u32,
     },
 }
 
+/// Fresh sequences generated for training, for the periodic checks and for the final test
+/// (the paper's 10,000).
+const SEQUENCE_SAMPLES: (usize, usize, usize) = (8192, 1000, 10_000);
+
 impl Task {
-    /// A readable name: `wine`, `adding (T=…)`, `temporal order (T=…)`.
+    /// A readable name: `wine`, `adding (T=…)`, `temporal order (T=…)`…
     pub fn name(&self) -> String {
         match self {
             Self::Wine => "wine".into(),
             Self::Adding { steps } => format!("adding (T={steps})"),
+            Self::Multiplication { steps } => format!("multiplication (T={steps})"),
             Self::TemporalOrder { steps } => format!("temporal order (T={steps})"),
+            Self::TemporalOrder3 { steps } => format!("3-bit temporal order (T={steps})"),
         }
     }
 
@@ -147,29 +252,44 @@ impl Task {
     pub fn sequence(&self) -> Option<(u32, u32)> {
         match *self {
             Self::Wine => None,
-            Self::Adding { steps } => Some((steps, 2)),
-            Self::TemporalOrder { steps } => Some((steps, sequence::SYMBOLS)),
+            Self::Adding { steps } | Self::Multiplication { steps } => Some((steps, 2)),
+            Self::TemporalOrder { steps } | Self::TemporalOrder3 { steps } => Some((steps, sequence::SYMBOLS)),
         }
     }
 
-    /// The task's data from `seed`: wine is split (80/20) and standardized with the
-    /// training statistics; the sequence tasks generate fresh training and test sets.
+    /// The same task at another sequence length (wine has none).
+    pub fn with_steps(self, steps: u32) -> Self {
+        match self {
+            Self::Wine => Self::Wine,
+            Self::Adding { .. } => Self::Adding { steps },
+            Self::Multiplication { .. } => Self::Multiplication { steps },
+            Self::TemporalOrder { .. } => Self::TemporalOrder { steps },
+            Self::TemporalOrder3 { .. } => Self::TemporalOrder3 { steps },
+        }
+    }
+
+    /// The task's data from `seed`: wine is split (80/20, the test set doubling as the
+    /// periodic check) and standardized with the training statistics; the sequence tasks
+    /// generate fresh training, validation and test sets from independent seeds.
     pub fn load(&self, seed: u64) -> Result<Split> {
-        match *self {
+        let generate: fn(u32, usize, u64) -> Result<Dataset> = match *self {
             Self::Wine => {
                 let mut s = split(&wine_quality(), 0.2, seed)?;
                 wine::standardize(&mut s);
-                Ok(s)
+                return Ok(Split { validation: s.test.clone(), ..s });
             }
-            Self::Adding { steps } => Ok(Split {
-                train: adding_problem(steps, 8192, seed)?,
-                test: adding_problem(steps, 1024, seed ^ 0x7e57)?,
-            }),
-            Self::TemporalOrder { steps } => Ok(Split {
-                train: temporal_order(steps, 8192, seed)?,
-                test: temporal_order(steps, 1024, seed ^ 0x7e57)?,
-            }),
-        }
+            Self::Adding { .. } => adding_problem,
+            Self::Multiplication { .. } => multiplication_problem,
+            Self::TemporalOrder { .. } => temporal_order,
+            Self::TemporalOrder3 { .. } => temporal_order_3bit,
+        };
+        let steps = self.sequence().map_or(0, |s| s.0);
+        let (train, validation, test) = SEQUENCE_SAMPLES;
+        Ok(Split {
+            train: generate(steps, train, seed)?,
+            validation: generate(steps, validation, seed ^ 0x0a11_da7e)?,
+            test: generate(steps, test, seed ^ 0x7e57)?,
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! functions that record into the caller's encoder. Nothing here submits or waits.
 
 pub mod activation;
+pub mod adaptive;
 pub mod agc;
 pub mod batchnorm;
 pub mod cache;

@@ -25,10 +25,11 @@ pub struct TrainArgs {
     /// mlp or rnn.
     #[arg(long, default_value = "mlp", value_parser = ["mlp", "rnn"])]
     pub model: String,
-    /// wine (MLP), adding or temporal-order (RNN).
-    #[arg(long, default_value = "wine", value_parser = ["wine", "adding", "temporal-order"])]
+    /// wine (MLP); adding, multiplication, temporal-order, temporal-order-3bit (RNN; the
+    /// tasks of Pascanu et al. 2013).
+    #[arg(long, default_value = "wine", value_parser = ["wine", "adding", "multiplication", "temporal-order", "temporal-order-3bit"])]
     pub task: String,
-    /// Sequence length of the adding and temporal-order tasks.
+    /// Sequence length of the sequence tasks (≥ 10).
     #[arg(long, default_value_t = 50)]
     pub seq_len: u32,
     /// MLP hidden layers ("simplify": fewer).
@@ -83,6 +84,9 @@ pub struct TrainArgs {
     /// Global norm the monitor calls an explosion.
     #[arg(long, default_value_t = 1e4)]
     pub explode_norm: f64,
+    /// Check the weights on held-out data every N steps (0: only at the end).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub eval_every: u64,
     /// Optimizer steps to run.
     #[arg(long, default_value_t = 300)]
     pub steps: u64,
@@ -118,7 +122,9 @@ impl TrainArgs {
         let task = match self.task.as_str() {
             "wine" => Task::Wine,
             "adding" => Task::Adding { steps: self.seq_len },
-            _ => Task::TemporalOrder { steps: self.seq_len },
+            "multiplication" => Task::Multiplication { steps: self.seq_len },
+            "temporal-order" => Task::TemporalOrder { steps: self.seq_len },
+            _ => Task::TemporalOrder3 { steps: self.seq_len },
         };
         let model = match self.model.as_str() {
             "mlp" => ModelChoice::Mlp { depth: self.depth, width: self.width, activation: self.activation, batchnorm: self.batchnorm },
@@ -162,6 +168,7 @@ impl TrainArgs {
             monitor: MonitorConfig { max_norm: self.explode_norm, ..MonitorConfig::default() },
             responses: Responses { lr_drop_on_spike: self.lr_drop_on_spike, stop_on_explosion: self.stop_on_explosion },
             faults,
+            eval_every: self.eval_every,
         };
         config.validate()?;
         Ok(config)

@@ -1,7 +1,7 @@
 //! Checkpoints in safetensors. The tensors are every buffer that carries state from one
 //! step to the next (parameters, optimizer state and step counters, batch-norm running
-//! statistics); the metadata holds the configuration, the step and the host's state (the
-//! monitor, the adaptive clip, the learning-rate scale, the records, and the records of
+//! statistics, the adaptive clip's state); the metadata holds the configuration, the step and the host's state (the
+//! monitor, the learning-rate scale, the records, and the records of
 //! steps the device finished but the host had not read yet). Host floats are saved as
 //! their bit patterns: JSON cannot hold NaN, and a resumed run must continue bit for bit.
 
@@ -11,14 +11,14 @@ use std::path::Path;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
-use super::{StepRecord, TrainConfig};
+use super::{Check, StepRecord, TrainConfig};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::monitor::{Detector, Ema, Explosion, MonitorState};
 use crate::readback::read_buffer;
 
 /// Written into every checkpoint; a reader refuses any other.
-const FORMAT: &str = "gradguard-checkpoint-v2";
+const FORMAT: &str = "gradguard-checkpoint-v3";
 
 /// The file `gradguard train --checkpoint-every` writes into `--out`.
 pub const FILE_NAME: &str = "checkpoint.safetensors";
@@ -48,12 +48,9 @@ pub(super) struct InFlight {
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct HostState {
     pub lr_scale: f32,
-    /// The adaptive clip's threshold on the device (None: never set).
-    pub clip_limit: Option<f32>,
-    /// The adaptive clip's EMA and sorted norm history.
-    pub adaptive: Option<(Ema, Vec<f64>)>,
     pub monitor: MonitorState,
     pub records: Vec<StepRecord>,
+    pub checks: Vec<Check>,
     pub in_flight: Vec<InFlight>,
     pub stopped: Option<String>,
 }
@@ -285,14 +282,14 @@ struct SavedInFlight {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SavedHost {
     lr_scale: u32,
-    clip_limit: Option<u32>,
-    adaptive: Option<(SavedEma, Vec<u64>)>,
     norm_ema: SavedEma,
     loss_ema: SavedEma,
     history: Vec<u64>,
     firing: Vec<Detector>,
     events: Vec<SavedEvent>,
     records: Vec<SavedRecord>,
+    /// (step, error rate bits).
+    checks: Vec<(u64, u64)>,
     in_flight: Vec<SavedInFlight>,
     stopped: Option<String>,
 }
@@ -322,8 +319,6 @@ impl From<&HostState> for SavedHost {
         let m = &h.monitor;
         Self {
             lr_scale: h.lr_scale.to_bits(),
-            clip_limit: h.clip_limit.map(f32::to_bits),
-            adaptive: h.adaptive.as_ref().map(|(ema, history)| (ema.into(), bits(history))),
             norm_ema: (&m.norm_ema).into(),
             loss_ema: (&m.loss_ema).into(),
             history: bits(&m.history),
@@ -353,6 +348,7 @@ impl From<&HostState> for SavedHost {
                     events: r.events.clone(),
                 })
                 .collect(),
+            checks: h.checks.iter().map(|c| (c.step, c.error_rate.to_bits())).collect(),
             in_flight: h
                 .in_flight
                 .iter()
@@ -373,8 +369,6 @@ impl From<SavedHost> for HostState {
     fn from(s: SavedHost) -> Self {
         Self {
             lr_scale: f32::from_bits(s.lr_scale),
-            clip_limit: s.clip_limit.map(f32::from_bits),
-            adaptive: s.adaptive.map(|(ema, history)| ((&ema).into(), floats(&history))),
             monitor: MonitorState {
                 norm_ema: (&s.norm_ema).into(),
                 loss_ema: (&s.loss_ema).into(),
@@ -406,6 +400,7 @@ impl From<SavedHost> for HostState {
                     events: r.events,
                 })
                 .collect(),
+            checks: s.checks.iter().map(|&(step, e)| Check { step, error_rate: f64::from_bits(e) }).collect(),
             in_flight: s
                 .in_flight
                 .into_iter()

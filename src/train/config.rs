@@ -1,10 +1,11 @@
 //! What a training run is: data, model, optimizer, remedies and responses.
 
+use crate::adaptive::{AdaptivePolicy, AutoClip, ZClip};
 use crate::data::{Dataset, Task};
 use crate::error::{Error, Result};
 use crate::kernels::activation::Activation;
 use crate::kernels::optimizer::{AdamW, Optimizer, Sgd};
-use crate::monitor::{percentile_range, positive, unit_interval, MonitorConfig};
+use crate::monitor::{positive, MonitorConfig};
 use crate::nn::{InitScheme, LossKind, MlpSpec, ModelSpec, RnnSpec};
 use crate::norm::{NonFinitePolicy, NormKind};
 
@@ -70,26 +71,9 @@ pub enum OptimizerChoice {
     AdamW,
 }
 
-/// An adaptive clip threshold from the history of global norms.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum AdaptiveClip {
-    /// ZClip: clip at `mean + z·std` of the EMA (α) of the norm, after `warmup` steps.
-    ZScore {
-        /// EMA smoothing factor in [0, 1] (ZClip: 0.97).
-        alpha: f64,
-        /// z-score above the mean at which to clip (> 0).
-        z: f64,
-        /// Steps observed before clipping starts (≥ 1).
-        warmup: u64,
-    },
-    /// AutoClip: clip at the `p`-th percentile of every norm seen, after `warmup` steps.
-    Percentile {
-        /// Percentile in [0, 100].
-        p: f64,
-        /// Norms observed before clipping starts (≥ 1).
-        warmup: u64,
-    },
-}
+/// Norms AutoClip keeps from `--clip autoclip`: runs up to this many steps see the paper's
+/// whole history; longer ones a sliding window of it.
+pub const AUTOCLIP_CAPACITY: u32 = 100_000;
 
 /// How gradients are clipped on the device, between backward and the optimizer.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -117,8 +101,9 @@ pub enum ClipSetting {
         /// Largest allowed ratio of a unit's gradient norm to its parameter norm (> 0).
         clipping: f32,
     },
-    /// A global L2 norm clip whose threshold follows the norm history.
-    Adaptive(AdaptiveClip),
+    /// A global L2 norm clip whose threshold a device kernel folds from the norm history
+    /// (ZClip, AutoClip), from step 0.
+    Adaptive(AdaptivePolicy),
 }
 
 /// What the trainer does when the monitor reports.
@@ -187,6 +172,9 @@ pub struct TrainConfig {
     pub responses: Responses,
     /// Faults injected into gradients (tests and demonstrations).
     pub faults: Vec<Fault>,
+    /// Check the weights on the validation set every this many steps (0: only at the end),
+    /// to tell whether and when the task was solved.
+    pub eval_every: u64,
 }
 
 impl TrainConfig {
@@ -217,11 +205,12 @@ impl TrainConfig {
         }
     }
 
-    /// The loss the task is trained against: MSE for the adding task, cross-entropy otherwise.
+    /// The loss the task is trained against: MSE for adding and multiplication, cross-entropy
+    /// otherwise.
     pub fn loss_kind(&self) -> LossKind {
         match self.task {
-            Task::Adding { .. } => LossKind::Mse,
-            Task::Wine | Task::TemporalOrder { .. } => LossKind::CrossEntropy,
+            Task::Adding { .. } | Task::Multiplication { .. } => LossKind::Mse,
+            Task::Wine | Task::TemporalOrder { .. } | Task::TemporalOrder3 { .. } => LossKind::CrossEntropy,
         }
     }
 
@@ -302,27 +291,6 @@ impl ClipSetting {
     }
 }
 
-impl AdaptiveClip {
-    /// α in [0, 1], z finite and > 0, p in [0, 100], warm-up ≥ 1 step.
-    pub fn validate(&self) -> Result<()> {
-        let warmup = match *self {
-            Self::ZScore { alpha, z, warmup } => {
-                unit_interval("zclip alpha", alpha)?;
-                positive("zclip z", z, false)?;
-                warmup
-            }
-            Self::Percentile { p, warmup } => {
-                percentile_range("autoclip percentile", p)?;
-                warmup
-            }
-        };
-        if warmup == 0 {
-            return Err(Error::OutOfRange { what: "adaptive clip warmup", value: 0.0, expected: "≥ 1 step" });
-        }
-        Ok(())
-    }
-}
-
 fn bad(flag: &str, value: &str, expected: &str) -> Error {
     Error::Invalid(format!("{flag}: `{value}` is not {expected}"))
 }
@@ -362,9 +330,10 @@ impl std::str::FromStr for ClipSetting {
     type Err = Error;
 
     /// `none`, `value:V`, `norm:MAX[:l1|l2|inf]`, `per-layer:MAX[:KIND]`, `agc:C`,
-    /// `zclip[:Z]`, `autoclip[:PERCENTILE]`.
+    /// `zclip[:Z[:MAX]]` (ZClip's defaults otherwise), `autoclip[:PERCENTILE[:MAX]]`.
     fn from_str(s: &str) -> Result<Self> {
-        const EXPECTED: &str = "none, value:V, norm:MAX[:l1|l2|inf], per-layer:MAX[:KIND], agc:C, zclip[:Z] or autoclip[:P]";
+        const EXPECTED: &str =
+            "none, value:V, norm:MAX[:l1|l2|inf], per-layer:MAX[:KIND], agc:C, zclip[:Z[:MAX]] or autoclip[:P[:MAX]]";
         let parts: Vec<&str> = s.split(':').collect();
         let positive = |i: usize| -> Result<f32> {
             let v: f32 = number("--clip", s, parts.get(i).copied().unwrap_or(""), EXPECTED)?;
@@ -382,17 +351,19 @@ impl std::str::FromStr for ClipSetting {
                 Self::PerTensor { max_norm: positive(1)?, kind: norm_kind("--clip", s, parts.get(2).copied())? }
             }
             "agc" if parts.len() == 2 => Self::Agc { clipping: positive(1)? },
-            "zclip" if parts.len() <= 2 => Self::Adaptive(AdaptiveClip::ZScore {
-                alpha: 0.97,
-                z: if parts.len() == 2 { positive(1)? as f64 } else { 2.5 },
-                warmup: 25,
-            }),
-            "autoclip" if parts.len() <= 2 => {
-                let p = if parts.len() == 2 { positive(1)? as f64 } else { 10.0 };
-                if p > 100.0 {
+            "zclip" if parts.len() <= 3 => {
+                let d = ZClip::default();
+                let z = if parts.len() >= 2 { positive(1)? } else { d.z };
+                let max_norm = if parts.len() == 3 { Some(positive(2)?) } else { d.max_norm };
+                Self::Adaptive(AdaptivePolicy::ZClip(ZClip { z, max_norm, ..d }))
+            }
+            "autoclip" if parts.len() <= 3 => {
+                let percentile = if parts.len() >= 2 { positive(1)? } else { 10.0 };
+                if percentile > 100.0 {
                     return Err(bad("--clip", s, "a percentile in (0, 100]"));
                 }
-                Self::Adaptive(AdaptiveClip::Percentile { p, warmup: 5 })
+                let max_norm = if parts.len() == 3 { Some(positive(2)?) } else { None };
+                Self::Adaptive(AdaptivePolicy::AutoClip(AutoClip { percentile, capacity: AUTOCLIP_CAPACITY, max_norm }))
             }
             _ => return Err(bad("--clip", s, EXPECTED)),
         })

@@ -9,7 +9,7 @@ pub mod checkpoint;
 pub mod config;
 mod output;
 
-pub use config::{AdaptiveClip, ClipSetting, Fault, FaultKind, ModelChoice, OptimizerChoice, Responses, Schedule, TrainConfig};
+pub use config::{ClipSetting, Fault, FaultKind, ModelChoice, OptimizerChoice, Responses, Schedule, TrainConfig};
 pub use output::{create_dir, temp_path, write_atomic as write_file, write_run};
 
 use std::collections::VecDeque;
@@ -18,14 +18,15 @@ use std::time::{Duration, Instant};
 
 use crate::kernels::buffer_init;
 
+use crate::adaptive::{AdaptiveClip, AdaptivePolicy};
 use crate::clip::{ClipPolicy, GradClip};
-use crate::data::{BatchOrder, Split, Targets};
+use crate::data::{BatchOrder, Dataset, Score, Split};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::matmul::{MatmulBinding, MatmulOp, MatmulOperands};
 use crate::kernels::optimizer::{lr_buffer, set_lr, GradScale, OptimizerBinding, OptimizerBuffers, OptimizerState};
 use crate::kernels::View;
-use crate::monitor::{Detector, Ema, Explosion, GradMonitor, NormHistory};
+use crate::monitor::{Detector, Explosion, GradMonitor};
 use crate::nn::cpu::CpuModel;
 use crate::nn::{GpuModel, ModelSpec, TrainKernels};
 use crate::norm::{GradNorm, NonFinitePolicy, NormConfig, NormStats};
@@ -74,12 +75,16 @@ pub struct TrainSummary {
     pub skipped_steps: u64,
     /// Mean loss of the last (up to) 10 steps.
     pub final_loss: f64,
-    /// "accuracy" (classes) or "mse" (values), on the test split.
-    pub metric_name: String,
-    /// Value of the test metric.
-    pub metric: f64,
-    /// Majority-class accuracy, or the MSE of predicting the training mean.
-    pub baseline: f64,
+    /// The final weights on the test set: accuracy or MSE, and the error rate by the
+    /// paper's criterion (see [`Dataset::score`](crate::data::Dataset::score)).
+    pub test: Score,
+    /// The trivial answer's score on the test set: the majority class, or the mean target.
+    pub trivial: Score,
+    /// Fewer than 1% of the test samples wrong ([`SOLVED_BELOW`](crate::data::SOLVED_BELOW)).
+    pub solved: bool,
+    /// The first periodic check (every `eval_every` steps, on the validation set) at which
+    /// fewer than 1% were wrong.
+    pub solved_at: Option<u64>,
     /// Wall-clock seconds of the run.
     pub seconds: f64,
     /// Queue submits (one per step).
@@ -90,6 +95,15 @@ pub struct TrainSummary {
     pub dispatches_per_step: usize,
     /// Host seconds spent recording command buffers.
     pub record_seconds: f64,
+}
+
+/// A periodic check of the weights on the validation set.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Check {
+    /// Steps done when the weights were checked.
+    pub step: u64,
+    /// The fraction of validation samples wrong.
+    pub error_rate: f64,
 }
 
 /// What the steps so far cost the host: for benchmarks and the run summary.
@@ -116,7 +130,7 @@ enum FaultOp {
 /// per-tensor norm clipping: no pass over the gradients, no second norm), or in place
 /// before it (value clipping, AGC), measuring what clipping left with a second norm.
 enum Clipping {
-    OnRead { norm: GradNorm, scale: GradScale, per_tensor: Option<(f32, crate::NormKind)> },
+    OnRead { norm: GradNorm, adaptive: Option<AdaptiveClip>, scale: GradScale, per_tensor: Option<(f32, crate::NormKind)> },
     InPlace { clip: GradClip, applied: GradNorm },
 }
 
@@ -128,10 +142,11 @@ impl Clipping {
         }
     }
 
-    fn norm_mut(&mut self) -> &mut GradNorm {
+    /// The adaptive threshold's state, carried from step to step.
+    fn adaptive(&self) -> Option<&AdaptiveClip> {
         match self {
-            Self::OnRead { norm, .. } => norm,
-            Self::InPlace { clip, .. } => clip.norm_mut(),
+            Self::OnRead { adaptive, .. } => adaptive.as_ref(),
+            Self::InPlace { clip, .. } => clip.adaptive(),
         }
     }
 
@@ -141,14 +156,19 @@ impl Clipping {
 
     fn dispatch_count(&self) -> usize {
         match self {
-            Self::OnRead { norm, .. } => norm.dispatch_count(),
+            Self::OnRead { norm, adaptive, .. } => norm.dispatch_count() + adaptive.is_some() as usize,
             Self::InPlace { clip, applied } => clip.dispatch_count() + applied.dispatch_count(),
         }
     }
 
     fn encode_in_pass(&self, pass: &mut wgpu::ComputePass<'_>) {
         match self {
-            Self::OnRead { norm, .. } => norm.encode_in_pass(pass),
+            Self::OnRead { norm, adaptive, .. } => {
+                norm.encode_in_pass(pass);
+                if let Some(a) = adaptive {
+                    a.encode_in_pass(pass);
+                }
+            }
             Self::InPlace { clip, .. } => clip.encode_in_pass(pass),
         }
     }
@@ -211,41 +231,6 @@ impl Clipping {
     }
 }
 
-/// The host side of an adaptive clip threshold.
-#[derive(Clone, Debug)]
-struct AdaptiveState {
-    method: AdaptiveClip,
-    ema: Ema,
-    /// AutoClip's history (left empty by ZClip).
-    history: NormHistory,
-}
-
-impl AdaptiveState {
-    fn new(method: AdaptiveClip) -> Self {
-        let p = match method {
-            AdaptiveClip::Percentile { p, .. } => p,
-            AdaptiveClip::ZScore { .. } => 100.0,
-        };
-        Self { method, ema: Ema::default(), history: NormHistory::new(p) }
-    }
-
-    /// Folds in a finite norm; returns the threshold for later steps once warmed up.
-    fn update(&mut self, norm: f64) -> Option<f32> {
-        match self.method {
-            AdaptiveClip::ZScore { alpha, z, warmup } => {
-                let limit = (self.ema.count >= warmup).then(|| self.ema.mean + z * self.ema.var.sqrt());
-                // ZClip folds the clipped norm into its statistics.
-                self.ema.update(limit.map_or(norm, |l| norm.min(l)), alpha);
-                (self.ema.count >= warmup).then(|| (self.ema.mean + z * self.ema.var.sqrt()) as f32)
-            }
-            AdaptiveClip::Percentile { warmup, .. } => {
-                self.history.insert(norm);
-                (self.history.len() as u64 >= warmup).then(|| self.history.percentile().unwrap_or(norm) as f32)
-            }
-        }
-    }
-}
-
 /// A model, its data and every device object a step needs, built once.
 pub struct Trainer<'g> {
     gpu: &'g Gpu,
@@ -255,7 +240,6 @@ pub struct Trainer<'g> {
     kernels: TrainKernels,
     model: GpuModel,
     clipping: Clipping,
-    adaptive: Option<AdaptiveState>,
     optimizer: OptimizerBinding,
     optimizer_state: OptimizerState,
     lr_buffer: wgpu::Buffer,
@@ -271,14 +255,14 @@ pub struct Trainer<'g> {
     /// Records of steps before a resume that the stopped run had not read yet; they are
     /// read before the ring, each at the step it would have been.
     preloaded: VecDeque<InFlight>,
-    /// The adaptive clip's last threshold (what the device holds).
-    clip_limit: Option<f32>,
     /// Save a checkpoint to the path every so many steps and at the end.
     checkpoints: Option<(u64, PathBuf)>,
     next_step: u64,
     /// The first step whose record the host has not read.
     next_read: u64,
     records: Vec<StepRecord>,
+    /// The periodic checks on the validation set so far.
+    checks: Vec<Check>,
     stopped: Option<String>,
     submits: u64,
     record_time: Duration,
@@ -302,35 +286,33 @@ impl<'g> Trainer<'g> {
         let tensors = spec.tensors();
         let grads = model.grad_set();
         let norm_config = |kind, max_norm| NormConfig { kind, max_norm, nonfinite: config.on_nonfinite, ..NormConfig::default() };
-        let on_read = |kind, max_norm, scale, per_tensor| -> Result<Clipping> {
+        let on_read = |kind, max_norm, scale, per_tensor, policy: Option<AdaptivePolicy>| -> Result<Clipping> {
             let norm = GradNorm::new(device, &grads, &norm_config(kind, max_norm))?;
-            Ok(Clipping::OnRead { norm, scale, per_tensor })
+            let adaptive = policy.map(|p| AdaptiveClip::new(device, &p, &norm)).transpose()?;
+            Ok(Clipping::OnRead { norm, adaptive, scale, per_tensor })
         };
         let in_place = |policy| -> Result<Clipping> {
             let clip = GradClip::new(device, &grads, policy, config.on_nonfinite)?;
             Ok(Clipping::InPlace { clip, applied: GradNorm::new(device, &grads, &NormConfig::default())? })
         };
         let l2 = crate::NormKind::L2;
-        let (clipping, adaptive) = match config.clip {
-            ClipSetting::None => (on_read(l2, None, GradScale::None, None)?, None),
-            ClipSetting::GlobalNorm { max_norm, kind } => (on_read(kind, Some(max_norm), GradScale::Global, None)?, None),
+        let clipping = match config.clip {
+            ClipSetting::None => on_read(l2, None, GradScale::None, None, None)?,
+            ClipSetting::GlobalNorm { max_norm, kind } => on_read(kind, Some(max_norm), GradScale::Global, None, None)?,
             ClipSetting::PerTensor { max_norm, kind } => {
-                (on_read(kind, Some(max_norm), GradScale::PerSegment, Some((max_norm, kind)))?, None)
+                on_read(kind, Some(max_norm), GradScale::PerSegment, Some((max_norm, kind)), None)?
             }
-            // No clipping until the history has warmed up.
-            ClipSetting::Adaptive(method) => {
-                (on_read(l2, Some(f32::MAX), GradScale::Global, None)?, Some(AdaptiveState::new(method)))
+            // The norm's coefficient is computed with the cap; the kernel rewrites it.
+            ClipSetting::Adaptive(policy) => {
+                on_read(l2, Some(policy.max_norm().unwrap_or(f32::MAX)), GradScale::Global, None, Some(policy))?
             }
-            ClipSetting::Value(v) => (in_place(ClipPolicy::Value { clip_value: v })?, None),
-            ClipSetting::Agc { clipping } => (
-                in_place(ClipPolicy::Agc {
-                    clipping,
-                    eps: 1e-3,
-                    params: model.param_set(),
-                    unit_lens: tensors.iter().map(|t| t.unit_len()).collect(),
-                })?,
-                None,
-            ),
+            ClipSetting::Value(v) => in_place(ClipPolicy::Value { clip_value: v })?,
+            ClipSetting::Agc { clipping } => in_place(ClipPolicy::Agc {
+                clipping,
+                eps: 1e-3,
+                params: model.param_set(),
+                unit_lens: tensors.iter().map(|t| t.unit_len()).collect(),
+            })?,
         };
         model.bind_skip_flag(device, &kernels, clipping.stats_buffer())?;
         let optimizer_config = config.optimizer_kernel_config()?;
@@ -368,7 +350,6 @@ impl<'g> Trainer<'g> {
             spec,
             kernels,
             clipping,
-            adaptive,
             optimizer,
             optimizer_state,
             lr_buffer: lr_buf,
@@ -380,11 +361,11 @@ impl<'g> Trainer<'g> {
             faults,
             pending_lr: VecDeque::new(),
             preloaded: VecDeque::new(),
-            clip_limit: None,
             checkpoints: None,
             next_step: 0,
             next_read: 0,
             records: Vec::new(),
+            checks: Vec::new(),
             stopped: None,
             submits: 0,
             record_time: Duration::ZERO,
@@ -562,16 +543,6 @@ impl<'g> Trainer<'g> {
         };
         let stats = NormStats::from_words(&words)?;
         let events = self.monitor.observe(j, &stats, loss, applied_norm);
-        let norm = stats.l2 as f64;
-        if let Some(adaptive) = &mut self.adaptive {
-            if norm.is_finite() {
-                if let Some(limit) = adaptive.update(norm) {
-                    let limit = limit.max(f32::MIN_POSITIVE);
-                    self.clipping.norm_mut().set_max_norm(&self.gpu.queue, limit)?;
-                    self.clip_limit = Some(limit);
-                }
-            }
-        }
         let responses = self.config.responses;
         if let Some(factor) = responses.lr_drop_on_spike {
             if events.iter().any(|e| e.detector == Detector::Spike) {
@@ -627,6 +598,9 @@ impl<'g> Trainer<'g> {
             let before = self.records.len();
             self.step()?;
             self.records[before..].iter().for_each(&mut on_record);
+            if self.config.eval_every > 0 && self.next_step.is_multiple_of(self.config.eval_every) {
+                self.check()?;
+            }
             if let Some((every, path)) = &self.checkpoints {
                 if self.next_step.is_multiple_of(*every) || self.next_step == self.config.steps {
                     let path = path.clone();
@@ -637,6 +611,9 @@ impl<'g> Trainer<'g> {
         let before = self.records.len();
         self.flush()?;
         self.records[before..].iter().for_each(&mut on_record);
+        if self.checks.last().is_none_or(|c| c.step != self.next_step) {
+            self.check()?;
+        }
         self.summary()
     }
 
@@ -658,6 +635,16 @@ impl<'g> Trainer<'g> {
             }
         }
         out.push(f32s("optim/step".into(), state.buffer(), state.step_offset(), vec![1]));
+        if let Some(adaptive) = self.clipping.adaptive() {
+            let words = adaptive.state_buffer().size() as usize / 4;
+            out.push(DeviceTensor {
+                name: "clip/adaptive_state".into(),
+                buffer: adaptive.state_buffer(),
+                offset: 0,
+                shape: vec![words],
+                dtype: safetensors::Dtype::U32,
+            });
+        }
         let bn_layers = self.spec.layers.iter().enumerate().filter(|(_, l)| matches!(l, crate::nn::LayerSpec::BatchNorm { .. }));
         for ((i, layer), pair) in bn_layers.zip(self.model.running_stats().chunks(2)) {
             let crate::nn::LayerSpec::BatchNorm { features } = *layer else { unreachable!("filtered") };
@@ -681,10 +668,9 @@ impl<'g> Trainer<'g> {
         }
         let host = HostState {
             lr_scale: self.lr_scale,
-            clip_limit: self.clip_limit,
-            adaptive: self.adaptive.as_ref().map(|a| (a.ema, a.history.sorted())),
             monitor: self.monitor.state(),
             records: self.records.clone(),
+            checks: self.checks.clone(),
             in_flight,
             stopped: self.stopped.clone(),
         };
@@ -696,19 +682,12 @@ impl<'g> Trainer<'g> {
     pub fn resume(gpu: &'g Gpu, config: TrainConfig, path: &Path) -> Result<Self> {
         let mut trainer = Self::new(gpu, config)?;
         let (step, host) = checkpoint::load(path, gpu, &trainer.config, &trainer.device_tensors())?;
-        if let Some(limit) = host.clip_limit {
-            trainer.clipping.norm_mut().set_max_norm(&gpu.queue, limit)?;
-        }
-        if let (Some(adaptive), Some((ema, history))) = (&mut trainer.adaptive, host.adaptive) {
-            adaptive.ema = ema;
-            adaptive.history = NormHistory::from_values(adaptive.history.p(), history);
-        }
         trainer.monitor.restore(host.monitor);
         trainer.next_read = host.in_flight.first().map_or(step, |r| r.step);
         trainer.preloaded = host.in_flight.into();
         trainer.next_step = step;
-        (trainer.lr_scale, trainer.clip_limit, trainer.records, trainer.stopped) =
-            (host.lr_scale, host.clip_limit, host.records, host.stopped);
+        (trainer.lr_scale, trainer.records, trainer.checks, trainer.stopped) =
+            (host.lr_scale, host.records, host.checks, host.stopped);
         Ok(trainer)
     }
 
@@ -721,39 +700,27 @@ impl<'g> Trainer<'g> {
         self.model.running_stats().iter().map(|b| read_f32s(&self.gpu.device, &self.gpu.queue, b)).collect()
     }
 
-    /// The test metric and its baseline, from the current weights (evaluated on the CPU twin).
-    pub fn evaluate(&self) -> Result<(String, f64, f64)> {
+    /// How the current weights do on `data` (evaluated on the CPU twin).
+    pub fn score(&self, data: &Dataset) -> Result<Score> {
         let model = CpuModel::new(&self.spec, &self.read_params()?, &self.read_running()?)?;
-        let test = &self.split.test;
-        let out = model.predict(test);
-        Ok(match &test.targets {
-            Targets::Classes { labels, classes } => {
-                let c = *classes as usize;
-                let correct = labels
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, &l)| {
-                        let row = &out[i * c..(i + 1) * c];
-                        let best = (0..c).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0);
-                        best == l as usize && row.iter().all(|v| v.is_finite())
-                    })
-                    .count();
-                let baseline = self.split.train.majority_baseline(test).unwrap_or(0.0);
-                ("accuracy".into(), correct as f64 / labels.len().max(1) as f64, baseline)
-            }
-            Targets::Values { values, .. } => {
-                let mse = out.iter().zip(values).map(|(p, &t)| (p - t as f64).powi(2)).sum::<f64>() / values.len().max(1) as f64;
-                let Targets::Values { values: train, .. } = &self.split.train.targets else { unreachable!() };
-                let mean = train.iter().map(|&v| v as f64).sum::<f64>() / train.len().max(1) as f64;
-                let baseline = values.iter().map(|&t| (t as f64 - mean).powi(2)).sum::<f64>() / values.len().max(1) as f64;
-                ("mse".into(), mse, baseline)
-            }
-        })
+        Ok(data.score(&model.predict(data)))
+    }
+
+    /// Checks the current weights on the validation set and keeps the result.
+    fn check(&mut self) -> Result<()> {
+        let score = self.score(&self.split.validation)?;
+        self.checks.push(Check { step: self.next_step, error_rate: score.error_rate });
+        Ok(())
+    }
+
+    /// The periodic checks so far.
+    pub fn checks(&self) -> &[Check] {
+        &self.checks
     }
 
     /// The run so far, evaluated.
     pub fn summary(&self) -> Result<TrainSummary> {
-        let (metric_name, metric, baseline) = self.evaluate()?;
+        let test = self.score(&self.split.test)?;
         let tail = &self.records[self.records.len().saturating_sub(10)..];
         let first_explosion = self.monitor.events().iter().find(|e| e.detector.is_explosion()).cloned();
         let counters = self.counters();
@@ -765,9 +732,10 @@ impl<'g> Trainer<'g> {
             stopped: self.stopped.clone(),
             skipped_steps: self.records.iter().filter(|r| r.skipped).count() as u64,
             final_loss: tail.iter().map(|r| r.loss as f64).sum::<f64>() / tail.len().max(1) as f64,
-            metric_name,
-            metric,
-            baseline,
+            test,
+            trivial: self.split.test.trivial_score(&self.split.train),
+            solved: test.solved(),
+            solved_at: self.checks.iter().find(|c| c.error_rate < crate::data::SOLVED_BELOW).map(|c| c.step),
             seconds: self.started.elapsed().as_secs_f64(),
             submits: counters.submits,
             blocking_waits: counters.blocking_waits,
