@@ -87,7 +87,7 @@ fn deep_relu_mlp_step_matches_twin() {
 
 #[test]
 fn rnn_step_through_time_matches_twin() {
-    let mut config = exploding_rnn(1, 7, 5);
+    let mut config = exploding_rnn(1, 11, 5);
     config.model = ModelChoice::Rnn { hidden: 12, activation: Activation::Tanh };
     config.init = InitScheme::Orthogonal { gain: 1.0 };
     config.batch = 16;
