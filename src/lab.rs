@@ -36,20 +36,23 @@ pub fn exploding_mlp(steps: u64, seed: u64) -> TrainConfig {
         clip: ClipSetting::None,
         on_nonfinite: NonFinitePolicy::Propagate,
         monitor: MonitorConfig::default(),
-        responses: Responses { lr_drop_on_spike: None, stop_on_explosion: false },
+        responses: Responses { lr_drop_on_spike: None, stop_on_explosion: false, stop_when_solved: true },
         faults: Vec::new(),
         eval_every: 100,
     }
 }
 
-/// A vanilla ReLU RNN on the adding problem whose recurrent weights have a spectral
-/// radius well above 1.
+/// A vanilla ReLU RNN on Pascanu et al.'s adding problem whose recurrent weights have a
+/// spectral radius well above 1, trained with AdamW at a rate that solves the task from a
+/// good start (IRNN, `good init`).
 pub fn exploding_rnn(steps: u64, seq_len: u32, seed: u64) -> TrainConfig {
     TrainConfig {
         task: Task::Adding { steps: seq_len },
         model: ModelChoice::Rnn { hidden: 32, activation: Activation::Relu },
         init: InitScheme::Normal { std: 0.3 },
-        lr: 0.01,
+        lr: 0.005,
+        optimizer: OptimizerChoice::AdamW,
+        eval_every: 250,
         ..exploding_mlp(steps, seed)
     }
 }
@@ -72,8 +75,8 @@ fn with(c: &TrainConfig, f: impl FnOnce(&mut TrainConfig)) -> Option<TrainConfig
 fn good_init(c: &mut TrainConfig) {
     c.init = match c.model {
         ModelChoice::Mlp { .. } => InitScheme::Kaiming,
-        // Orthogonal recurrence with gain 1 keeps the spectral radius at 1 (Le et al. 2015).
-        ModelChoice::Rnn { .. } => InitScheme::Orthogonal { gain: 1.0 },
+        // IRNN: an identity recurrence keeps a ReLU RNN's state over time (Le et al. 2015).
+        ModelChoice::Rnn { .. } => InitScheme::Identity { gain: 1.0 },
     };
 }
 
@@ -154,7 +157,7 @@ pub struct LabRun {
 
 /// Runs every remedy on both exploding configurations; `on_done` sees each run as it ends.
 pub fn run(gpu: &Gpu, full: bool, seed: u64, mut on_done: impl FnMut(&LabRun)) -> Result<Vec<LabRun>> {
-    let (mlp_steps, rnn_steps, seq_len) = if full { (2000, 1500, 50) } else { (300, 150, 30) };
+    let (mlp_steps, rnn_steps, seq_len) = if full { (2000, 5000, 100) } else { (300, 1500, 50) };
     let bases = [("MLP/wine", exploding_mlp(mlp_steps, seed)), ("RNN/adding", exploding_rnn(rnn_steps, seq_len, seed))];
     let mut runs = Vec::new();
     for (model, base) in &bases {
@@ -173,9 +176,14 @@ pub fn run(gpu: &Gpu, full: bool, seed: u64, mut on_done: impl FnMut(&LabRun)) -
 /// The table header and one row per run.
 pub fn table_header() -> String {
     format!(
-        "{:<11} {:<29} {:<9} {:<34} {:>12} {:>16} {:>7}",
-        "model", "remedy", "exploded", "first explosion (step, detector)", "final loss", "test metric", "seconds"
+        "{:<11} {:<29} {:<9} {:<34} {:>12} {:>8} {:>7} {:>9} {:>7}",
+        "model", "remedy", "exploded", "first explosion (step, detector)", "test metric", "wrong %", "solved", "solved at", "seconds"
     )
+}
+
+fn metric(s: &crate::data::Score) -> String {
+    let name = if s.metric.name() == "accuracy" { "acc" } else { "mse" };
+    format!("{name} {:.4}", s.metric.value())
 }
 
 /// One row of the table under [`table_header`].
@@ -185,25 +193,38 @@ pub fn table_row(run: &LabRun) -> String {
         .first_explosion
         .as_ref()
         .map_or("-".to_string(), |e| format!("{} {} @{}", e.step, e.detector.name(), e.layer));
-    let metric = format!("{} {:.3}", if s.test.metric.name() == "accuracy" { "acc" } else { "mse" }, s.test.metric.value());
     format!(
-        "{:<11} {:<29} {:<9} {:<34} {:>12.4e} {:>16} {:>7.1}",
+        "{:<11} {:<29} {:<9} {:<34} {:>12} {:>8.2} {:>7} {:>9} {:>7.1}",
         run.model,
         run.remedy,
         if s.exploded { "yes" } else { "no" },
         first,
-        s.final_loss,
-        metric,
+        metric(&s.test),
+        100.0 * s.test.error_rate,
+        if s.solved { "yes" } else { "no" },
+        s.solved_at.map_or("-".to_string(), |k| k.to_string()),
         s.seconds
     )
 }
 
-/// The whole table, with the baselines of the metrics.
+/// The row of a model's trivial answer (the majority class, or the mean target).
+fn trivial_row(run: &LabRun) -> String {
+    let s = &run.summary;
+    let answer = if s.test.metric.name() == "accuracy" { "(majority class)" } else { "(predict the mean)" };
+    format!("{:<11} {:<29} {:<9} {:<34} {:>12} {:>8.2}", run.model, answer, "", "", metric(&s.trivial), 100.0 * s.trivial.error_rate)
+}
+
+/// The whole table: every run, then each model's trivial answer. "wrong %" counts the test
+/// samples wrong by Pascanu et al.'s criterion (misclassified, or a squared error above
+/// 0.04); a task is solved below 1%.
 pub fn table(runs: &[LabRun]) -> String {
     let mut out = table_header();
     out.push('\n');
-    for r in runs {
+    for (i, r) in runs.iter().enumerate() {
         let _ = writeln!(out, "{}", table_row(r));
+        if runs.get(i + 1).is_none_or(|next| next.model != r.model) {
+            let _ = writeln!(out, "{}", trivial_row(r));
+        }
     }
     out
 }
@@ -227,7 +248,14 @@ pub fn comparison_plot(runs: &[LabRun]) -> String {
                     points: r.records.iter().map(|s| (s.step as f64, s.norm as f64)).collect(),
                 })
                 .collect(),
-            marks: Vec::new(),
+            marks: runs
+                .iter()
+                .filter(|r| r.model == *m)
+                .filter_map(|r| {
+                    let bad = r.records.iter().find(|s| !(s.loss.is_finite() && s.norm.is_finite()))?;
+                    Some((bad.step as f64, format!("{}: non-finite", r.remedy)))
+                })
+                .collect(),
         })
         .collect();
     plot::svg(&charts)

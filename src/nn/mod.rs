@@ -25,6 +25,12 @@ pub enum InitScheme {
         /// Multiplier of the orthogonal matrix.
         gain: f32,
     },
+    /// IRNN (Le, Jaitly & Hinton 2015): an RNN's recurrent weights `gain · I`, every other
+    /// weight from N(0, 0.001²), as the paper.
+    Identity {
+        /// Multiplier of the identity (the recurrence's spectral radius).
+        gain: f32,
+    },
     /// Every weight from N(0, std²): with a std too large for the width, gradients explode.
     Normal {
         /// Standard deviation (> 0).
@@ -361,6 +367,11 @@ impl ModelSpec {
             InitScheme::Xavier => init::xavier_uniform(rng, shape, nonlinearity.gain()),
             InitScheme::Orthogonal { gain } if recurrent => init::orthogonal(rng, shape, gain as f64),
             InitScheme::Orthogonal { gain } => init::orthogonal(rng, shape, gain as f64 * nonlinearity.gain()),
+            InitScheme::Identity { gain } if recurrent => {
+                let n = shape[0];
+                Ok((0..n * n).map(|i| if i % (n + 1) == 0 { gain } else { 0.0 }).collect())
+            }
+            InitScheme::Identity { .. } => init::normal(rng, shape.iter().product(), 0.0, 1e-3),
             InitScheme::Normal { std } => init::normal(rng, shape.iter().product(), 0.0, std as f64),
         }
     }

@@ -81,6 +81,9 @@ pub struct TrainArgs {
     /// Stop with a report at the first explosion.
     #[arg(long)]
     pub stop_on_explosion: bool,
+    /// Stop once a periodic check finds the task solved (fewer than 1% wrong); exits 0.
+    #[arg(long)]
+    pub stop_when_solved: bool,
     /// Global norm the monitor calls an explosion.
     #[arg(long, default_value_t = 1e4)]
     pub explode_norm: f64,
@@ -166,7 +169,11 @@ impl TrainArgs {
                 _ => NonFinitePolicy::Propagate,
             },
             monitor: MonitorConfig { max_norm: self.explode_norm, ..MonitorConfig::default() },
-            responses: Responses { lr_drop_on_spike: self.lr_drop_on_spike, stop_on_explosion: self.stop_on_explosion },
+            responses: Responses {
+                lr_drop_on_spike: self.lr_drop_on_spike,
+                stop_on_explosion: self.stop_on_explosion,
+                stop_when_solved: self.stop_when_solved,
+            },
             faults,
             eval_every: self.eval_every,
         };

@@ -113,6 +113,9 @@ pub struct Responses {
     pub lr_drop_on_spike: Option<f32>,
     /// Stop with a report at the first explosion.
     pub stop_on_explosion: bool,
+    /// Stop at the first periodic check that finds the task solved, as the paper's code
+    /// does.
+    pub stop_when_solved: bool,
 }
 
 /// A fault put into one layer's gradient on the device, inside the step, before the norm.
@@ -391,14 +394,16 @@ impl std::str::FromStr for Schedule {
 impl std::str::FromStr for InitScheme {
     type Err = Error;
 
-    /// `kaiming`, `xavier`, `orthogonal[:GAIN]`, `normal:STD`.
+    /// `kaiming`, `xavier`, `orthogonal[:GAIN]`, `identity[:GAIN]`, `normal:STD`.
     fn from_str(s: &str) -> Result<Self> {
-        const EXPECTED: &str = "kaiming, xavier, orthogonal[:GAIN] or normal:STD";
+        const EXPECTED: &str = "kaiming, xavier, orthogonal[:GAIN], identity[:GAIN] or normal:STD";
         match s.split(':').collect::<Vec<_>>().as_slice() {
             ["kaiming"] => Ok(Self::Kaiming),
             ["xavier"] => Ok(Self::Xavier),
             ["orthogonal"] => Ok(Self::Orthogonal { gain: 1.0 }),
             ["orthogonal", g] => Ok(Self::Orthogonal { gain: number("--init", s, g, EXPECTED)? }),
+            ["identity"] => Ok(Self::Identity { gain: 1.0 }),
+            ["identity", g] => Ok(Self::Identity { gain: number("--init", s, g, EXPECTED)? }),
             ["normal", std] => Ok(Self::Normal { std: number("--init", s, std, EXPECTED)? }),
             _ => Err(bad("--init", s, EXPECTED)),
         }

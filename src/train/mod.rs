@@ -85,6 +85,8 @@ pub struct TrainSummary {
     /// The first periodic check (every `eval_every` steps, on the validation set) at which
     /// fewer than 1% were wrong.
     pub solved_at: Option<u64>,
+    /// Every periodic check's validation error rate.
+    pub checks: Vec<Check>,
     /// Wall-clock seconds of the run.
     pub seconds: f64,
     /// Queue submits (one per step).
@@ -600,6 +602,9 @@ impl<'g> Trainer<'g> {
             self.records[before..].iter().for_each(&mut on_record);
             if self.config.eval_every > 0 && self.next_step.is_multiple_of(self.config.eval_every) {
                 self.check()?;
+                if self.config.responses.stop_when_solved && self.solved_at().is_some() {
+                    break;
+                }
             }
             if let Some((every, path)) = &self.checkpoints {
                 if self.next_step.is_multiple_of(*every) || self.next_step == self.config.steps {
@@ -713,6 +718,11 @@ impl<'g> Trainer<'g> {
         Ok(())
     }
 
+    /// The first periodic check that found the task solved.
+    pub fn solved_at(&self) -> Option<u64> {
+        self.checks.iter().find(|c| c.error_rate < crate::data::SOLVED_BELOW).map(|c| c.step)
+    }
+
     /// The periodic checks so far.
     pub fn checks(&self) -> &[Check] {
         &self.checks
@@ -735,7 +745,8 @@ impl<'g> Trainer<'g> {
             test,
             trivial: self.split.test.trivial_score(&self.split.train),
             solved: test.solved(),
-            solved_at: self.checks.iter().find(|c| c.error_rate < crate::data::SOLVED_BELOW).map(|c| c.step),
+            solved_at: self.solved_at(),
+            checks: self.checks.clone(),
             seconds: self.started.elapsed().as_secs_f64(),
             submits: counters.submits,
             blocking_waits: counters.blocking_waits,
