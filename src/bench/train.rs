@@ -14,7 +14,7 @@ use crate::gpu::Gpu;
 use crate::lab::{exploding_mlp, exploding_rnn};
 use crate::nn::{LayerSpec, LossKind, ModelSpec};
 use crate::norm::NormKind;
-use crate::train::{ClipSetting, TrainConfig, Trainer};
+use crate::train::{ClipSetting, OptimizerChoice, TrainConfig, Trainer};
 
 /// Device bytes by role.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
@@ -255,17 +255,23 @@ pub fn measure(gpu: &Gpu, model: &str, config: TrainConfig, warmup: u64, steps: 
     })
 }
 
-/// The lab's default (quick) MLP and RNN.
+/// The lab's default (quick) MLP and RNN, with the peer's optimizer.
 pub fn run(gpu: &Gpu, config: &TrainBenchConfig) -> Result<BenchReport<TrainBenchResult>> {
     // `measure` sets the step count.
-    // Clipped as the peer clips: the coefficient is applied as the optimizer reads.
-    let clipped = |c: TrainConfig| TrainConfig { clip: ClipSetting::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 }, ..c };
+    // Trained as the peer trains: SGD with momentum (the lab's RNN runs AdamW), clipped by
+    // the global norm, the coefficient applied as the optimizer reads.
+    let clipped = |c: TrainConfig| TrainConfig {
+        clip: ClipSetting::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 },
+        optimizer: OptimizerChoice::Sgd { momentum: 0.9 },
+        ..c
+    };
+    let rnn = |steps| TrainConfig { lr: 0.01, ..clipped(exploding_rnn(1, steps, 0)) };
     let mut results = vec![
         measure(gpu, MLP, clipped(exploding_mlp(1, 0)), config.warmup, config.mlp_steps)?,
-        measure(gpu, RNN_30, clipped(exploding_rnn(1, 30, 0)), config.warmup, config.rnn_steps)?,
+        measure(gpu, RNN_30, rnn(30), config.warmup, config.rnn_steps)?,
     ];
     if config.long_rnn_steps > 0 {
-        results.push(measure(gpu, RNN_200, clipped(exploding_rnn(1, 200, 0)), config.warmup.min(3), config.long_rnn_steps)?);
+        results.push(measure(gpu, RNN_200, rnn(200), config.warmup.min(3), config.long_rnn_steps)?);
     }
     Ok(BenchReport {
         adapter: gpu.info.name.clone(),
