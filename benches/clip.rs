@@ -49,10 +49,10 @@ fn benches(c: &mut Criterion) {
 
     let copy = CopyKernel::new(&gpu.device).unwrap();
     let dst = buffer(&gpu, &data);
-    let bind = copy.bind(&gpu.device, &grads, &dst, bytes);
+    let bind = copy.bind(&gpu.device, &grads, &dst, bytes).unwrap();
     group.throughput(Throughput::Bytes(2 * bytes));
     group.bench_function("copy (read + write)", |b| {
-        b.iter(|| submit_and_wait(&gpu, |e| copy.encode(&mut e.begin_compute_pass(&Default::default()), &bind, bytes)))
+        b.iter(|| submit_and_wait(&gpu, |e| copy.encode(&mut e.begin_compute_pass(&Default::default()), &bind)))
     });
 
     for segments in [1, 1000] {

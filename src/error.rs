@@ -164,6 +164,19 @@ pub enum Error {
         expected: &'static str,
     },
 
+    /// Something that would not fit: more bytes than a device limit or the host budget.
+    #[error("{what} needs {bytes} bytes, more than {limit_name} ({limit} bytes)")]
+    TooLarge {
+        /// What was to be allocated.
+        what: String,
+        /// The bytes it needs.
+        bytes: u64,
+        /// The limit it exceeds.
+        limit: u64,
+        /// The limit's name, e.g. "the device's max_buffer_size".
+        limit_name: &'static str,
+    },
+
     /// A model layer with a zero size (no features, no hidden units, no time steps).
     #[error("layer {layer} ({kind}): {what} must be ≥ 1, got 0")]
     EmptyLayer {

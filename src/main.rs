@@ -39,7 +39,8 @@ enum Command {
         /// Elements (f32) in the gradient set.
         #[arg(long, default_value_t = 1 << 24)]
         elems: u64,
-        /// Segments (tensors) the set is cut into; repeat for several (default: 1 and 1000).
+        /// Segments (tensors) the set is cut into; repeat for several (default: 1 and 1000, or
+        /// 1 alone below 1000 elements).
         #[arg(long)]
         segments: Vec<u32>,
         /// Matmul: comma-separated sizes, each an edge (square), MxNxK or `mlp` (a 256-wide
@@ -48,7 +49,7 @@ enum Command {
         sizes: Vec<gradguard::bench::matmul::Size>,
         /// Timed repetitions; the median is reported (matmul: at most this many, fewer where
         /// they would take over ~0.6 s).
-        #[arg(long, default_value_t = 15)]
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
         reps: u32,
         /// Print one JSON object instead of a table.
         #[arg(long)]
@@ -161,7 +162,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Bench { which, elems, segments, sizes, reps, json, peer } => {
             let gpu = open_gpu()?;
-            let segments = if segments.is_empty() { vec![1, 1000] } else { segments };
+            let segments = if segments.is_empty() { [1, 1000].into_iter().filter(|&s| s <= elems).map(|s| s as u32).collect() } else { segments };
             let which = match which {
                 BenchKind::Norm => Which::Norm,
                 BenchKind::Clip => Which::Clip,
@@ -169,7 +170,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 BenchKind::Matmul => return bench_matmul(&gpu, sizes, reps, json),
                 BenchKind::Train => return bench_train(&gpu, json, peer.as_deref()),
             };
-            let report = gradguard::bench::clip::run(&gpu, which, elems, &segments, reps.max(1))?;
+            let report = gradguard::bench::clip::run(&gpu, which, elems, &segments, reps)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -207,7 +208,7 @@ fn bench_matmul(
     reps: u32,
     json: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = gradguard::bench::matmul::MatmulConfig { max_reps: reps.max(1), ..Default::default() };
+    let mut config = gradguard::bench::matmul::MatmulConfig { max_reps: reps, ..Default::default() };
     if !sizes.is_empty() {
         config.sizes = sizes;
     }

@@ -1,14 +1,13 @@
 //! Throughput of the norm and clip kernels against our own copy kernel (the roofline),
 //! all measured in one run on the same data.
 
-use wgpu::util::DeviceExt;
-
 use super::{BenchReport, BenchResult, Timer};
 use crate::clip::{ClipPolicy, GradClip};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::grad_set::GradSet;
 use crate::kernels::copy::CopyKernel;
+use crate::kernels::{buffer_init, scoped};
 use crate::norm::{NonFinitePolicy, NormKind};
 use crate::readback::read_stats_blocking;
 
@@ -24,15 +23,42 @@ pub enum Which {
 }
 
 /// Segment lengths summing to `total`: one segment, or `count` of mixed sizes (a
-/// deterministic spread from tiny to large, like a real model's tensors).
+/// deterministic spread from tiny to large, like a real model's tensors), each at least one
+/// element long. `count` must lie in `1..=total`.
 pub fn segment_lens(total: u64, count: u32) -> Vec<u64> {
-    let count = count.max(1) as u64;
+    let count = count as u64;
     let weights: Vec<u64> = (0..count).map(|i| 1 + (i * 2_654_435_761 % 97).pow(2)).collect();
     let sum: u64 = weights.iter().sum();
-    let mut lens: Vec<u64> = weights.iter().map(|w| total * w / sum).collect();
+    let spread = total - count;
+    let mut lens: Vec<u64> = weights.iter().map(|w| 1 + spread * w / sum).collect();
     let short = total - lens.iter().sum::<u64>();
     lens[0] += short;
     lens
+}
+
+/// Refuses a bench that would measure something other than what was asked: a set that is
+/// not whole vec4s (the copy roofline moves vec4s), more segments than elements, no
+/// repetitions, or a buffer larger than the device allows.
+fn check_request(gpu: &Gpu, elements: u64, segment_counts: &[u32], reps: u32) -> Result<()> {
+    if elements == 0 || !elements.is_multiple_of(4) {
+        let expected = "a positive multiple of 4 (the copy kernel, the roofline, moves whole vec4s)";
+        return Err(Error::OutOfRange { what: "elements", value: elements as f64, expected });
+    }
+    if let Some(&bad) = segment_counts.iter().find(|&&s| s == 0 || s as u64 > elements) {
+        let expected = "between 1 and the number of elements (each segment holds at least one)";
+        return Err(Error::OutOfRange { what: "segments", value: bad as f64, expected });
+    }
+    if segment_counts.is_empty() {
+        return Err(Error::Invalid("bench: no segment count to measure".into()));
+    }
+    if reps == 0 {
+        return Err(Error::OutOfRange { what: "repetitions", value: 0.0, expected: "at least 1" });
+    }
+    let limit = gpu.device.limits().max_buffer_size;
+    if elements.saturating_mul(4) > limit {
+        return Err(Error::TooLarge { what: format!("{elements} f32 elements"), bytes: elements.saturating_mul(4), limit, limit_name: "the device's max_buffer_size" });
+    }
+    Ok(())
 }
 
 /// Deterministic values in [-1, 1).
@@ -50,19 +76,18 @@ struct Case {
 
 /// Measures copy and the chosen kernels on `elements` floats cut into `segments`, in
 /// turns ([`Timer::time_interleaved`]) so that the ratios to copy hold on a drifting machine.
+/// Exactly the `elements`, segment counts and `reps` asked for, or an error saying why not.
 pub fn run(gpu: &Gpu, which: Which, elements: u64, segment_counts: &[u32], reps: u32) -> Result<BenchReport> {
-    let elements = elements.max(4) / 4 * 4;
+    check_request(gpu, elements, segment_counts, reps)?;
     let bytes = elements * 4;
     let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
     let values = data(elements);
-    let grads = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("bench gradients"),
-        contents: bytemuck::cast_slice(&values),
-        usage,
-    });
+    let grads = buffer_init(&gpu.device, "bench gradients", bytemuck::cast_slice(&values), usage)?;
     let copy = CopyKernel::new(&gpu.device)?;
-    let dst = gpu.device.create_buffer(&wgpu::BufferDescriptor { label: Some("bench copy"), size: bytes, usage, mapped_at_creation: false });
-    let copy_group = copy.bind(&gpu.device, &grads, &dst, bytes);
+    let dst = scoped(&gpu.device, "creating the copy's destination", || {
+        gpu.device.create_buffer(&wgpu::BufferDescriptor { label: Some("bench copy"), size: bytes, usage, mapped_at_creation: false })
+    })?;
+    let copy_binding = copy.bind(&gpu.device, &grads, &dst, bytes)?;
     let cases = segment_counts
         .iter()
         .map(|&segments| {
@@ -88,7 +113,7 @@ pub fn run(gpu: &Gpu, which: Which, elements: u64, segment_counts: &[u32], reps:
         .collect::<Result<Vec<_>>>()?;
 
     type Record<'a> = Box<dyn Fn(&mut wgpu::ComputePass<'_>) + 'a>;
-    let mut records: Vec<Record> = vec![Box::new(|pass: &mut wgpu::ComputePass<'_>| copy.encode(pass, &copy_group, bytes))];
+    let mut records: Vec<Record> = vec![Box::new(|pass: &mut wgpu::ComputePass<'_>| copy.encode(pass, &copy_binding))];
     for case in &cases {
         records.push(Box::new(|pass: &mut wgpu::ComputePass<'_>| case.measure.norm().encode_in_pass(pass)));
         if let Some(clip) = &case.clip {
