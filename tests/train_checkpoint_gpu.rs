@@ -7,6 +7,7 @@ use common::gpu;
 use gradguard::lab::{exploding_mlp, exploding_rnn};
 use gradguard::monitor::Detector;
 use gradguard::readback::read_buffer;
+use gradguard::train::checkpoint::ResumeOptions;
 use gradguard::{AdaptivePolicy, AutoClip, ZClip};
 use gradguard::train::{ClipSetting, Fault, FaultKind, OptimizerChoice, Schedule, TrainConfig, Trainer};
 
@@ -39,7 +40,9 @@ fn check_resume(name: &str, config: TrainConfig, stop_at: u64) {
     } // dropped: nothing but the file carries over
     let info = gradguard::train::checkpoint::read_info(&path).unwrap();
     assert_eq!(info.step, stop_at);
-    let mut resumed = Trainer::resume(gpu(), config, &path).unwrap();
+    // A run may have saved NaN weights on purpose (an injected fault, propagated).
+    let options = ResumeOptions { allow_nonfinite: true };
+    let mut resumed = Trainer::resume(gpu(), config, &path, options).unwrap();
     let resumed_summary = resumed.run(|_| {}).unwrap();
 
     assert_eq!(resumed.records().len(), straight.records().len());
@@ -113,10 +116,10 @@ fn stop_on_explosion_survives_a_resume() {
     check_resume("stop", config, 10);
 }
 
-/// A checkpoint whose in-flight record says "skipped" with finite gradients (tampered, or
-/// corrupt) stops the run with a report under `NonFinitePolicy::Error`, never a panic.
+/// A checkpoint whose host state was edited (an in-flight record claiming a skipped step)
+/// fails its checksum: refused with a reason, never a panic or a replay of made-up records.
 #[test]
-fn a_tampered_in_flight_record_is_reported_not_a_panic() {
+fn an_edited_checkpoint_fails_its_checksum() {
     let mut config = exploding_mlp(8, 12);
     config.model = gradguard::train::ModelChoice::Mlp {
         depth: 2,
@@ -134,7 +137,6 @@ fn a_tampered_in_flight_record_is_reported_not_a_panic() {
         }
         first.save_checkpoint(&path).unwrap();
     }
-    // Rewrite the host state: the first in-flight record claims a skipped step.
     let bytes = std::fs::read(&path).unwrap();
     let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
@@ -147,8 +149,39 @@ fn a_tampered_in_flight_record_is_reported_not_a_panic() {
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors.tensors();
     std::fs::write(&path, safetensors::serialize(views, Some(metadata)).unwrap()).unwrap();
 
-    let mut resumed = Trainer::resume(gpu(), config, &path).unwrap();
-    resumed.run(|_| {}).unwrap();
-    let stopped = resumed.stopped().expect("the skipped record stops an Error-policy run");
-    assert!(stopped.contains("inconsistent"), "{stopped}");
+    let err = Trainer::resume(gpu(), config, &path, Default::default()).err().expect("an edited checkpoint is refused");
+    assert!(matches!(err, gradguard::Error::Checkpoint { .. }) && err.to_string().contains("checksum"), "{err}");
+}
+
+/// Rewind and continue with a fix: a resume may change the remedies. The steps before the
+/// checkpoint stay as they were; the ones after run under the new clip, from the saved weights.
+#[test]
+fn a_resume_may_change_the_remedies() {
+    let zclip = ClipSetting::Adaptive(AdaptivePolicy::ZClip(ZClip { max_norm: Some(50.0), ..ZClip::default() }));
+    let norm = ClipSetting::GlobalNorm { max_norm: 0.5, kind: gradguard::NormKind::L2 };
+    for (name, before, after) in [("to-norm", zclip, norm), ("to-zclip", norm, zclip)] {
+        let mut config = exploding_mlp(20, 3);
+        config.clip = before;
+        let path = checkpoint_path(name);
+        let mut first = Trainer::new(gpu(), config.clone()).unwrap();
+        for _ in 0..10 {
+            first.step().unwrap();
+        }
+        first.save_checkpoint(&path).unwrap();
+        let read_before = first.records().to_vec();
+        let mut fixed = config.clone();
+        (fixed.clip, fixed.lr, fixed.on_nonfinite) = (after, config.lr / 2.0, gradguard::NonFinitePolicy::SkipStep);
+        let mut resumed = Trainer::resume(gpu(), fixed, &path, Default::default()).unwrap();
+        resumed.run(|_| {}).unwrap();
+        assert_eq!(&resumed.records()[..read_before.len()], read_before.as_slice(), "{name}: the steps before");
+        let later = &resumed.records()[10..];
+        assert!(later.iter().all(|r| r.lr == config.lr / 2.0), "{name}: the new rate from step 10");
+        if after == norm {
+            assert!(later.iter().all(|r| r.applied_norm <= 0.5 * 1.0001), "{name}: the new clip from step 10");
+        }
+        let mut changed_model = config.clone();
+        changed_model.batch += 1;
+        let err = Trainer::resume(gpu(), changed_model, &path, Default::default()).err().expect("another batch is refused");
+        assert!(err.to_string().contains("batch"), "{err}");
+    }
 }

@@ -286,3 +286,80 @@ fn wgpu_backend_values_are_read_as_a_user_means_them() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("`nonsense` is not a backend") && !stderr.contains("apt-get"), "{stderr}");
 }
+
+/// Where tensor `name`'s bytes start in a safetensors file.
+fn tensor_start(bytes: &[u8], name: &str) -> usize {
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    8 + header_len + header[name]["data_offsets"][0].as_u64().unwrap() as usize
+}
+
+#[test]
+fn a_damaged_checkpoint_fails_its_checksum() {
+    let dir = out_dir("damaged");
+    let (ok, stderr) = train(&["--steps", "4", "--checkpoint-every", "2", "--out", dir.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let good = std::fs::read(dir.join("checkpoint.safetensors")).unwrap();
+    let weight = tensor_start(&good, "param/linear1.weight");
+    let elsewhere = out_dir("damaged-inputs");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let flip = |name: &str, at: usize, mask: u8| {
+        let mut bytes = good.clone();
+        bytes[at] ^= mask;
+        let path = elsewhere.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    // The last byte of the data, one exponent bit of the first weight (little-endian f32:
+    // the top byte holds the sign and 7 exponent bits), a byte of the optimizer's state.
+    let momentum = tensor_start(&good, "optim/linear2.weight/momentum_buffer");
+    for bad in [flip("last.safetensors", good.len() - 1, 0x01), flip("exponent.safetensors", weight + 3, 0x08), flip("state.safetensors", momentum + 1, 0x80)] {
+        let before = snapshot(&dir);
+        let (ok, stderr) = train(&["--steps", "8", "--resume", bad.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+        assert!(!ok && stderr.contains("checksum"), "{}: {stderr}", bad.display());
+        assert_eq!(before, snapshot(&dir), "{} changed --out", bad.display());
+    }
+    for d in [dir, elsewhere] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn nonfinite_weights_resume_only_when_asked() {
+    let dir = out_dir("nan-weights");
+    let run = ["--depth", "2", "--inject-nan", "1:linear2", "--on-nonfinite", "propagate", "--checkpoint-every", "3"];
+    let (ok, stderr) = train(&[&run[..], &["--steps", "3", "--out", dir.to_str().unwrap()]].concat());
+    assert!(ok, "{stderr}");
+    let ckpt = dir.join("checkpoint.safetensors");
+    let resume = [&run[..], &["--steps", "6", "--resume", ckpt.to_str().unwrap(), "--out", dir.to_str().unwrap()]].concat();
+    let (ok, stderr) = train(&resume);
+    assert!(!ok && stderr.contains("NaN or infinite") && stderr.contains("--resume-nonfinite"), "{stderr}");
+    let (ok, stderr) = train(&[&resume[..], &["--resume-nonfinite"]].concat());
+    assert!(ok, "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn checkpoints_are_byte_reproducible_and_the_last_k_kept() {
+    let (a, b) = (out_dir("repro-a"), out_dir("repro-b"));
+    for dir in [&a, &b] {
+        let args = ["--steps", "10", "--checkpoint-every", "2", "--keep-checkpoints", "3", "--out", dir.to_str().unwrap()];
+        let (ok, stderr) = train(&args);
+        assert!(ok, "{stderr}");
+    }
+    let kept = |dir: &std::path::Path| snapshot(dir).into_keys().filter(|n| n.starts_with("checkpoint")).collect::<Vec<_>>();
+    assert_eq!(kept(&a), ["checkpoint-6.safetensors", "checkpoint-8.safetensors", "checkpoint.safetensors"]);
+    for name in kept(&a) {
+        assert_eq!(std::fs::read(a.join(&name)).unwrap(), std::fs::read(b.join(&name)).unwrap(), "{name} differs between equal runs");
+    }
+    assert_eq!(gradguard::train::checkpoint::read_info(&a.join("checkpoint-6.safetensors")).unwrap().step, 6);
+    // Rewind to step 6 and continue with a fix; the refused changes are named.
+    let earlier = a.join("checkpoint-6.safetensors");
+    let (ok, stderr) = train(&["--steps", "10", "--resume", earlier.to_str().unwrap(), "--clip", "norm:1", "--lr", "0.01", "--out", b.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = train(&["--steps", "10", "--resume", earlier.to_str().unwrap(), "--batch", "32", "--out", b.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("batch") && stderr.contains("may change only"), "{stderr}");
+    for d in [a, b] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

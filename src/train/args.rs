@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use super::config::parse_activation;
 use super::{ClipSetting, Fault, FaultKind, ModelChoice, OptimizerChoice, Responses, Schedule, TrainConfig, Trainer};
+use super::checkpoint::{CheckpointPlan, ResumeOptions};
 use crate::data::Task;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -105,9 +106,18 @@ pub struct TrainArgs {
     /// Save OUT/checkpoint.safetensors every N steps and after the last one.
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<u64>,
-    /// Continue the run saved in this checkpoint (same flags; --steps may grow).
+    /// Continue the run saved in this checkpoint: the same model, task, data and optimizer;
+    /// --steps may grow, and the remedies (clip, learning rate and schedule, weight decay,
+    /// non-finite policy, responses, faults) may change.
     #[arg(long, value_name = "PATH")]
     pub resume: Option<PathBuf>,
+    /// Resume a checkpoint whose parameters or optimizer state hold NaN or inf.
+    #[arg(long, requires = "resume")]
+    pub resume_nonfinite: bool,
+    /// Checkpoints kept in --out: the latest as checkpoint.safetensors, earlier ones as
+    /// checkpoint-STEP.safetensors, to rewind to.
+    #[arg(long, default_value_t = 1, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_checkpoints: u32,
     /// Put a NaN into LAYER's gradient at STEP (STEP:LAYER, e.g. 10:linear3); repeatable.
     #[arg(long)]
     pub inject_nan: Vec<String>,
@@ -188,17 +198,17 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<super::TrainSummary> {
     let config = args.config()?;
     let checkpoints = match (args.checkpoint_every, &args.out) {
         (Some(0), _) => return Err(Error::Invalid("--checkpoint-every must be ≥ 1".into())),
-        (Some(every), Some(dir)) => Some((every, dir)),
+        (Some(every), Some(dir)) => Some((CheckpointPlan::new(every, dir.join(super::checkpoint::FILE_NAME), args.keep_checkpoints)?, dir)),
         (Some(_), None) => return Err(Error::Invalid("--checkpoint-every needs --out (where checkpoints go)".into())),
         (None, _) => None,
     };
     let mut trainer = match &args.resume {
-        Some(path) => Trainer::resume(gpu, config, path)?,
+        Some(path) => Trainer::resume(gpu, config, path, ResumeOptions { allow_nonfinite: args.resume_nonfinite })?,
         None => Trainer::new(gpu, config)?,
     };
-    if let Some((every, dir)) = checkpoints {
+    if let Some((plan, dir)) = checkpoints {
         super::output::create_dir(dir)?;
-        trainer.checkpoint_every(every, dir.join(super::checkpoint::FILE_NAME))?;
+        trainer.save_checkpoints(plan);
     }
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(trainer.config().steps)

@@ -4,11 +4,14 @@
 //! monitor, the learning-rate scale, the records, and the records of
 //! steps the device finished but the host had not read yet). Host floats are saved as
 //! their bit patterns: JSON cannot hold NaN, and a resumed run must continue bit for bit.
+//!
+//! The file is written here rather than by `safetensors::serialize`, whose metadata map
+//! comes out in a random order: the same state gives the same bytes. A checksum over the
+//! metadata and every tensor lets a reader refuse a corrupted file.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use super::{Check, StepRecord, TrainConfig};
@@ -18,10 +21,64 @@ use crate::monitor::{Detector, Ema, Explosion, MonitorState};
 use crate::readback::read_buffer;
 
 /// Written into every checkpoint; a reader refuses any other.
-const FORMAT: &str = "gradguard-checkpoint-v3";
+const FORMAT: &str = "gradguard-checkpoint-v4";
 
 /// The file `gradguard train --checkpoint-every` writes into `--out`.
 pub const FILE_NAME: &str = "checkpoint.safetensors";
+
+/// Where a run saves its checkpoints, how often, and how many it keeps: the latest at
+/// `path`, up to `keep - 1` earlier ones beside it as `STEM-STEP.EXT`.
+#[derive(Debug)]
+pub struct CheckpointPlan {
+    every: u64,
+    path: std::path::PathBuf,
+    keep: u32,
+    /// The step of the checkpoint now at `path`, written by this run.
+    latest: Option<u64>,
+    earlier: std::collections::VecDeque<std::path::PathBuf>,
+}
+
+impl CheckpointPlan {
+    /// Every `every` (≥ 1) steps and after the last one, to `path`, keeping `keep` (≥ 1).
+    pub fn new(every: u64, path: std::path::PathBuf, keep: u32) -> Result<Self> {
+        if every == 0 {
+            return Err(Error::OutOfRange { what: "checkpoint interval", value: 0.0, expected: "at least 1 step" });
+        }
+        if keep == 0 {
+            return Err(Error::OutOfRange { what: "checkpoints kept", value: 0.0, expected: "at least 1" });
+        }
+        Ok(Self { every, path, keep, latest: None, earlier: Default::default() })
+    }
+
+    /// Whether a checkpoint is due after `step` steps of a run of `steps`.
+    pub(super) fn due(&self, step: u64, steps: u64) -> bool {
+        step.is_multiple_of(self.every) || step == steps
+    }
+
+    /// Where the checkpoint of `step` is kept once a later one takes `path`.
+    pub fn earlier_path(&self, step: u64) -> std::path::PathBuf {
+        let stem = self.path.file_stem().unwrap_or_default().to_string_lossy();
+        let ext = self.path.extension().map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
+        self.path.with_file_name(format!("{stem}-{step}{ext}"))
+    }
+
+    /// Saves through `write` (to `path`, atomically) the checkpoint of `step`, first moving
+    /// the previous one aside when more than one is kept and dropping the oldest beyond `keep`.
+    pub(super) fn save(&mut self, step: u64, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        if let Some(latest) = self.latest.filter(|&l| self.keep > 1 && l != step) {
+            let aside = self.earlier_path(latest);
+            std::fs::rename(&self.path, &aside).map_err(|source| Error::Io { action: "renaming", path: aside.clone(), source })?;
+            self.earlier.push_back(aside);
+            while self.earlier.len() >= self.keep as usize {
+                let oldest = self.earlier.pop_front().expect("not empty");
+                std::fs::remove_file(&oldest).map_err(|source| Error::Io { action: "removing", path: oldest, source })?;
+            }
+        }
+        write(&self.path)?;
+        self.latest = Some(step);
+        Ok(())
+    }
+}
 
 /// A device buffer whose contents a checkpoint saves and restores.
 pub(super) struct DeviceTensor<'a> {
@@ -52,7 +109,6 @@ pub(super) struct HostState {
     pub records: Vec<StepRecord>,
     pub checks: Vec<Check>,
     pub in_flight: Vec<InFlight>,
-    pub stopped: Option<String>,
 }
 
 /// What `gradguard` can tell about a checkpoint file without a device.
@@ -82,19 +138,71 @@ pub(super) fn save(path: &Path, gpu: &Gpu, config: &TrainConfig, step: u64, tens
         let start = t.offset as usize;
         bytes.push(data[start..start + 4 * t.shape.iter().product::<usize>()].to_vec());
     }
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|(t, b)| Ok((t.name.clone(), TensorView::new(t.dtype, t.shape.clone(), b).map_err(|e| refuse(path, e.to_string()))?)))
-        .collect::<Result<Vec<_>>>()?;
-    let metadata = HashMap::from([
+    let mut metadata = BTreeMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("step".to_string(), step.to_string()),
         ("config".to_string(), to_json(path, config)?),
         ("host".to_string(), to_json(path, &SavedHost::from(host))?),
     ]);
-    let file = safetensors::serialize(views, Some(metadata)).map_err(|e| refuse(path, e.to_string()))?;
+    let mut named: Vec<(&str, Dtype, &[usize], &[u8])> =
+        tensors.iter().zip(&bytes).map(|(t, b)| (t.name.as_str(), t.dtype, t.shape.as_slice(), b.as_slice())).collect();
+    named.sort_by_key(|t| t.0);
+    metadata.insert(CHECKSUM.to_string(), checksum(&metadata, &named));
+    let file = serialize(&named, &metadata).map_err(|e| refuse(path, e.to_string()))?;
     super::output::write_synced(path, &file).map_err(|e| refuse(path, format!("writing failed: {e}")))
+}
+
+/// The metadata key of the checksum.
+const CHECKSUM: &str = "checksum";
+
+/// FNV-1a (64-bit) over the metadata but the checksum itself, then every tensor's name,
+/// dtype, shape and bytes, in name order. Each step of the hash is a bijection of its state,
+/// so any single changed byte changes the sum for certain; other corruption almost surely.
+fn checksum(metadata: &BTreeMap<String, String>, tensors: &[(&str, Dtype, &[usize], &[u8])]) -> String {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut feed = |bytes: &[u8]| {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            hash = (hash ^ u64::from_le_bytes(word)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash = (hash ^ bytes.len() as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    for (key, value) in metadata.iter().filter(|(k, _)| *k != CHECKSUM) {
+        feed(key.as_bytes());
+        feed(value.as_bytes());
+    }
+    for (name, dtype, shape, data) in tensors {
+        feed(name.as_bytes());
+        feed(format!("{dtype:?}{shape:?}").as_bytes());
+        feed(data);
+    }
+    format!("fnv1a64:{hash:016x}")
+}
+
+/// A safetensors file: the header (tensors and metadata as JSON objects, whose keys
+/// serde_json keeps sorted), padded to 8 bytes, then the tensors' bytes in `tensors` order.
+fn serialize(tensors: &[(&str, Dtype, &[usize], &[u8])], metadata: &BTreeMap<String, String>) -> serde_json::Result<Vec<u8>> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::to_value(metadata)?);
+    let mut offset = 0;
+    for (name, dtype, shape, data) in tensors {
+        let end = offset + data.len();
+        header.insert(
+            name.to_string(),
+            serde_json::json!({ "dtype": format!("{dtype:?}"), "shape": shape, "data_offsets": [offset, end] }),
+        );
+        offset = end;
+    }
+    let mut json = serde_json::to_vec(&header)?;
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut file = Vec::with_capacity(8 + json.len() + offset);
+    file.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    file.extend_from_slice(&json);
+    for (_, _, _, data) in tensors {
+        file.extend_from_slice(data);
+    }
+    Ok(file)
 }
 
 fn to_json(path: &Path, value: &impl serde::Serialize) -> Result<String> {
@@ -119,6 +227,13 @@ fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<Parsed<'a>> {
     let step = field("step")?.parse().map_err(|_| refuse(path, "its step is not a number"))?;
     field("config")?;
     field("host")?;
+    let mut named: Vec<_> = tensors.tensors().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let named: Vec<_> = named.iter().map(|(n, v)| (n.as_str(), v.dtype(), v.shape(), v.data())).collect();
+    let sorted: BTreeMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    if *field(CHECKSUM)? != checksum(&sorted, &named) {
+        return Err(refuse(path, "its checksum does not match its contents: the file is corrupt"));
+    }
     Ok(Parsed { tensors, metadata, step })
 }
 
@@ -177,13 +292,36 @@ fn declared_size(path: &Path) -> Result<u64> {
     Ok(8 + n + data)
 }
 
+/// What a resume accepts beyond an intact checkpoint of the same model, data and optimizer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResumeOptions {
+    /// Load NaN or ±inf parameters and optimizer state (a run under
+    /// `NonFinitePolicy::Propagate` saves them as they are); refused otherwise.
+    pub allow_nonfinite: bool,
+}
+
+/// The configuration fields a resume may change: the remedies and the run's length, for
+/// the workflow of rewinding to a checkpoint before a spike and continuing with a fix.
+/// Everything else (task, model, init, batch, seed, optimizer) fixes what the tensors mean.
+pub const RESUMABLE_CHANGES: [&str; 11] =
+    ["steps", "lr", "schedule", "clip", "weight_decay", "l2", "on_nonfinite", "monitor", "responses", "faults", "eval_every"];
+
+/// The adaptive clip's state: a resume that changes the clip starts it afresh.
+const ADAPTIVE_STATE: &str = "clip/adaptive_state";
+
 /// Checks `path` against `config` and `tensors` (every name, dtype and shape) before
 /// touching the device, then writes the tensors into their buffers. Returns the step and
 /// the host state to continue from.
-pub(super) fn load(path: &Path, gpu: &Gpu, config: &TrainConfig, tensors: &[DeviceTensor]) -> Result<(u64, HostState)> {
+pub(super) fn load(
+    path: &Path,
+    gpu: &Gpu,
+    config: &TrainConfig,
+    tensors: &[DeviceTensor],
+    options: ResumeOptions,
+) -> Result<(u64, HostState)> {
     let bytes = read_file(path, declared_size(path)?.min(size_limit(config, tensors)))?;
     let parsed = parse(path, &bytes)?;
-    check_config(path, &parsed.metadata["config"], config)?;
+    let changed = check_config(path, &parsed.metadata["config"], config)?;
     if parsed.step > config.steps {
         return Err(refuse(path, format!("it is at step {}, past --steps {}: ask for more steps", parsed.step, config.steps)));
     }
@@ -196,8 +334,9 @@ pub(super) fn load(path: &Path, gpu: &Gpu, config: &TrainConfig, tensors: &[Devi
     if !consecutive {
         return Err(refuse(path, "its step records do not match its step"));
     }
+    let fresh_clip = changed.contains(&"clip");
     let mut views = Vec::with_capacity(tensors.len());
-    for t in tensors {
+    for t in tensors.iter().filter(|t| !(fresh_clip && t.name == ADAPTIVE_STATE)) {
         let view = parsed.tensors.tensor(&t.name).map_err(|_| refuse(path, format!("no tensor `{}`", t.name)))?;
         if view.dtype() != t.dtype || view.shape() != t.shape.as_slice() {
             return Err(refuse(
@@ -205,38 +344,60 @@ pub(super) fn load(path: &Path, gpu: &Gpu, config: &TrainConfig, tensors: &[Devi
                 format!("tensor `{}` is {:?} {:?}, this run needs {:?} {:?}", t.name, view.dtype(), view.shape(), t.dtype, t.shape),
             ));
         }
-        views.push(view);
+        if view.dtype() == Dtype::F32 && !options.allow_nonfinite {
+            let bad = view.data().chunks_exact(4).filter(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()).count();
+            if bad > 0 {
+                return Err(refuse(
+                    path,
+                    format!("tensor `{}` holds {bad} NaN or infinite values (resume it anyway with --resume-nonfinite)", t.name),
+                ));
+            }
+        }
+        views.push((t, view));
     }
-    if parsed.tensors.len() != tensors.len() {
+    let expected = views.len() + usize::from(fresh_clip && parsed.tensors.names().contains(&ADAPTIVE_STATE));
+    if parsed.tensors.len() != expected {
         return Err(refuse(path, format!("{} tensors, this run has {}", parsed.tensors.len(), tensors.len())));
     }
-    for (t, view) in tensors.iter().zip(&views) {
+    for (t, view) in &views {
         gpu.queue.write_buffer(t.buffer, t.offset, view.data());
+    }
+    if !changed.is_empty() {
+        log::info!("resuming {} with changed {}", path.display(), changed.join(", "));
     }
     Ok((parsed.step, host))
 }
 
-/// Every field of the configuration must match except `steps` (a run may be extended).
-fn check_config(path: &Path, saved: &str, config: &TrainConfig) -> Result<()> {
+/// The fields of [`RESUMABLE_CHANGES`] in which `config` differs from the checkpoint's;
+/// an error naming every other field that differs.
+fn check_config(path: &Path, saved: &str, config: &TrainConfig) -> Result<Vec<&'static str>> {
     let saved: serde_json::Value = serde_json::from_str(saved).map_err(|e| refuse(path, format!("its configuration: {e}")))?;
     // Through text, as the checkpoint went: `to_value` would widen f32s (0.3 → 0.30000001…).
     let current: serde_json::Value = serde_json::from_str(&to_json(path, config)?).map_err(|e| refuse(path, e.to_string()))?;
     let (Some(saved), Some(current)) = (saved.as_object(), current.as_object()) else {
         return Err(refuse(path, "its configuration is not an object"));
     };
-    let differ: Vec<String> = current
-        .iter()
-        .filter(|(key, _)| key.as_str() != "steps")
-        .filter(|(key, value)| saved.get(*key) != Some(value))
-        .map(|(key, value)| {
+    let differs = |key: &String| saved.get(key) != current.get(key);
+    let changed = RESUMABLE_CHANGES.into_iter().filter(|k| differs(&k.to_string())).collect();
+    let refused: Vec<String> = current
+        .keys()
+        .filter(|key| !RESUMABLE_CHANGES.contains(&key.as_str()) && differs(key))
+        .map(|key| {
             let was = saved.get(key).map_or("nothing".to_string(), |v| v.to_string());
-            format!("{key}: checkpoint {was}, this run {value}")
+            format!("{key}: checkpoint {was}, this run {}", current[key])
         })
         .collect();
-    if differ.is_empty() {
-        Ok(())
+    if refused.is_empty() {
+        Ok(changed)
     } else {
-        Err(refuse(path, format!("written by a different configuration ({})", differ.join("; "))))
+        Err(refuse(
+            path,
+            format!(
+                "written by a different model, data or optimizer ({}); a resume may change only {}",
+                refused.join("; "),
+                RESUMABLE_CHANGES.join(", ")
+            ),
+        ))
     }
 }
 
@@ -291,7 +452,6 @@ struct SavedHost {
     /// (step, error rate bits).
     checks: Vec<(u64, u64)>,
     in_flight: Vec<SavedInFlight>,
-    stopped: Option<String>,
 }
 
 fn bits(v: &[f64]) -> Vec<u64> {
@@ -360,7 +520,6 @@ impl From<&HostState> for SavedHost {
                     lr: r.lr.to_bits(),
                 })
                 .collect(),
-            stopped: h.stopped.clone(),
         }
     }
 }
@@ -412,7 +571,6 @@ impl From<SavedHost> for HostState {
                     lr: f32::from_bits(r.lr),
                 })
                 .collect(),
-            stopped: s.stopped,
         }
     }
 }

@@ -13,7 +13,7 @@ pub use config::{ClipSetting, Fault, FaultKind, ModelChoice, OptimizerChoice, Re
 pub use output::{create_dir, temp_path, write_atomic as write_file, write_run};
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::kernels::buffer_init;
@@ -257,8 +257,8 @@ pub struct Trainer<'g> {
     /// Records of steps before a resume that the stopped run had not read yet; they are
     /// read before the ring, each at the step it would have been.
     preloaded: VecDeque<InFlight>,
-    /// Save a checkpoint to the path every so many steps and at the end.
-    checkpoints: Option<(u64, PathBuf)>,
+    /// Where and how often checkpoints are saved.
+    checkpoints: Option<checkpoint::CheckpointPlan>,
     next_step: u64,
     /// The first step whose record the host has not read.
     next_read: u64,
@@ -583,14 +583,9 @@ impl<'g> Trainer<'g> {
         self.read_until(self.next_step)
     }
 
-    /// Makes [`Trainer::run`] save a checkpoint to `path` every `every` steps and after
-    /// the last one.
-    pub fn checkpoint_every(&mut self, every: u64, path: PathBuf) -> Result<()> {
-        if every == 0 {
-            return Err(Error::Invalid("--checkpoint-every must be ≥ 1".into()));
-        }
-        self.checkpoints = Some((every, path));
-        Ok(())
+    /// Makes [`Trainer::run`] save checkpoints as `plan` says.
+    pub fn save_checkpoints(&mut self, plan: checkpoint::CheckpointPlan) {
+        self.checkpoints = Some(plan);
     }
 
     /// Runs to `config.steps` (or a stop), calling `on_record` for each record read.
@@ -606,11 +601,13 @@ impl<'g> Trainer<'g> {
                     break;
                 }
             }
-            if let Some((every, path)) = &self.checkpoints {
-                if self.next_step.is_multiple_of(*every) || self.next_step == self.config.steps {
-                    let path = path.clone();
-                    self.save_checkpoint(&path)?;
-                }
+            if let Some(mut plan) = self.checkpoints.take() {
+                let saved = match plan.due(self.next_step, self.config.steps) {
+                    true => plan.save(self.next_step, |path| self.save_checkpoint(path)),
+                    false => Ok(()),
+                };
+                self.checkpoints = Some(plan);
+                saved?;
             }
         }
         let before = self.records.len();
@@ -677,22 +674,23 @@ impl<'g> Trainer<'g> {
             records: self.records.clone(),
             checks: self.checks.clone(),
             in_flight,
-            stopped: self.stopped.clone(),
         };
         checkpoint::save(path, self.gpu, &self.config, self.next_step, &self.device_tensors(), &host)
     }
 
-    /// A trainer for `config` that continues the run saved at `path`, bit for bit. The
-    /// checkpoint must come from the same configuration (only `steps` may grow).
-    pub fn resume(gpu: &'g Gpu, config: TrainConfig, path: &Path) -> Result<Self> {
+    /// A trainer for `config` that continues the run saved at `path`: bit for bit under the
+    /// same configuration (`steps` may grow), or with other remedies
+    /// ([`checkpoint::RESUMABLE_CHANGES`]: clip, learning rate and schedule, weight decay,
+    /// non-finite policy, responses); a changed clip starts its adaptive state afresh. A run
+    /// that had stopped continues.
+    pub fn resume(gpu: &'g Gpu, config: TrainConfig, path: &Path, options: checkpoint::ResumeOptions) -> Result<Self> {
         let mut trainer = Self::new(gpu, config)?;
-        let (step, host) = checkpoint::load(path, gpu, &trainer.config, &trainer.device_tensors())?;
+        let (step, host) = checkpoint::load(path, gpu, &trainer.config, &trainer.device_tensors(), options)?;
         trainer.monitor.restore(host.monitor);
         trainer.next_read = host.in_flight.first().map_or(step, |r| r.step);
         trainer.preloaded = host.in_flight.into();
         trainer.next_step = step;
-        (trainer.lr_scale, trainer.records, trainer.checks, trainer.stopped) =
-            (host.lr_scale, host.records, host.checks, host.stopped);
+        (trainer.lr_scale, trainer.records, trainer.checks) = (host.lr_scale, host.records, host.checks);
         Ok(trainer)
     }
 

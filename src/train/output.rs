@@ -27,11 +27,15 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 
 pub(super) fn write_synced(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let tmp = temp_path(path);
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(contents)?;
+        file.sync_all()
+    });
+    // A full disk leaves no half-written temporary behind.
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     // The rename itself is durable once the directory is synced (where directories can be
     // opened as files: Unix).
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
