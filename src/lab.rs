@@ -155,8 +155,9 @@ pub struct LabRun {
     pub records: Vec<StepRecord>,
 }
 
-/// Runs every remedy on both exploding configurations; `on_done` sees each run as it ends.
-pub fn run(gpu: &Gpu, full: bool, seed: u64, mut on_done: impl FnMut(&LabRun)) -> Result<Vec<LabRun>> {
+/// Runs every remedy on both exploding configurations; `on_done` sees every run so far
+/// as each one ends (to print it and write the outputs: an error from it ends the lab).
+pub fn run(gpu: &Gpu, full: bool, seed: u64, mut on_done: impl FnMut(&[LabRun]) -> Result<()>) -> Result<Vec<LabRun>> {
     let (mlp_steps, rnn_steps, seq_len) = if full { (2000, 5000, 100) } else { (300, 1500, 50) };
     let bases = [("MLP/wine", exploding_mlp(mlp_steps, seed)), ("RNN/adding", exploding_rnn(rnn_steps, seq_len, seed))];
     let mut runs = Vec::new();
@@ -164,10 +165,10 @@ pub fn run(gpu: &Gpu, full: bool, seed: u64, mut on_done: impl FnMut(&LabRun)) -
         for remedy in REMEDIES {
             let Some(config) = (remedy.apply)(base) else { continue };
             let mut trainer = Trainer::new(gpu, config)?;
-            let summary = trainer.run(|_| {})?;
+            let summary = trainer.run(|_, _| Ok(()))?;
             let run = LabRun { model, remedy: remedy.name, summary, records: trainer.records().to_vec() };
-            on_done(&run);
             runs.push(run);
+            on_done(&runs)?;
         }
     }
     Ok(runs)

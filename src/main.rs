@@ -119,23 +119,28 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Train(args) => {
             let gpu = open_gpu()?;
-            let summary = gradguard::train::args::run(&gpu, &args)?;
+            let outcome = gradguard::train::args::run(&gpu, &args)?;
             keep_pipelines(&gpu);
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-            // Stopped early (`--on-nonfinite error`, `--stop-on-explosion`): the outputs and
-            // the last checkpoint are written, and scripts see a status of its own (clap's
-            // usage errors take 2).
-            if let Some(reason) = &summary.stopped {
+            println!("{}", serde_json::to_string_pretty(&outcome.summary)?);
+            // Stopped early (`--on-nonfinite error`, `--stop-on-explosion`, a signal): the
+            // outputs and a checkpoint are written, and scripts see a status of its own
+            // (clap's usage errors take 2; a signal 128 + its number, as a shell reports it).
+            if let Some(reason) = &outcome.summary.stopped {
                 eprintln!("gradguard: training {reason}");
-                std::process::exit(STOPPED_EARLY);
+                std::process::exit(outcome.signal.map_or(STOPPED_EARLY, |s| 128 + s));
             }
         }
         Command::Lab { full, seed, out } => {
             let gpu = open_gpu()?;
+            // Written before the first run and after every one: an unwritable --out fails at
+            // once, and a lab stopped halfway keeps what it finished.
+            gradguard::lab::write(&out, &[])?;
             println!("{}", gradguard::lab::table_header());
-            let runs = gradguard::lab::run(&gpu, full, seed, |r| println!("{}", gradguard::lab::table_row(r)))?;
+            gradguard::lab::run(&gpu, full, seed, |runs| {
+                println!("{}", gradguard::lab::table_row(runs.last().expect("called after a run")));
+                gradguard::lab::write(&out, runs)
+            })?;
             keep_pipelines(&gpu);
-            gradguard::lab::write(&out, &runs)?;
             println!("wrote {}/table.txt, comparison.svg and summary.json", out.display());
         }
         Command::Devices { json } => {

@@ -28,7 +28,7 @@ fn device_state(trainer: &Trainer) -> Vec<Vec<u32>> {
 /// and the rest.
 fn check_resume(name: &str, config: TrainConfig, stop_at: u64) {
     let mut straight = Trainer::new(gpu(), config.clone()).unwrap();
-    let straight_summary = straight.run(|_| {}).unwrap();
+    let straight_summary = straight.run(|_, _| Ok(())).unwrap();
 
     let path = checkpoint_path(name);
     {
@@ -43,7 +43,7 @@ fn check_resume(name: &str, config: TrainConfig, stop_at: u64) {
     // A run may have saved NaN weights on purpose (an injected fault, propagated).
     let options = ResumeOptions { allow_nonfinite: true };
     let mut resumed = Trainer::resume(gpu(), config, &path, options).unwrap();
-    let resumed_summary = resumed.run(|_| {}).unwrap();
+    let resumed_summary = resumed.run(|_, _| Ok(())).unwrap();
 
     assert_eq!(resumed.records().len(), straight.records().len());
     for (a, b) in straight.records().iter().zip(resumed.records()) {
@@ -109,7 +109,7 @@ fn stop_on_explosion_survives_a_resume() {
     config.responses.stop_on_explosion = true;
     config.faults = vec![Fault { step: 9, layer: "linear3".into(), kind: FaultKind::Inf }];
     let mut straight = Trainer::new(gpu(), config.clone()).unwrap();
-    let summary = straight.run(|_| {}).unwrap();
+    let summary = straight.run(|_, _| Ok(())).unwrap();
     assert_eq!(straight.records().len(), 12, "the fault's record stops the run two steps later: {:?}", summary.stopped);
     assert!(straight.monitor().events().iter().any(|e| e.detector == Detector::NonFiniteGradient));
     // The fault's record is in flight at the checkpoint; the resumed run stops at the same step.
@@ -172,7 +172,7 @@ fn a_resume_may_change_the_remedies() {
         let mut fixed = config.clone();
         (fixed.clip, fixed.lr, fixed.on_nonfinite) = (after, config.lr / 2.0, gradguard::NonFinitePolicy::SkipStep);
         let mut resumed = Trainer::resume(gpu(), fixed, &path, Default::default()).unwrap();
-        resumed.run(|_| {}).unwrap();
+        resumed.run(|_, _| Ok(())).unwrap();
         assert_eq!(&resumed.records()[..read_before.len()], read_before.as_slice(), "{name}: the steps before");
         let later = &resumed.records()[10..];
         assert!(later.iter().all(|r| r.lr == config.lr / 2.0), "{name}: the new rate from step 10");

@@ -19,7 +19,7 @@ use gradguard::{NonFinitePolicy, NormKind};
 #[test]
 fn exploding_mlp_is_detected_within_bounded_steps_naming_the_layer() {
     let mut trainer = Trainer::new(gpu(), exploding_mlp(40, 0)).unwrap();
-    let summary = trainer.run(|_| {}).unwrap();
+    let summary = trainer.run(|_, _| Ok(())).unwrap();
     let first = summary.first_explosion.expect("the exploding configuration explodes");
     assert!(first.step < 30, "detected only at step {}", first.step);
     assert!(trainer.monitor().layers().contains(&first.layer), "names a real layer: {}", first.layer);
@@ -33,7 +33,7 @@ fn global_norm_clipping_prevents_the_explosion() {
     let mut config = exploding_mlp(120, 0);
     config.clip = ClipSetting::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 };
     let mut trainer = Trainer::new(gpu(), config).unwrap();
-    let summary = trainer.run(|_| {}).unwrap();
+    let summary = trainer.run(|_, _| Ok(())).unwrap();
     assert!(!summary.exploded, "clipped run exploded: {:?}", summary.first_explosion);
     assert!(trainer.records().iter().all(|r| r.loss.is_finite() && r.norm.is_finite()));
     let first = trainer.records()[0].loss;
@@ -66,7 +66,7 @@ fn skipped_nonfinite_step_leaves_weights_bitwise_unchanged_and_training_continue
     assert_eq!(weights_hash(&trainer), before, "the skipped step changed weights or optimizer state");
     trainer.step().unwrap();
     assert_ne!(weights_hash(&trainer), before, "training did not continue after the skipped step");
-    let summary = trainer.run(|_| {}).unwrap();
+    let summary = trainer.run(|_, _| Ok(())).unwrap();
     let skipped: Vec<u64> = trainer.records().iter().filter(|r| r.skipped).map(|r| r.step).collect();
     assert_eq!(skipped, [6]);
     assert_eq!(summary.skipped_steps, 1);
@@ -83,7 +83,7 @@ fn injected_gradient_spike_is_reported_in_its_layer() {
     config.init = InitScheme::Kaiming;
     config.faults = vec![Fault { step: 32, layer: "linear2".into(), kind: FaultKind::Scale(1e7) }];
     let mut trainer = Trainer::new(gpu(), config).unwrap();
-    trainer.run(|_| {}).unwrap();
+    trainer.run(|_, _| Ok(())).unwrap();
     let events = trainer.monitor().events();
     let at_32: Vec<_> = events.iter().filter(|e| e.step == 32).collect();
     assert!(at_32.iter().any(|e| e.detector == Detector::AbsoluteNorm && e.layer == "linear2"), "{events:?}");

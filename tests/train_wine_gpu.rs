@@ -16,7 +16,7 @@ fn wine_mlp_beats_the_majority_baseline() {
     config.model = ModelChoice::Mlp { depth: 2, width: 64, activation: Activation::Relu, batchnorm: true };
     config.init = InitScheme::Kaiming;
     let mut trainer = Trainer::new(gpu(), config).unwrap();
-    let s = trainer.run(|_| {}).unwrap();
+    let s = trainer.run(|_, _| Ok(())).unwrap();
     let (accuracy, majority) = (s.test.metric.value(), s.trivial.metric.value());
     assert_eq!(s.test.metric.name(), "accuracy");
     assert!(accuracy > majority + 0.05, "test accuracy {accuracy} vs majority baseline {majority}");
@@ -38,7 +38,7 @@ fn same_seed_writes_identical_metrics() {
         }));
         config.responses.lr_drop_on_spike = Some(0.5);
         let mut trainer = Trainer::new(gpu(), config).unwrap();
-        let summary = trainer.run(|_| {}).unwrap();
+        let summary = trainer.run(|_, _| Ok(())).unwrap();
         let out = dir.join(run.to_string());
         let layers = trainer.monitor().layers().to_vec();
         write_run(&out, trainer.config(), trainer.records(), trainer.monitor().events(), &layers, &summary).unwrap();

@@ -2,10 +2,13 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use super::config::parse_activation;
 use super::{ClipSetting, Fault, FaultKind, ModelChoice, OptimizerChoice, Responses, Schedule, TrainConfig, Trainer};
 use super::checkpoint::{CheckpointPlan, ResumeOptions};
+use super::output::RunStream;
 use crate::data::Task;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -192,47 +195,89 @@ impl TrainArgs {
     }
 }
 
+/// How `gradguard train` ended.
+pub struct Outcome {
+    /// The run, evaluated.
+    pub summary: super::TrainSummary,
+    /// The signal (SIGINT, SIGTERM) that stopped it, if one did.
+    pub signal: Option<i32>,
+}
+
+/// A flag that SIGINT and SIGTERM set to their number; a second one ends the process at
+/// once, as the first would have without the handler.
+fn signal_flag() -> Result<Arc<AtomicUsize>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let number = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        let registered = signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&seen))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&seen)))
+            .and_then(|_| signal_hook::flag::register_usize(signal, Arc::clone(&number), signal as usize));
+        registered.map_err(|source| Error::Io { action: "installing a signal handler for", path: "SIGINT/SIGTERM".into(), source })?;
+    }
+    Ok(number)
+}
+
 /// Runs `gradguard train`: builds everything (so bad input fails before any file is
-/// touched), trains with a progress bar on a terminal, prints the summary, writes `--out`.
-pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<super::TrainSummary> {
+/// touched), opens `--out` before the first step and streams the metrics and events into
+/// it, trains with a progress bar on a terminal (plain lines otherwise), and writes the
+/// summary and plot. SIGINT or SIGTERM ends the run after the current step with every
+/// output and a checkpoint written.
+pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Outcome> {
     let config = args.config()?;
-    let checkpoints = match (args.checkpoint_every, &args.out) {
+    let checkpoint_path = args.out.as_ref().map(|dir| dir.join(super::checkpoint::FILE_NAME));
+    let plan = match (args.checkpoint_every, checkpoint_path) {
         (Some(0), _) => return Err(Error::Invalid("--checkpoint-every must be ≥ 1".into())),
-        (Some(every), Some(dir)) => Some((CheckpointPlan::new(every, dir.join(super::checkpoint::FILE_NAME), args.keep_checkpoints)?, dir)),
+        (Some(every), Some(path)) => Some(CheckpointPlan::new(every, path, args.keep_checkpoints)?),
         (Some(_), None) => return Err(Error::Invalid("--checkpoint-every needs --out (where checkpoints go)".into())),
-        (None, _) => None,
+        (None, path) => path.map(CheckpointPlan::when_stopped),
     };
     let mut trainer = match &args.resume {
         Some(path) => Trainer::resume(gpu, config, path, ResumeOptions { allow_nonfinite: args.resume_nonfinite })?,
         None => Trainer::new(gpu, config)?,
     };
-    if let Some((plan, dir)) = checkpoints {
-        super::output::create_dir(dir)?;
+    let layers = trainer.monitor().layers().to_vec();
+    let mut stream = match &args.out {
+        Some(dir) => Some(RunStream::create(dir, &layers, trainer.records(), trainer.monitor().events())?),
+        None => None,
+    };
+    if let Some(plan) = plan {
         trainer.save_checkpoints(plan);
     }
-    let bar = if std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::new(trainer.config().steps)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let signal = signal_flag()?;
+    trainer.stop_on(Arc::clone(&signal));
+    let steps = trainer.config().steps;
+    let terminal = std::io::stderr().is_terminal();
+    let bar = if terminal { indicatif::ProgressBar::new(steps) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    // Off a terminal (a log, CI), about ten lines over the run.
+    let line_every = (steps / 10).max(1);
     let mut latest = String::from("-");
-    let layers = trainer.monitor().layers().to_vec();
-    let summary = trainer.run(|r| {
+    let summary = trainer.run(|r, events| {
         if let Some(e) = r.events.first() {
             latest = format!("{} at {}", e.name(), r.step);
         }
-        bar.set_position(r.step + 1);
-        bar.set_message(format!("loss {:.4e}  norm {:.3e}  last event: {latest}", r.loss, r.norm));
+        let status = format!("loss {:.4e}  norm {:.3e}  last event: {latest}", r.loss, r.norm);
+        if terminal {
+            bar.set_position(r.step + 1);
+            bar.set_message(status);
+        } else if (r.step + 1).is_multiple_of(line_every) {
+            eprintln!("step {}/{steps}  {status}", r.step + 1);
+        }
+        stream.as_mut().map_or(Ok(()), |s| s.record(r, events))
     })?;
     bar.finish_and_clear();
     for e in trainer.monitor().events().iter().filter(|e| e.detector.is_explosion()).take(5) {
         eprintln!("explosion: {e}");
     }
     if let Some(dir) = &args.out {
-        super::write_run(dir, trainer.config(), trainer.records(), trainer.monitor().events(), &layers, &summary)?;
+        super::output::write_summary(dir, trainer.config(), trainer.records(), trainer.monitor().events(), &layers, &summary)?;
     }
-    Ok(summary)
+    let signal = match signal.load(Ordering::Relaxed) {
+        0 => None,
+        n => Some(n as i32),
+    };
+    Ok(Outcome { summary, signal })
 }

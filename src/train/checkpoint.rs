@@ -27,10 +27,12 @@ const FORMAT: &str = "gradguard-checkpoint-v4";
 pub const FILE_NAME: &str = "checkpoint.safetensors";
 
 /// Where a run saves its checkpoints, how often, and how many it keeps: the latest at
-/// `path`, up to `keep - 1` earlier ones beside it as `STEM-STEP.EXT`.
+/// `path`, up to `keep - 1` earlier ones beside it as `STEM-STEP.EXT`. A run stopped by
+/// [`Trainer::stop_on`](super::Trainer::stop_on) saves one whatever the interval.
 #[derive(Debug)]
 pub struct CheckpointPlan {
-    every: u64,
+    /// None: only when stopped from outside.
+    every: Option<u64>,
     path: std::path::PathBuf,
     keep: u32,
     /// The step of the checkpoint now at `path`, written by this run.
@@ -47,12 +49,22 @@ impl CheckpointPlan {
         if keep == 0 {
             return Err(Error::OutOfRange { what: "checkpoints kept", value: 0.0, expected: "at least 1" });
         }
-        Ok(Self { every, path, keep, latest: None, earlier: Default::default() })
+        Ok(Self { every: Some(every), path, keep, latest: None, earlier: Default::default() })
+    }
+
+    /// One checkpoint at `path`, saved only if the run is stopped from outside.
+    pub fn when_stopped(path: std::path::PathBuf) -> Self {
+        Self { every: None, path, keep: 1, latest: None, earlier: Default::default() }
     }
 
     /// Whether a checkpoint is due after `step` steps of a run of `steps`.
     pub(super) fn due(&self, step: u64, steps: u64) -> bool {
-        step.is_multiple_of(self.every) || step == steps
+        self.every.is_some_and(|every| step.is_multiple_of(every) || step == steps)
+    }
+
+    /// The step of the checkpoint now at `path`, if this run wrote it.
+    pub(super) fn latest(&self) -> Option<u64> {
+        self.latest
     }
 
     /// Where the checkpoint of `step` is kept once a later one takes `path`.

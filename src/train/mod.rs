@@ -14,6 +14,8 @@ pub use output::{create_dir, temp_path, write_atomic as write_file, write_run};
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::kernels::buffer_init;
@@ -259,6 +261,8 @@ pub struct Trainer<'g> {
     preloaded: VecDeque<InFlight>,
     /// Where and how often checkpoints are saved.
     checkpoints: Option<checkpoint::CheckpointPlan>,
+    /// A signal handler's flag: non-zero stops the run.
+    stop_signal: Option<Arc<AtomicUsize>>,
     next_step: u64,
     /// The first step whose record the host has not read.
     next_read: u64,
@@ -364,6 +368,7 @@ impl<'g> Trainer<'g> {
             pending_lr: VecDeque::new(),
             preloaded: VecDeque::new(),
             checkpoints: None,
+            stop_signal: None,
             next_step: 0,
             next_read: 0,
             records: Vec::new(),
@@ -588,13 +593,36 @@ impl<'g> Trainer<'g> {
         self.checkpoints = Some(plan);
     }
 
-    /// Runs to `config.steps` (or a stop), calling `on_record` for each record read.
-    pub fn run(&mut self, mut on_record: impl FnMut(&StepRecord)) -> Result<TrainSummary> {
+    /// Makes [`Trainer::run`] stop after the step during which `signal` turns non-zero
+    /// (a signal handler's flag: its number), read every output and save a checkpoint
+    /// where it saves them.
+    pub fn stop_on(&mut self, signal: Arc<AtomicUsize>) {
+        self.stop_signal = Some(signal);
+    }
+
+    /// Hands `on_record` the records from index `from` on, each with the events it fired.
+    fn emit(&self, from: usize, on_record: &mut impl FnMut(&StepRecord, &[Explosion]) -> Result<()>) -> Result<()> {
+        let events = self.monitor.events();
+        for r in &self.records[from..] {
+            let (start, end) = (events.partition_point(|e| e.step < r.step), events.partition_point(|e| e.step <= r.step));
+            on_record(r, &events[start..end])?;
+        }
+        Ok(())
+    }
+
+    /// Runs to `config.steps` (or a stop), calling `on_record` with each record read and
+    /// the events it fired; an error from `on_record` ends the run with that error.
+    pub fn run(&mut self, mut on_record: impl FnMut(&StepRecord, &[Explosion]) -> Result<()>) -> Result<TrainSummary> {
         self.started = Instant::now();
         while self.next_step < self.config.steps && self.stopped.is_none() {
             let before = self.records.len();
             self.step()?;
-            self.records[before..].iter().for_each(&mut on_record);
+            self.emit(before, &mut on_record)?;
+            let signal = self.stop_signal.as_ref().map_or(0, |s| s.load(Ordering::Relaxed));
+            if signal != 0 {
+                self.stopped = Some(format!("interrupted by signal {signal} after step {}", self.next_step));
+                break;
+            }
             if self.config.eval_every > 0 && self.next_step.is_multiple_of(self.config.eval_every) {
                 self.check()?;
                 if self.config.responses.stop_when_solved && self.solved_at().is_some() {
@@ -612,9 +640,18 @@ impl<'g> Trainer<'g> {
         }
         let before = self.records.len();
         self.flush()?;
-        self.records[before..].iter().for_each(&mut on_record);
+        self.emit(before, &mut on_record)?;
         if self.checks.last().is_none_or(|c| c.step != self.next_step) {
             self.check()?;
+        }
+        let interrupted = self.stop_signal.as_ref().is_some_and(|s| s.load(Ordering::Relaxed) != 0);
+        if let Some(mut plan) = self.checkpoints.take() {
+            let saved = match interrupted && plan.latest() != Some(self.next_step) {
+                true => plan.save(self.next_step, |path| self.save_checkpoint(path)),
+                false => Ok(()),
+            };
+            self.checkpoints = Some(plan);
+            saved?;
         }
         self.summary()
     }

@@ -1,6 +1,6 @@
-//! What a run leaves in its `--out` directory: metrics.csv, events.jsonl, summary.json and
-//! plot.svg. Each file is written to a temporary name and renamed, so a crash never leaves
-//! half a file.
+//! What a run leaves in its `--out` directory: metrics.csv and events.jsonl, streamed as
+//! the run goes, and summary.json and plot.svg at its end, each written to a temporary name
+//! and renamed, so a crash never leaves half a file.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -51,19 +51,69 @@ pub fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io { action: "creating", path: dir.to_path_buf(), source })
 }
 
-/// metrics.csv: one row per step, one column per layer norm. Floats in Rust's shortest
-/// round-trip form, so equal runs give equal files.
-pub fn metrics_csv(records: &[StepRecord], layers: &[String]) -> String {
+/// metrics.csv's header: one column per layer norm.
+fn metrics_header(layers: &[String]) -> String {
     let mut out = String::from("step,loss,global_norm,clipped_norm");
     layers.iter().for_each(|l| out.push_str(&format!(",norm_{l}")));
     out.push_str(",lr,skipped,events\n");
-    for r in records {
-        let _ = write!(out, "{},{},{},{}", r.step, r.loss, r.norm, r.applied_norm);
-        r.layer_norms.iter().for_each(|n| out.push_str(&format!(",{n}")));
-        let events: Vec<&str> = r.events.iter().map(|e| e.name()).collect();
-        let _ = writeln!(out, ",{},{},{}", r.lr, r.skipped as u8, events.join(";"));
-    }
     out
+}
+
+/// One row of metrics.csv. Floats in Rust's shortest round-trip form, so equal runs give
+/// equal files.
+fn metrics_row(r: &StepRecord) -> String {
+    let mut out = format!("{},{},{},{}", r.step, r.loss, r.norm, r.applied_norm);
+    r.layer_norms.iter().for_each(|n| out.push_str(&format!(",{n}")));
+    let events: Vec<&str> = r.events.iter().map(|e| e.name()).collect();
+    let _ = writeln!(out, ",{},{},{}", r.lr, r.skipped as u8, events.join(";"));
+    out
+}
+
+/// metrics.csv: one row per step, one column per layer norm.
+pub fn metrics_csv(records: &[StepRecord], layers: &[String]) -> String {
+    records.iter().fold(metrics_header(layers), |out, r| out + &metrics_row(r))
+}
+
+fn event_line(e: &Explosion) -> Result<String> {
+    serde_json::to_string(e).map(|line| line + "\n").map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// metrics.csv and events.jsonl in `--out`, written as the run goes and flushed at every
+/// record: a killed run keeps every step the host had read. Created before the first
+/// step, so an unwritable `--out` fails before any training.
+pub struct RunStream {
+    metrics: (PathBuf, std::fs::File),
+    events: (PathBuf, std::fs::File),
+}
+
+impl RunStream {
+    /// Creates `dir` and both files, starting with what a resumed run already holds.
+    pub fn create(dir: &Path, layers: &[String], records: &[StepRecord], events: &[Explosion]) -> Result<Self> {
+        create_dir(dir)?;
+        let open = |name: &str| {
+            let path = dir.join(name);
+            std::fs::File::create(&path).map(|f| (path.clone(), f)).map_err(|source| Error::Io { action: "creating", path, source })
+        };
+        let mut stream = Self { metrics: open("metrics.csv")?, events: open("events.jsonl")? };
+        let text = events.iter().map(event_line).collect::<Result<String>>()?;
+        append(&mut stream.events, &text)?;
+        append(&mut stream.metrics, &metrics_csv(records, layers))?;
+        Ok(stream)
+    }
+
+    /// Appends one step and the events it fired.
+    pub fn record(&mut self, record: &StepRecord, events: &[Explosion]) -> Result<()> {
+        if !events.is_empty() {
+            let text = events.iter().map(event_line).collect::<Result<String>>()?;
+            append(&mut self.events, &text)?;
+        }
+        append(&mut self.metrics, &metrics_row(record))
+    }
+}
+
+/// One unbuffered write: the text reaches the kernel at once, and survives a killed process.
+fn append((path, file): &mut (PathBuf, std::fs::File), text: &str) -> Result<()> {
+    file.write_all(text.as_bytes()).map_err(|source| Error::Io { action: "writing", path: path.clone(), source })
 }
 
 /// The three panels of a run: global norm with events, loss, per-layer norm against depth.
@@ -114,7 +164,24 @@ pub fn run_plot(title: &str, records: &[StepRecord], events: &[Explosion], layer
     plot::svg(&[norm, loss, depth])
 }
 
-/// Writes the run's four files into `dir` (created if missing).
+/// Writes summary.json and plot.svg into `dir` (created if missing), beside the streamed
+/// metrics.csv and events.jsonl.
+pub fn write_summary(
+    dir: &Path,
+    config: &TrainConfig,
+    records: &[StepRecord],
+    events: &[Explosion],
+    layers: &[String],
+    summary: &TrainSummary,
+) -> Result<()> {
+    create_dir(dir)?;
+    let summary_json = serde_json::json!({ "config": config, "layers": layers, "summary": summary });
+    let text = serde_json::to_string_pretty(&summary_json).map_err(|e| Error::Invalid(e.to_string()))?;
+    write_atomic(&dir.join("summary.json"), text.as_bytes())?;
+    write_atomic(&dir.join("plot.svg"), run_plot(&config.task.name(), records, events, layers).as_bytes())
+}
+
+/// Writes the run's four files into `dir` at once (a run that was not streamed).
 pub fn write_run(
     dir: &Path,
     config: &TrainConfig,
@@ -125,14 +192,7 @@ pub fn write_run(
 ) -> Result<()> {
     create_dir(dir)?;
     write_atomic(&dir.join("metrics.csv"), metrics_csv(records, layers).as_bytes())?;
-    let mut jsonl = String::new();
-    for e in events {
-        jsonl.push_str(&serde_json::to_string(e).map_err(|e| Error::Invalid(e.to_string()))?);
-        jsonl.push('\n');
-    }
+    let jsonl = events.iter().map(event_line).collect::<Result<String>>()?;
     write_atomic(&dir.join("events.jsonl"), jsonl.as_bytes())?;
-    let summary_json = serde_json::json!({ "config": config, "layers": layers, "summary": summary });
-    let text = serde_json::to_string_pretty(&summary_json).map_err(|e| Error::Invalid(e.to_string()))?;
-    write_atomic(&dir.join("summary.json"), text.as_bytes())?;
-    write_atomic(&dir.join("plot.svg"), run_plot(&config.task.name(), records, events, layers).as_bytes())
+    write_summary(dir, config, records, events, layers, summary)
 }
