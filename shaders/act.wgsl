@@ -48,9 +48,15 @@ fn normal_pdf(v: f32) -> f32 {
     return 0.39894228040143268 * exp(-0.5 * v * v);
 }
 
+// NaN by its bits: compilers may fold `v != v` away.
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// relu keeps NaN, as torch.relu does (WGSL's max may return either operand).
 fn activate(kind: u32, slope: f32, v: f32) -> f32 {
     switch kind {
-        case RELU: { return max(v, 0.0); }
+        case RELU: { return select(max(v, 0.0), v, is_nan(v)); }
         case LEAKY_RELU: { return select(slope * v, v, v > 0.0); }
         case TANH: { return tanh_stable(v); }
         case SIGMOID: { return sigmoid(v); }
@@ -59,10 +65,11 @@ fn activate(kind: u32, slope: f32, v: f32) -> f32 {
     }
 }
 
-// f'(v); at 0, relu and leaky relu take the left derivative, as torch does.
+// f'(v); at 0, relu and leaky relu take the left derivative, as torch does. At NaN relu
+// passes the gradient on, as torch's threshold_backward (zero only where v <= 0).
 fn derivative(kind: u32, slope: f32, v: f32) -> f32 {
     switch kind {
-        case RELU: { return select(0.0, 1.0, v > 0.0); }
+        case RELU: { return select(1.0, 0.0, v <= 0.0); }
         case LEAKY_RELU: { return select(slope, 1.0, v > 0.0); }
         case TANH: { let t = tanh_stable(v); return 1.0 - t * t; }
         case SIGMOID: { let s = sigmoid(v); return s * (1.0 - s); }

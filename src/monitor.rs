@@ -12,7 +12,7 @@ use crate::norm::NormStats;
 pub enum Detector {
     /// A NaN or ±inf gradient element; the layer is the first one holding one.
     NonFiniteGradient,
-    /// The loss is NaN or ±inf; the layer named is the one with the largest norm.
+    /// The loss is NaN or ±inf (named `loss`: the forward pass is not watched layer by layer).
     NonFiniteLoss,
     /// The norm of the gradient the optimizer received (after clipping) above
     /// [`MonitorConfig::max_norm`]: clipping that contains a raw spike is no explosion.
@@ -54,7 +54,8 @@ pub struct Explosion {
     pub step: u64,
     /// Which detector fired.
     pub detector: Detector,
-    /// The layer at fault: the first non-finite one, or the one with the largest norm.
+    /// The layer at fault: the first non-finite one (gradients), the one with the largest
+    /// norm (global-norm detectors), the first layer (depth growth), or `loss`.
     pub layer: String,
     /// What was measured (a norm, a z-score, a ratio, a loss).
     pub value: f64,
@@ -63,8 +64,23 @@ pub struct Explosion {
 }
 
 impl std::fmt::Display for Explosion {
+    /// Each detector in its own words: a count is a count, a global norm is global (with
+    /// the layer of the largest norm beside it), a loss belongs to no layer.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "step {}: {} in {} ({:.4e} > {:.4e})", self.step, self.detector.name(), self.layer, self.value, self.threshold)
+        let (step, name, layer, value, threshold) = (self.step, self.detector.name(), &self.layer, self.value, self.threshold);
+        match self.detector {
+            Detector::NonFiniteGradient => write!(f, "step {step}: {name} in {layer}: {value} NaN or infinite gradient elements"),
+            Detector::NonFiniteLoss => write!(f, "step {step}: {name}: the loss is {value}"),
+            Detector::LossSpike => write!(f, "step {step}: {name}: loss {value:.4e} above {threshold:.4e} (a multiple of its average)"),
+            Detector::AbsoluteNorm => {
+                write!(f, "step {step}: {name}: global norm after clipping {value:.4e} > {threshold:.4e} (largest layer norm: {layer})")
+            }
+            Detector::Spike => write!(f, "step {step}: {name}: global norm z-score {value:.2} > {threshold:.2} (largest layer norm: {layer})"),
+            Detector::Percentile => {
+                write!(f, "step {step}: {name}: global norm {value:.4e} > {threshold:.4e} (largest layer norm: {layer})")
+            }
+            Detector::DepthGrowth => write!(f, "step {step}: {name}: {layer}'s norm {value:.4e}× the last layer's (limit {threshold:.4e})"),
+        }
     }
 }
 
@@ -431,7 +447,7 @@ impl GradMonitor {
             fired.push((Detector::NonFiniteGradient, name(layer), (stats.nan_count + stats.inf_count) as f64, 0.0));
         }
         if !loss.is_finite() {
-            fired.push((Detector::NonFiniteLoss, name(loudest), loss as f64, 0.0));
+            fired.push((Detector::NonFiniteLoss, "loss".into(), loss as f64, 0.0));
         }
         let applied = applied_norm as f64;
         if applied.is_finite() && applied > c.max_norm {
@@ -459,7 +475,7 @@ impl GradMonitor {
         let loss = loss as f64;
         if loss.is_finite() {
             if warm && loss > c.loss_factor * self.loss_ema.mean.max(1e-12) {
-                fired.push((Detector::LossSpike, name(loudest), loss, c.loss_factor * self.loss_ema.mean));
+                fired.push((Detector::LossSpike, "loss".into(), loss, c.loss_factor * self.loss_ema.mean));
             }
             self.loss_ema.update(loss, c.ema_alpha);
         }

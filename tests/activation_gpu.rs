@@ -115,6 +115,38 @@ fn relu_masks_infinite_upstream_gradients() {
     assert_eq!(read_f32s(device, &gpu().queue, &gdx).unwrap(), vec![0.0, 3.0]);
 }
 
+/// NaN and ±inf in, what torch.nn.functional gives out (PyTorch 2.15 on the CPU): relu
+/// keeps NaN, and its backward passes the gradient on at NaN (threshold_backward zeroes
+/// only where x <= 0). One difference: torch's gelu(+inf) is NaN, ours its limit +inf.
+#[test]
+fn nonfinite_inputs_give_what_torch_gives() {
+    let device = &gpu().device;
+    let kernel = ActivationKernel::new(device).unwrap();
+    let (nan, inf) = (f32::NAN, f32::INFINITY);
+    let x = [nan, inf, -inf];
+    let torch: [(Activation, [f32; 3]); 6] = [
+        (Activation::Identity, [nan, inf, -inf]),
+        (Activation::Relu, [nan, inf, 0.0]),
+        (Activation::LeakyRelu(0.01), [nan, inf, -inf]),
+        (Activation::Tanh, [nan, 1.0, -1.0]),
+        (Activation::Sigmoid, [nan, 1.0, 0.0]),
+        (Activation::Gelu, [nan, inf, nan]),
+    ];
+    let same = |a: f32, b: f64| (a.is_nan() && b.is_nan()) || a as f64 == b;
+    let (gx, gdy, gy, gdx) = (upload(&x), upload(&[2.0; 3]), upload(&[0.0; 3]), upload(&[0.0; 3]));
+    for (act, want) in torch {
+        run(&kernel, &kernel.bind_forward(device, act, 3, &gx, &gy).unwrap());
+        let y = read_f32s(device, &gpu().queue, &gy).unwrap();
+        for i in 0..3 {
+            assert!(same(y[i], want[i] as f64), "{act:?}({}) = {}, torch {}", x[i], y[i], want[i]);
+            assert!(same(y[i], twin::forward(act, x[i] as f64)), "{act:?}({}): twin {}", x[i], twin::forward(act, x[i] as f64));
+        }
+    }
+    run(&kernel, &kernel.bind_backward(device, Activation::Relu, 3, &gx, &gdy, &gdx).unwrap());
+    assert_eq!(read_f32s(device, &gpu().queue, &gdx).unwrap(), vec![2.0, 2.0, 0.0], "relu backward at NaN, inf, -inf");
+    assert_eq!(twin::grad_through(Activation::Relu, 2.0, f64::NAN), 2.0);
+}
+
 #[test]
 fn bad_input_is_a_typed_error() {
     use gradguard::Error;

@@ -339,6 +339,14 @@ fn bad_input_is_a_typed_error() {
     assert!(matches!(bind(&nesterov, buffers), Err(Error::Invalid(_))));
     let adamw = Optimizer::AdamW(AdamW { betas: (0.9, 1.0), ..Default::default() });
     let adamw_state = OptimizerState::new(device, &Optimizer::AdamW(AdamW::default()), 8).unwrap();
-    assert!(matches!(bind(&adamw, OptimizerBuffers { state: &adamw_state, ..buffers }), Err(Error::Invalid(_))));
+    assert!(matches!(
+        bind(&adamw, OptimizerBuffers { state: &adamw_state, ..buffers }),
+        Err(Error::OutOfRange { what: "AdamW beta2", .. })
+    ));
+    let nan_momentum = Optimizer::Sgd(Sgd { momentum: f32::NAN, ..Default::default() });
+    let momentum_state = OptimizerState::new(device, &momentum, 8).unwrap();
+    let err = bind(&nan_momentum, OptimizerBuffers { state: &momentum_state, ..buffers }).unwrap_err();
+    assert!(matches!(err, Error::OutOfRange { what: "SGD momentum", .. }), "{err}");
+    assert_eq!(err.to_string(), "SGD momentum must be finite and ≥ 0, got NaN");
     assert!(matches!(set_lr(&gpu().queue, &lr, f32::NAN), Err(Error::Invalid(_))));
 }

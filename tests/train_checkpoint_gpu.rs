@@ -54,7 +54,8 @@ fn check_resume(name: &str, config: TrainConfig, stop_at: u64) {
         assert_eq!(bits(a), bits(b), "step {}", a.step);
         assert_eq!(a.layer_norms.iter().map(|n| n.to_bits()).collect::<Vec<_>>(), b.layer_norms.iter().map(|n| n.to_bits()).collect::<Vec<_>>());
     }
-    assert_eq!(straight.monitor().events(), resumed.monitor().events());
+    // Through Debug: a NaN loss is an event's value, and NaN != NaN.
+    assert_eq!(format!("{:?}", straight.monitor().events()), format!("{:?}", resumed.monitor().events()));
     assert_eq!(device_state(&straight), device_state(&resumed), "weights or optimizer state differ");
     assert_eq!(straight_summary.steps_run, resumed_summary.steps_run);
     assert_eq!(straight_summary.final_loss.to_bits(), resumed_summary.final_loss.to_bits());

@@ -235,7 +235,8 @@ fn error_policy_stops_with_a_report_and_an_intact_checkpoint() {
         .expect("the binary runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "stopped early has its own status: {stderr}");
-    assert!(stderr.contains("step 6") && stderr.contains("segment 2"), "the report names step and segment: {stderr}");
+    assert!(stderr.contains("step 6") && stderr.contains("first in linear2.weight"), "the report names step and tensor: {stderr}");
+    assert!(stderr.contains("nonfinite-grad in linear2: 1 NaN or infinite gradient elements"), "a count reads as a count: {stderr}");
     let summary = std::fs::read_to_string(dir.join("summary.json")).unwrap();
     assert!(summary.contains("NonFiniteGradient") && summary.contains("linear2"), "{summary}");
     // The last checkpoint loads: resuming it (into another folder) reaches the same stop.
@@ -361,5 +362,29 @@ fn checkpoints_are_byte_reproducible_and_the_last_k_kept() {
     assert!(!ok && stderr.contains("batch") && stderr.contains("may change only"), "{stderr}");
     for d in [a, b] {
         std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+/// A flag the run would ignore is refused, naming what it applies to; messages name the
+/// setting in words, never a Rust structure.
+#[test]
+fn ignored_flags_are_refused_and_messages_read_as_words() {
+    for (args, says) in [
+        (vec!["--model", "rnn", "--task", "adding", "--depth", "3"], "--depth applies to the MLP only"),
+        (vec!["--model", "rnn", "--task", "adding", "--width", "16"], "--width applies to the MLP only"),
+        (vec!["--hidden", "16"], "--hidden applies to the RNN"),
+        (vec!["--seq-len", "20"], "--seq-len applies to the sequence tasks"),
+        (vec!["--optimizer", "adamw", "--momentum", "0.5"], "--momentum applies to SGD"),
+        (vec!["--steps", "10", "--inject-nan", "10:linear2"], "would never run"),
+        (vec!["--keep-checkpoints", "3"], "--checkpoint-every"),
+        (vec!["--width", "0"], "MLP width must be at least 1, got 0"),
+        (vec!["--model", "rnn", "--task", "adding", "--hidden", "0"], "RNN hidden size must be at least 1, got 0"),
+        (vec!["--momentum", "nan"], "SGD momentum must be finite and ≥ 0, got NaN"),
+        (vec!["--batch", "100000"], "batch size 100000 is larger than the training set (1279 samples)"),
+    ] {
+        let (ok, stderr) = train(&args);
+        assert!(!ok, "{args:?} was accepted");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains('{') && !stderr.contains("Spec"), "{args:?} prints a structure: {stderr}");
     }
 }

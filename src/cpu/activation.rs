@@ -41,7 +41,14 @@ fn sigmoid(x: f64) -> f64 {
 pub fn forward(activation: Activation, x: f64) -> f64 {
     match activation {
         Activation::Identity => x,
-        Activation::Relu => x.max(0.0),
+        // torch.relu keeps NaN; f64::max would drop it.
+        Activation::Relu => {
+            if x.is_nan() || x > 0.0 {
+                x
+            } else {
+                0.0
+            }
+        }
         Activation::LeakyRelu(slope) => {
             if x > 0.0 {
                 x
@@ -59,11 +66,12 @@ pub fn forward(activation: Activation, x: f64) -> f64 {
 pub fn derivative(activation: Activation, x: f64) -> f64 {
     match activation {
         Activation::Identity => 1.0,
+        // Zero only where x <= 0 (torch's threshold_backward): NaN passes the gradient on.
         Activation::Relu => {
-            if x > 0.0 {
-                1.0
-            } else {
+            if x <= 0.0 {
                 0.0
+            } else {
+                1.0
             }
         }
         Activation::LeakyRelu(slope) => {

@@ -304,11 +304,14 @@ pub struct BatchOrder {
 }
 
 impl BatchOrder {
-    /// Batches of `batch` rows from a training set of `len` samples. `Err(Error::Invalid)`
+    /// Batches of `batch` rows from a training set of `len` samples. `Err(Error::OutOfRange)`
     /// unless `1 ≤ batch ≤ len`.
     pub fn new(len: usize, batch: usize, seed: u64) -> Result<Self> {
-        if batch == 0 || batch > len {
-            return Err(Error::Invalid(format!("batch size must lie in 1..={len} (the training set), got {batch}")));
+        if batch == 0 {
+            return Err(Error::OutOfRange { what: "batch size", value: 0.0, expected: "at least 1" });
+        }
+        if batch > len {
+            return Err(Error::Invalid(format!("batch size {batch} is larger than the training set ({len} samples)")));
         }
         Ok(Self { len, batch, seed, epoch: None })
     }

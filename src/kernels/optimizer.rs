@@ -60,6 +60,15 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
+    /// What the state slots hold, in words, for messages.
+    fn slot_names(&self) -> &'static str {
+        match self.state_buffers() {
+            0 => "none: SGD without momentum",
+            1 => "momentum_buffer: SGD with momentum",
+            _ => "exp_avg and exp_avg_sq: AdamW",
+        }
+    }
+
     /// State slots (one f32 per parameter each) the optimizer needs: SGD's momentum buffer
     /// when momentum ≠ 0; AdamW's exp_avg and exp_avg_sq.
     pub fn state_buffers(&self) -> usize {
@@ -70,23 +79,28 @@ impl Optimizer {
     }
 
     fn hyper(&self, len: u32) -> Result<[u32; 12]> {
-        let bad = |what: &str| Err(Error::Invalid(format!("{what}, got {self:?}")));
-        let ok = |x: f32| x.is_finite() && x >= 0.0;
+        let nonnegative = |what: &'static str, x: f32| match x.is_finite() && x >= 0.0 {
+            true => Ok(()),
+            false => Err(Error::OutOfRange { what, value: x as f64, expected: "finite and ≥ 0" }),
+        };
         let (nesterov, momentum, dampening, weight_decay, beta1, beta2, eps) = match *self {
             Self::Sgd(s) => {
-                if !(ok(s.momentum) && ok(s.dampening) && ok(s.weight_decay)) {
-                    return bad("SGD momentum, dampening and weight_decay must be finite and ≥ 0");
-                }
+                nonnegative("SGD momentum", s.momentum)?;
+                nonnegative("SGD dampening", s.dampening)?;
+                nonnegative("SGD weight_decay", s.weight_decay)?;
                 if s.nesterov && (s.momentum == 0.0 || s.dampening != 0.0) {
-                    return bad("Nesterov momentum requires a momentum and zero dampening");
+                    return Err(Error::Invalid("Nesterov momentum requires a momentum and zero dampening".into()));
                 }
                 (s.nesterov as u32, s.momentum, s.dampening, s.weight_decay, 0.0, 0.0, 0.0)
             }
             Self::AdamW(a) => {
-                let beta = |b: f32| (0.0..1.0).contains(&b);
-                if !(beta(a.betas.0) && beta(a.betas.1) && ok(a.eps) && ok(a.weight_decay)) {
-                    return bad("AdamW betas must lie in [0, 1), eps and weight_decay be finite and ≥ 0");
+                for (what, beta) in [("AdamW beta1", a.betas.0), ("AdamW beta2", a.betas.1)] {
+                    if !(0.0..1.0).contains(&beta) {
+                        return Err(Error::OutOfRange { what, value: beta as f64, expected: "in [0, 1)" });
+                    }
                 }
+                nonnegative("AdamW eps", a.eps)?;
+                nonnegative("AdamW weight_decay", a.weight_decay)?;
                 (0, 0.0, 0.0, a.weight_decay, a.betas.0, a.betas.1, a.eps)
             }
         };
@@ -240,7 +254,7 @@ impl OptimizerKernel {
         }
         if state.slots != optimizer.state_buffers() {
             return Err(Error::LengthMismatch {
-                what: format!("{optimizer:?}: state slots"),
+                what: format!("optimizer state slots ({})", optimizer.slot_names()),
                 expected: optimizer.state_buffers() as u64,
                 actual: state.slots as u64,
             });

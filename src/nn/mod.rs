@@ -160,12 +160,19 @@ pub struct ModelSpec {
     pub init: InitScheme,
 }
 
+/// The first of `sizes` that is 0, as an error naming it.
+fn at_least_one(sizes: &[(&'static str, u32)]) -> Result<()> {
+    match sizes.iter().find(|(_, n)| *n == 0) {
+        Some(&(what, _)) => Err(Error::OutOfRange { what, value: 0.0, expected: "at least 1" }),
+        None => Ok(()),
+    }
+}
+
 impl ModelSpec {
-    /// The layers of an MLP. `Err(Error::Invalid)` if inputs, width or outputs is 0.
+    /// The layers of an MLP. `Err(Error::OutOfRange)` naming the size that is 0 (inputs,
+    /// width or outputs).
     pub fn mlp(s: &MlpSpec) -> Result<Self> {
-        if s.width == 0 || s.inputs == 0 || s.outputs == 0 {
-            return Err(Error::Invalid(format!("an MLP needs inputs, width and outputs ≥ 1, got {s:?}")));
-        }
+        at_least_one(&[("MLP inputs", s.inputs), ("MLP width", s.width), ("MLP outputs", s.outputs)])?;
         let mut layers = Vec::new();
         let mut features = s.inputs;
         for _ in 0..s.depth {
@@ -180,11 +187,14 @@ impl ModelSpec {
         Ok(Self { layers, init: s.init })
     }
 
-    /// The layers of an RNN and its head. `Err(Error::Invalid)` if any size is 0.
+    /// The layers of an RNN and its head. `Err(Error::OutOfRange)` naming the size that is 0.
     pub fn rnn(s: &RnnSpec) -> Result<Self> {
-        if s.steps == 0 || s.hidden == 0 || s.inputs == 0 || s.outputs == 0 {
-            return Err(Error::Invalid(format!("an RNN needs steps, inputs, hidden and outputs ≥ 1, got {s:?}")));
-        }
+        at_least_one(&[
+            ("RNN time steps", s.steps),
+            ("RNN inputs", s.inputs),
+            ("RNN hidden size", s.hidden),
+            ("RNN outputs", s.outputs),
+        ])?;
         let rnn = LayerSpec::Rnn { inputs: s.inputs, hidden: s.hidden, steps: s.steps, activation: s.activation };
         Ok(Self { layers: vec![rnn, LayerSpec::Linear { inputs: s.hidden, outputs: s.outputs }], init: s.init })
     }

@@ -33,18 +33,18 @@ pub struct TrainArgs {
     /// tasks of Pascanu et al. 2013).
     #[arg(long, default_value = "wine", value_parser = ["wine", "adding", "multiplication", "temporal-order", "temporal-order-3bit"])]
     pub task: String,
-    /// Sequence length of the sequence tasks (≥ 10).
-    #[arg(long, default_value_t = 50)]
-    pub seq_len: u32,
-    /// MLP hidden layers ("simplify": fewer).
-    #[arg(long, default_value_t = 8)]
-    pub depth: u32,
-    /// MLP hidden width.
-    #[arg(long, default_value_t = 64)]
-    pub width: u32,
-    /// RNN hidden size.
-    #[arg(long, default_value_t = 32)]
-    pub hidden: u32,
+    /// Sequence length of the sequence tasks (≥ 10) [default: 50].
+    #[arg(long)]
+    pub seq_len: Option<u32>,
+    /// MLP hidden layers ("simplify": fewer) [default: 8].
+    #[arg(long)]
+    pub depth: Option<u32>,
+    /// MLP hidden width [default: 64].
+    #[arg(long)]
+    pub width: Option<u32>,
+    /// RNN hidden size [default: 32].
+    #[arg(long)]
+    pub hidden: Option<u32>,
     /// relu, tanh, sigmoid, gelu, identity, leaky-relu[:SLOPE].
     #[arg(long, default_value = "relu", value_parser = |s: &str| parse_activation(s).map_err(|e| e.to_string()))]
     pub activation: crate::kernels::activation::Activation,
@@ -63,9 +63,9 @@ pub struct TrainArgs {
     /// sgd (with --momentum) or adamw.
     #[arg(long, default_value = "sgd", value_parser = ["sgd", "adamw"])]
     pub optimizer: String,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f32,
+    /// SGD momentum [default: 0.9].
+    #[arg(long)]
+    pub momentum: Option<f32>,
     /// Decoupled for AdamW, torch SGD's weight_decay for SGD.
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f32,
@@ -119,7 +119,7 @@ pub struct TrainArgs {
     pub resume_nonfinite: bool,
     /// Checkpoints kept in --out: the latest as checkpoint.safetensors, earlier ones as
     /// checkpoint-STEP.safetensors, to rewind to.
-    #[arg(long, default_value_t = 1, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 1, value_name = "K", value_parser = clap::value_parser!(u32).range(1..), requires = "checkpoint_every")]
     pub keep_checkpoints: u32,
     /// Put a NaN into LAYER's gradient at STEP (STEP:LAYER, e.g. 10:linear3); repeatable.
     #[arg(long)]
@@ -133,22 +133,44 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// Refuses a flag that the run would ignore: another model's size, a sequence length
+    /// for the table task, SGD's momentum under AdamW.
+    fn refuse_ignored(&self) -> Result<()> {
+        let rnn = self.model == "rnn";
+        let ignored = [
+            ("--depth", self.depth.is_some() && rnn, "the MLP"),
+            ("--width", self.width.is_some() && rnn, "the MLP"),
+            ("--batchnorm", self.batchnorm && rnn, "the MLP"),
+            ("--hidden", self.hidden.is_some() && !rnn, "the RNN (--model rnn)"),
+            ("--seq-len", self.seq_len.is_some() && self.task == "wine", "the sequence tasks"),
+            ("--momentum", self.momentum.is_some() && self.optimizer != "sgd", "SGD (--optimizer sgd)"),
+        ];
+        match ignored.iter().find(|(_, ignored, _)| *ignored) {
+            Some((flag, _, applies)) => Err(Error::Invalid(format!("{flag} applies to {applies} only"))),
+            None => Ok(()),
+        }
+    }
+
     /// The run these flags describe, validated. `Err(Error::Invalid)` names the bad flag.
     pub fn config(&self) -> Result<TrainConfig> {
+        self.refuse_ignored()?;
+        let seq_len = self.seq_len.unwrap_or(50);
         let task = match self.task.as_str() {
             "wine" => Task::Wine,
-            "adding" => Task::Adding { steps: self.seq_len },
-            "multiplication" => Task::Multiplication { steps: self.seq_len },
-            "temporal-order" => Task::TemporalOrder { steps: self.seq_len },
-            _ => Task::TemporalOrder3 { steps: self.seq_len },
+            "adding" => Task::Adding { steps: seq_len },
+            "multiplication" => Task::Multiplication { steps: seq_len },
+            "temporal-order" => Task::TemporalOrder { steps: seq_len },
+            _ => Task::TemporalOrder3 { steps: seq_len },
         };
         let model = match self.model.as_str() {
-            "mlp" => ModelChoice::Mlp { depth: self.depth, width: self.width, activation: self.activation, batchnorm: self.batchnorm },
-            _ => ModelChoice::Rnn { hidden: self.hidden, activation: self.activation },
+            "mlp" => ModelChoice::Mlp {
+                depth: self.depth.unwrap_or(8),
+                width: self.width.unwrap_or(64),
+                activation: self.activation,
+                batchnorm: self.batchnorm,
+            },
+            _ => ModelChoice::Rnn { hidden: self.hidden.unwrap_or(32), activation: self.activation },
         };
-        if self.batchnorm && self.model == "rnn" {
-            return Err(Error::Invalid("--batchnorm applies to the MLP only".into()));
-        }
         let mut faults = Vec::new();
         for s in &self.inject_nan {
             faults.push(Fault::parse("--inject-nan", s, Some(FaultKind::Nan))?);
@@ -170,7 +192,7 @@ impl TrainArgs {
             schedule: self.schedule,
             optimizer: match self.optimizer.as_str() {
                 "adamw" => OptimizerChoice::AdamW,
-                _ => OptimizerChoice::Sgd { momentum: self.momentum },
+                _ => OptimizerChoice::Sgd { momentum: self.momentum.unwrap_or(0.9) },
             },
             weight_decay: self.weight_decay,
             l2: self.l2,

@@ -274,6 +274,12 @@ impl TrainConfig {
                 return Err(Error::Invalid(format!("init std must be > 0, got {std}")));
             }
         }
+        if let Some(late) = self.faults.iter().find(|f| f.step >= self.steps) {
+            return Err(Error::Invalid(format!(
+                "a fault at step {} in {} would never run: the steps are 0..{}",
+                late.step, late.layer, self.steps
+            )));
+        }
         self.clip.validate()?;
         self.monitor.validate()
     }

@@ -563,6 +563,11 @@ impl<'g> Trainer<'g> {
                 // A skipped step has non-finite gradients; a tampered checkpoint's record may
                 // say otherwise, and is reported as it is.
                 let why = match stats.check_finite() {
+                    // Named as the events and checkpoints name it, not by segment index.
+                    Err(Error::NonFinite { segment, nan, inf }) => {
+                        let tensor = self.spec.tensors().get(segment as usize).map_or("?".into(), |t| t.name.clone());
+                        format!("non-finite gradient: {nan} NaN and {inf} inf elements, first in {tensor}")
+                    }
                     Err(e) => e.to_string(),
                     Ok(()) => "skipped with finite gradients (an inconsistent record)".into(),
                 };
