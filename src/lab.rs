@@ -36,7 +36,7 @@ pub fn exploding_mlp(steps: u64, seed: u64) -> TrainConfig {
         clip: ClipSetting::None,
         on_nonfinite: NonFinitePolicy::Propagate,
         monitor: MonitorConfig::default(),
-        responses: Responses { lr_drop_on_spike: None, stop_on_explosion: false, stop_when_solved: true },
+        responses: Responses { lr_drop: None, stop_on_explosion: false, stop_when_solved: true },
         faults: Vec::new(),
         eval_every: 100,
     }

@@ -23,7 +23,8 @@ pub enum Detector {
     Percentile,
     /// The first layer's norm over the last layer's above a ratio: growth with depth.
     DepthGrowth,
-    /// The loss above `factor ×` its EMA (after the warm-up).
+    /// The loss above `factor ×` its EMA and above its level at the end of the warm-up: a
+    /// jump that undoes the progress made, not the noise of a loss near zero.
     LossSpike,
 }
 
@@ -71,7 +72,9 @@ impl std::fmt::Display for Explosion {
         match self.detector {
             Detector::NonFiniteGradient => write!(f, "step {step}: {name} in {layer}: {value} NaN or infinite gradient elements"),
             Detector::NonFiniteLoss => write!(f, "step {step}: {name}: the loss is {value}"),
-            Detector::LossSpike => write!(f, "step {step}: {name}: loss {value:.4e} above {threshold:.4e} (a multiple of its average)"),
+            Detector::LossSpike => {
+                write!(f, "step {step}: {name}: loss {value:.4e} above {threshold:.4e} (a multiple of its average, and its level after the warm-up)")
+            }
             Detector::AbsoluteNorm => {
                 write!(f, "step {step}: {name}: global norm after clipping {value:.4e} > {threshold:.4e} (largest layer norm: {layer})")
             }
@@ -338,6 +341,8 @@ pub struct MonitorState {
     pub norm_ema: Ema,
     /// EMA of the loss (loss-spike detector).
     pub loss_ema: Ema,
+    /// The loss EMA when the warm-up ended: what a loss spike must also exceed.
+    pub loss_start: Option<f64>,
     /// Finite norms seen so far, sorted (AutoClip's history).
     pub history: Vec<f64>,
     /// Detectors that fired at the last step (they report again only after a pause).
@@ -356,6 +361,7 @@ pub struct GradMonitor {
     segment_layer: Vec<usize>,
     norm_ema: Ema,
     loss_ema: Ema,
+    loss_start: Option<f64>,
     /// Finite norms seen so far (AutoClip's history) and their percentile.
     history: NormHistory,
     firing: Vec<Detector>,
@@ -381,6 +387,7 @@ impl GradMonitor {
             segment_layer,
             norm_ema: Ema::default(),
             loss_ema: Ema::default(),
+            loss_start: None,
             firing: Vec::new(),
             events: Vec::new(),
         })
@@ -413,6 +420,7 @@ impl GradMonitor {
         MonitorState {
             norm_ema: self.norm_ema,
             loss_ema: self.loss_ema,
+            loss_start: self.loss_start,
             history: self.history.sorted(),
             firing: self.firing.clone(),
             events: self.events.clone(),
@@ -421,9 +429,10 @@ impl GradMonitor {
 
     /// Continues from `state` (same configuration and layers).
     pub fn restore(&mut self, state: MonitorState) {
-        let MonitorState { norm_ema, loss_ema, history, firing, events } = state;
+        let MonitorState { norm_ema, loss_ema, loss_start, history, firing, events } = state;
         let history = NormHistory::from_values(self.config.percentile, history);
-        (self.norm_ema, self.loss_ema, self.history, self.firing, self.events) = (norm_ema, loss_ema, history, firing, events);
+        (self.norm_ema, self.loss_ema, self.loss_start) = (norm_ema, loss_ema, loss_start);
+        (self.history, self.firing, self.events) = (history, firing, events);
     }
 
     /// Consumes one step's stats (before clipping), loss and the global L2 norm after
@@ -474,10 +483,16 @@ impl GradMonitor {
         }
         let loss = loss as f64;
         if loss.is_finite() {
-            if warm && loss > c.loss_factor * self.loss_ema.mean.max(1e-12) {
-                fired.push((Detector::LossSpike, "loss".into(), loss, c.loss_factor * self.loss_ema.mean));
+            if let Some(start) = self.loss_start {
+                let limit = (c.loss_factor * self.loss_ema.mean.max(1e-12)).max(start);
+                if loss > limit {
+                    fired.push((Detector::LossSpike, "loss".into(), loss, limit));
+                }
             }
             self.loss_ema.update(loss, c.ema_alpha);
+            if self.loss_start.is_none() && self.loss_ema.count >= c.warmup {
+                self.loss_start = Some(self.loss_ema.mean);
+            }
         }
 
         let now: Vec<Detector> = fired.iter().map(|f| f.0).collect();

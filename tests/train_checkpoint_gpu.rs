@@ -75,7 +75,7 @@ fn mlp_adamw_zclip_batchnorm_resumes_bitwise() {
     config.lr = 0.01;
     config.schedule = Schedule::Step { every: 15, factor: 0.5 };
     config.clip = ClipSetting::Adaptive(AdaptivePolicy::ZClip(ZClip { alpha: 0.9, z: 1.5, warmup: 10, max_norm: Some(5.0) }));
-    config.responses.lr_drop_on_spike = Some(0.5);
+    config.responses.lr_drop = Some(gradguard::train::LrDrop { factor: 0.5, min_scale: 0.1, cooldown: 3 });
     config.monitor.warmup = 5;
     // A spike just before the stop: its record is in flight when the checkpoint is taken,
     // and the learning-rate drop it causes must land at the same step after the resume.
@@ -93,7 +93,7 @@ fn rnn_sgd_autoclip_cosine_resumes_bitwise() {
     config.optimizer = OptimizerChoice::Sgd { momentum: 0.9 };
     config.schedule = Schedule::Cosine;
     config.clip = ClipSetting::Adaptive(AdaptivePolicy::AutoClip(AutoClip { percentile: 50.0, capacity: 8, max_norm: None }));
-    config.responses.lr_drop_on_spike = Some(0.1);
+    config.responses.lr_drop = Some(gradguard::train::LrDrop { factor: 0.1, min_scale: 0.01, cooldown: 2 });
     config.monitor.warmup = 5;
     config.faults = vec![
         Fault { step: 10, layer: "rnn".into(), kind: FaultKind::Nan },

@@ -90,3 +90,47 @@ fn injected_gradient_spike_is_reported_in_its_layer() {
     assert!(at_32.iter().any(|e| e.detector == Detector::Spike && e.layer == "linear2"), "{events:?}");
     assert!(events.iter().all(|e| e.step >= 32 || !e.detector.is_explosion()), "{events:?}");
 }
+
+/// The learning-rate drop reacts to every sign of instability (here norm spikes that the
+/// clip contains, and a NaN that the step skips), at most once per cool-down, and never
+/// below its floor.
+#[test]
+fn lr_drop_reacts_to_explosions_with_a_cooldown_and_a_floor() {
+    let mut config = exploding_mlp(90, 2);
+    config.init = InitScheme::Kaiming;
+    config.on_nonfinite = NonFinitePolicy::SkipStep;
+    config.clip = ClipSetting::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 };
+    config.responses.lr_drop = Some(gradguard::train::LrDrop { factor: 0.5, min_scale: 0.2, cooldown: 10 });
+    let spike = |step| Fault { step, layer: "linear2".into(), kind: FaultKind::Scale(1e7) };
+    config.faults = vec![spike(30), spike(33), Fault { step: 45, layer: "linear4".into(), kind: FaultKind::Nan }, spike(60), spike(75)];
+    let base = config.lr;
+    let mut trainer = Trainer::new(gpu(), config).unwrap();
+    trainer.run(|_, _| Ok(())).unwrap();
+    let mut cuts: Vec<(u64, f32)> = Vec::new();
+    for pair in trainer.records().windows(2) {
+        if pair[1].lr != pair[0].lr {
+            cuts.push((pair[1].step, (1e4 * pair[1].lr / base).round() / 1e4));
+        }
+    }
+    // Each event's record is read LAG steps later; the next step runs at the new rate.
+    let at = |event: u64| event + LAG + 1;
+    assert_eq!(cuts, [(at(30), 0.5), (at(45), 0.25), (at(60), 0.2)], "33 is in 30's cool-down; 75 finds the floor");
+}
+
+/// Healthy runs that converge raise no explosion: the lab's MLP from Kaiming's init, and
+/// the README's adding example (`examples/false_alarms.rs` measures more seeds).
+#[test]
+fn healthy_runs_raise_no_explosion() {
+    let mut mlp = exploding_mlp(300, 1);
+    mlp.init = InitScheme::Kaiming;
+    let mut rnn = gradguard::lab::exploding_rnn(1500, 50, 0);
+    rnn.init = InitScheme::Identity { gain: 1.0 };
+    rnn.clip = ClipSetting::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 };
+    rnn.responses.stop_when_solved = false;
+    for config in [mlp, rnn] {
+        let mut trainer = Trainer::new(gpu(), config).unwrap();
+        let summary = trainer.run(|_, _| Ok(())).unwrap();
+        assert!(!summary.exploded, "{}: {:?}", summary.task, summary.first_explosion);
+        assert!(summary.final_loss < trainer.records()[0].loss as f64 / 2.0, "{}: it must converge", summary.task);
+    }
+}

@@ -36,7 +36,7 @@ fn same_seed_writes_identical_metrics() {
             capacity: 100,
             max_norm: None,
         }));
-        config.responses.lr_drop_on_spike = Some(0.5);
+        config.responses.lr_drop = Some(gradguard::train::LrDrop::new(0.5));
         let mut trainer = Trainer::new(gpu(), config).unwrap();
         let summary = trainer.run(|_, _| Ok(())).unwrap();
         let out = dir.join(run.to_string());

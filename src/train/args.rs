@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::config::parse_activation;
-use super::{ClipSetting, Fault, FaultKind, ModelChoice, OptimizerChoice, Responses, Schedule, TrainConfig, Trainer};
+use super::{ClipSetting, Fault, FaultKind, LrDrop, ModelChoice, OptimizerChoice, Responses, Schedule, TrainConfig, Trainer};
 use super::checkpoint::{CheckpointPlan, ResumeOptions};
 use super::output::RunStream;
 use crate::data::Task;
@@ -79,9 +79,11 @@ pub struct TrainArgs {
     /// propagate, skip (the device skips the update), error (skip and stop), zero.
     #[arg(long, default_value = "propagate", value_parser = ["propagate", "skip", "error", "zero"])]
     pub on_nonfinite: String,
-    /// Multiply the learning rate by this after a norm spike.
-    #[arg(long)]
-    pub lr_drop_on_spike: Option<f32>,
+    /// Multiply the learning rate by FACTOR at a norm spike, a norm above --explode-norm, a
+    /// loss spike or a non-finite value; never below MIN_SCALE of the scheduled rate
+    /// [default: 0.01], and once per COOLDOWN steps [default: 100].
+    #[arg(long, value_name = "FACTOR[:MIN_SCALE[:COOLDOWN]]", value_parser = parse::<LrDrop>)]
+    pub lr_drop_on_spike: Option<LrDrop>,
     /// Stop with a report at the first explosion.
     #[arg(long)]
     pub stop_on_explosion: bool,
@@ -205,7 +207,7 @@ impl TrainArgs {
             },
             monitor: MonitorConfig { max_norm: self.explode_norm, ..MonitorConfig::default() },
             responses: Responses {
-                lr_drop_on_spike: self.lr_drop_on_spike,
+                lr_drop: self.lr_drop_on_spike,
                 stop_on_explosion: self.stop_on_explosion,
                 stop_when_solved: self.stop_when_solved,
             },

@@ -117,6 +117,7 @@ pub(super) struct InFlight {
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct HostState {
     pub lr_scale: f32,
+    pub last_lr_drop: Option<u64>,
     pub monitor: MonitorState,
     pub records: Vec<StepRecord>,
     pub checks: Vec<Check>,
@@ -455,8 +456,10 @@ struct SavedInFlight {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SavedHost {
     lr_scale: u32,
+    last_lr_drop: Option<u64>,
     norm_ema: SavedEma,
     loss_ema: SavedEma,
+    loss_start: Option<u64>,
     history: Vec<u64>,
     firing: Vec<Detector>,
     events: Vec<SavedEvent>,
@@ -491,8 +494,10 @@ impl From<&HostState> for SavedHost {
         let m = &h.monitor;
         Self {
             lr_scale: h.lr_scale.to_bits(),
+            last_lr_drop: h.last_lr_drop,
             norm_ema: (&m.norm_ema).into(),
             loss_ema: (&m.loss_ema).into(),
+            loss_start: m.loss_start.map(f64::to_bits),
             history: bits(&m.history),
             firing: m.firing.clone(),
             events: m
@@ -540,9 +545,11 @@ impl From<SavedHost> for HostState {
     fn from(s: SavedHost) -> Self {
         Self {
             lr_scale: f32::from_bits(s.lr_scale),
+            last_lr_drop: s.last_lr_drop,
             monitor: MonitorState {
                 norm_ema: (&s.norm_ema).into(),
                 loss_ema: (&s.loss_ema).into(),
+                loss_start: s.loss_start.map(f64::from_bits),
                 history: floats(&s.history),
                 firing: s.firing,
                 events: s

@@ -106,11 +106,67 @@ pub enum ClipSetting {
     Adaptive(AdaptivePolicy),
 }
 
-/// What the trainer does when the monitor reports.
+/// Cuts the learning rate when training turns unstable: at a norm spike (z-score or
+/// percentile), a norm above the monitor's limit, a loss spike or a non-finite value.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LrDrop {
+    /// Multiplier per cut, in (0, 1].
+    pub factor: f32,
+    /// The rate never falls below this fraction of the scheduled rate, in (0, 1].
+    pub min_scale: f32,
+    /// Steps after a cut in which events cut no further: one burst, one cut.
+    pub cooldown: u64,
+}
+
+impl LrDrop {
+    /// `factor` with the default floor (1% of the scheduled rate) and cool-down (100 steps).
+    pub fn new(factor: f32) -> Self {
+        Self { factor, min_scale: 0.01, cooldown: 100 }
+    }
+
+    /// Whether `detector` calls for a cut.
+    pub fn reacts_to(detector: crate::monitor::Detector) -> bool {
+        use crate::monitor::Detector;
+        detector.is_explosion() || matches!(detector, Detector::Spike | Detector::Percentile)
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (what, v) in [("learning-rate drop factor", self.factor), ("learning-rate floor", self.min_scale)] {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(Error::OutOfRange { what, value: v as f64, expected: "in (0, 1]" });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for LrDrop {
+    type Err = Error;
+
+    /// `FACTOR[:MIN_SCALE[:COOLDOWN]]`, e.g. `0.5`, `0.5:0.05`, `0.5:0.05:200`.
+    fn from_str(s: &str) -> Result<Self> {
+        const EXPECTED: &str = "FACTOR[:MIN_SCALE[:COOLDOWN]] (e.g. 0.5:0.01:50)";
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() > 3 {
+            return Err(bad("--lr-drop-on-spike", s, EXPECTED));
+        }
+        let mut drop = Self::new(number("--lr-drop-on-spike", s, parts[0], EXPECTED)?);
+        if let Some(p) = parts.get(1) {
+            drop.min_scale = number("--lr-drop-on-spike", s, p, EXPECTED)?;
+        }
+        if let Some(p) = parts.get(2) {
+            drop.cooldown = number("--lr-drop-on-spike", s, p, EXPECTED)?;
+        }
+        drop.validate()?;
+        Ok(drop)
+    }
+}
+
+/// What the trainer does when the monitor reports (by default: nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Responses {
-    /// Multiply the learning rate by this after a norm spike (ZClip-style z-score).
-    pub lr_drop_on_spike: Option<f32>,
+    /// Cut the learning rate at signs of instability.
+    pub lr_drop: Option<LrDrop>,
     /// Stop with a report at the first explosion.
     pub stop_on_explosion: bool,
     /// Stop at the first periodic check that finds the task solved, as the paper's code
@@ -264,10 +320,8 @@ impl TrainConfig {
                 return Err(Error::Invalid(format!("a step schedule needs every ≥ 1 and factor > 0, got {every}, {factor}")));
             }
         }
-        if let Some(f) = self.responses.lr_drop_on_spike {
-            if !(f > 0.0 && f <= 1.0) {
-                return Err(Error::Invalid(format!("the learning-rate drop must lie in (0, 1], got {f}")));
-            }
+        if let Some(drop) = self.responses.lr_drop {
+            drop.validate()?;
         }
         if let InitScheme::Normal { std } = self.init {
             if !(std.is_finite() && std > 0.0) {

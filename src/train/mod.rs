@@ -9,7 +9,7 @@ pub mod checkpoint;
 pub mod config;
 mod output;
 
-pub use config::{ClipSetting, Fault, FaultKind, ModelChoice, OptimizerChoice, Responses, Schedule, TrainConfig};
+pub use config::{ClipSetting, Fault, FaultKind, LrDrop, ModelChoice, OptimizerChoice, Responses, Schedule, TrainConfig};
 pub use output::{create_dir, temp_path, write_atomic as write_file, write_run};
 
 use std::collections::VecDeque;
@@ -249,6 +249,8 @@ pub struct Trainer<'g> {
     lr_buffer: wgpu::Buffer,
     written_lr: f32,
     lr_scale: f32,
+    /// The step whose record last cut the learning rate.
+    last_lr_drop: Option<u64>,
     order: BatchOrder,
     /// Each step's `[NormStats words…, loss, norm after clipping]`, read `LAG` steps later.
     ring: ReadbackRing,
@@ -361,6 +363,7 @@ impl<'g> Trainer<'g> {
             lr_buffer: lr_buf,
             written_lr: lr,
             lr_scale: 1.0,
+            last_lr_drop: None,
             order,
             ring,
             monitor,
@@ -551,9 +554,11 @@ impl<'g> Trainer<'g> {
         let stats = NormStats::from_words(&words)?;
         let events = self.monitor.observe(j, &stats, loss, applied_norm);
         let responses = self.config.responses;
-        if let Some(factor) = responses.lr_drop_on_spike {
-            if events.iter().any(|e| e.detector == Detector::Spike) {
-                self.lr_scale *= factor;
+        if let Some(drop) = responses.lr_drop {
+            let cooled = self.last_lr_drop.is_none_or(|last| j >= last + drop.cooldown);
+            if cooled && events.iter().any(|e| LrDrop::reacts_to(e.detector)) && self.lr_scale > drop.min_scale {
+                self.lr_scale = (self.lr_scale * drop.factor).max(drop.min_scale);
+                self.last_lr_drop = Some(j);
             }
         }
         if self.stopped.is_none() {
@@ -712,6 +717,7 @@ impl<'g> Trainer<'g> {
         }
         let host = HostState {
             lr_scale: self.lr_scale,
+            last_lr_drop: self.last_lr_drop,
             monitor: self.monitor.state(),
             records: self.records.clone(),
             checks: self.checks.clone(),
@@ -732,7 +738,8 @@ impl<'g> Trainer<'g> {
         trainer.next_read = host.in_flight.first().map_or(step, |r| r.step);
         trainer.preloaded = host.in_flight.into();
         trainer.next_step = step;
-        (trainer.lr_scale, trainer.records, trainer.checks) = (host.lr_scale, host.records, host.checks);
+        (trainer.lr_scale, trainer.last_lr_drop) = (host.lr_scale, host.last_lr_drop);
+        (trainer.records, trainer.checks) = (host.records, host.checks);
         Ok(trainer)
     }
 
