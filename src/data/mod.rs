@@ -285,6 +285,11 @@ impl Task {
         };
         let steps = self.sequence().map_or(0, |s| s.0);
         let (train, validation, test) = SEQUENCE_SAMPLES;
+        let bytes = ((train + validation + test) as u64).saturating_mul(steps as u64 * 2 * 4);
+        if bytes > SEQUENCE_BYTES {
+            let what = format!("{} sequences of {}", train + validation + test, self.name());
+            return Err(Error::TooLarge { what, bytes, limit: SEQUENCE_BYTES, limit_name: "the host budget for generated sequences" });
+        }
         Ok(Split {
             train: generate(steps, train, seed)?,
             validation: generate(steps, validation, seed ^ 0x0a11_da7e)?,
@@ -292,6 +297,10 @@ impl Task {
         })
     }
 }
+
+/// The most host memory the generated sequences of a task may take (inputs only; two
+/// features a step): 4 GiB, far beyond any length the paper uses (T ≤ 200 needs 31 MB).
+pub const SEQUENCE_BYTES: u64 = 4 << 30;
 
 /// Batches that are a pure function of (seed, step): every epoch is a fresh permutation of
 /// the training set, cut into whole batches. A resumed run sees the same batches.

@@ -158,6 +158,7 @@ impl GpuModel {
         params: &[Vec<f32>],
     ) -> Result<Self> {
         spec.validate()?;
+        spec.check_fits(batch, &device.limits())?;
         let tensors = spec.tensors();
         if params.len() != tensors.len() || params.iter().zip(&tensors).any(|(p, t)| p.len() != t.len()) {
             return Err(Error::Invalid(format!(

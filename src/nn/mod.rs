@@ -268,6 +268,43 @@ impl ModelSpec {
         Ok(())
     }
 
+    /// Refuses, before anything is allocated, a model whose buffers at `batch` samples the
+    /// device cannot hold: a tensor or an activation above `max_storage_buffer_binding_size`
+    /// (each is bound whole), or parameters above `max_buffer_size` (they are packed in one
+    /// buffer). The host allocates no more than the device holds.
+    pub fn check_fits(&self, batch: u32, limits: &wgpu::Limits) -> Result<()> {
+        let bytes = |elements: u64| elements.saturating_mul(4);
+        let binding = limits.max_storage_buffer_binding_size;
+        let too_large = |what: String, bytes: u64, limit, limit_name| Err(Error::TooLarge { what, bytes, limit, limit_name });
+        for t in self.tensors() {
+            let size = bytes(t.shape.iter().map(|&d| d as u64).product());
+            if size > binding {
+                let shape: Vec<String> = t.shape.iter().map(usize::to_string).collect();
+                return too_large(format!("tensor {} ({})", t.name, shape.join(" × ")), size, binding, "the device's max_storage_buffer_binding_size");
+            }
+        }
+        let params = bytes(self.tensors().iter().map(|t| t.len() as u64 + 64).sum());
+        if params > limits.max_buffer_size {
+            return too_large("the packed parameters".into(), params, limits.max_buffer_size, "the device's max_buffer_size");
+        }
+        let b = batch as u64;
+        let widest = b.saturating_mul(self.widths().into_iter().max().unwrap_or(0) as u64).max(b * self.input_len() as u64);
+        let states = match self.layers.first() {
+            Some(LayerSpec::Rnn { hidden, steps, .. }) => b.saturating_mul(*hidden as u64).saturating_mul(*steps as u64 + 1),
+            _ => 0,
+        };
+        let activations = bytes(widest.max(states));
+        if activations > binding {
+            return too_large(
+                format!("a layer's activations at batch {batch}"),
+                activations,
+                binding,
+                "the device's max_storage_buffer_binding_size",
+            );
+        }
+        Ok(())
+    }
+
     /// The parameter tensors in order: what the gradient set's segments are.
     pub fn tensors(&self) -> Vec<TensorSpec> {
         let mut out = Vec::new();

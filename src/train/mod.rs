@@ -283,6 +283,7 @@ impl<'g> Trainer<'g> {
         config.validate()?;
         let split = config.task.load(config.seed)?;
         let spec = config.model_spec(&split.train)?;
+        spec.check_fits(config.batch, &gpu.device.limits())?;
         let params = spec.init_params(config.seed)?;
         Self::with_params(gpu, config, split, spec, &params)
     }
