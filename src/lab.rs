@@ -231,7 +231,7 @@ pub fn table(runs: &[LabRun]) -> String {
 }
 
 /// One SVG: the global gradient norm per step of every run, one panel per model.
-pub fn comparison_plot(runs: &[LabRun]) -> String {
+pub fn comparison_plot(runs: &[LabRun]) -> Result<String> {
     let mut models: Vec<&str> = runs.iter().map(|r| r.model).collect();
     models.dedup();
     let charts: Vec<Chart> = models
@@ -249,14 +249,8 @@ pub fn comparison_plot(runs: &[LabRun]) -> String {
                     points: r.records.iter().map(|s| (s.step as f64, s.norm as f64)).collect(),
                 })
                 .collect(),
-            marks: runs
-                .iter()
-                .filter(|r| r.model == *m)
-                .filter_map(|r| {
-                    let bad = r.records.iter().find(|s| !(s.loss.is_finite() && s.norm.is_finite()))?;
-                    Some((bad.step as f64, format!("{}: non-finite", r.remedy)))
-                })
-                .collect(),
+            // Each run's first non-finite norm is marked on it, and said in the legend.
+            marks: Vec::new(),
         })
         .collect();
     plot::svg(&charts)
@@ -266,7 +260,7 @@ pub fn comparison_plot(runs: &[LabRun]) -> String {
 pub fn write(dir: &Path, runs: &[LabRun]) -> Result<()> {
     crate::train::create_dir(dir)?;
     crate::train::write_file(&dir.join("table.txt"), table(runs).as_bytes())?;
-    crate::train::write_file(&dir.join("comparison.svg"), comparison_plot(runs).as_bytes())?;
+    crate::train::write_file(&dir.join("comparison.svg"), comparison_plot(runs)?.as_bytes())?;
     let summaries: Vec<_> = runs
         .iter()
         .map(|r| serde_json::json!({ "model": r.model, "remedy": r.remedy, "summary": r.summary }))

@@ -1,14 +1,17 @@
-//! Line charts as hand-written SVG: no plotting crate, no font files (text is left to the
-//! viewer's default sans-serif), readable in any browser.
+//! Line charts in SVG through plotters' SVG backend: nice tick values, the whole run on an
+//! integer x axis, a log y axis where asked, non-finite values marked where they occur,
+//! and a legend beside each panel listing exactly what the panel draws.
 
-use std::fmt::Write;
+use plotters::coord::Shift;
+use plotters::prelude::*;
 
-/// One line. Non-finite points (and non-positive ones on a log axis) leave a gap.
+/// One line. Non-finite points (and non-positive ones on a log axis) leave a gap and get
+/// a mark at the top of the panel.
 #[derive(Clone, Debug)]
 pub struct Series {
     /// Legend text.
     pub name: String,
-    /// `(x, y)` points, in drawing order.
+    /// `(x, y)` points, in drawing order; x is a step or a layer index (whole numbers).
     pub points: Vec<(f64, f64)>,
 }
 
@@ -25,37 +28,38 @@ pub struct Chart {
     pub log_y: bool,
     /// The lines drawn.
     pub series: Vec<Series>,
-    /// Vertical marks at x, labelled (events).
+    /// Vertical marks at x (events); the texts are listed under the legend.
     pub marks: Vec<(f64, String)>,
 }
 
-const PALETTE: [&str; 12] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-    "#393b79", "#637939",
+/// Categorical colours (matplotlib's tab10 and two more).
+const PALETTE: [RGBColor; 12] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x7f, 0x7f, 0x7f),
+    RGBColor(0xbc, 0xbd, 0x22),
+    RGBColor(0x17, 0xbe, 0xcf),
+    RGBColor(0x39, 0x3b, 0x79),
+    RGBColor(0x63, 0x79, 0x39),
 ];
 
-const WIDTH: f64 = 900.0;
-const HEIGHT: f64 = 320.0;
-const LEFT: f64 = 70.0;
-const RIGHT: f64 = 190.0;
-const TOP: f64 = 30.0;
-const BOTTOM: f64 = 45.0;
+const MARK: RGBColor = RGBColor(0xb0, 0x00, 0x00);
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
+/// Pixel size of a panel, and the legend column beside it.
+pub const WIDTH: u32 = 960;
+const HEIGHT: u32 = 340;
+const LEGEND: u32 = 270;
 
-/// A compact tick label.
-fn label(v: f64) -> String {
-    if v == 0.0 {
-        "0".into()
-    } else if v.abs() >= 1e4 || v.abs() < 1e-2 {
-        format!("{v:.0e}")
-    } else if v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
-    }
+/// A legend entry: what it shows and its text.
+enum Key {
+    Line(RGBColor, u32),
+    Cross(RGBColor),
+    Event,
 }
 
 impl Chart {
@@ -63,83 +67,174 @@ impl Chart {
         y.is_finite() && (!self.log_y || y > 0.0)
     }
 
-    /// Draws the panel with its top-left corner at `y0`.
-    fn draw(&self, out: &mut String, y0: f64) {
-        let (w, h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
-        let pts = self.series.iter().flat_map(|s| &s.points).filter(|p| p.0.is_finite() && self.usable(p.1));
-        let (mut x_min, mut x_max, mut y_min, mut y_max) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for &(x, y) in pts {
-            let y = if self.log_y { y.log10() } else { y };
-            (x_min, x_max, y_min, y_max) = (x_min.min(x), x_max.max(x), y_min.min(y), y_max.max(y));
+    /// The x extent of every point, drawn or not (a run's non-finite tail stays on the axis),
+    /// and of the marks; at least one unit wide.
+    fn x_range(&self) -> (i64, i64) {
+        let xs = self.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).chain(self.marks.iter().map(|m| m.0));
+        let (lo, hi) = xs.filter(|x| x.is_finite()).fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+        if lo > hi {
+            return (0, 1);
         }
-        if x_min > x_max {
-            (x_min, x_max, y_min, y_max) = (0.0, 1.0, 0.0, 1.0);
-        }
-        if self.log_y {
-            (y_min, y_max) = (y_min.floor(), y_max.ceil());
-        }
-        if x_max - x_min < 1e-12 {
-            x_max = x_min + 1.0;
-        }
-        if y_max - y_min < 1e-12 {
-            y_max = y_min + 1.0;
-        }
-        let sx = |x: f64| LEFT + (x - x_min) / (x_max - x_min) * w;
-        let sy = |y: f64| y0 + TOP + h - (y - y_min) / (y_max - y_min) * h;
-        let _ = writeln!(out, r##"<text x="{}" y="{}" font-size="15" font-weight="bold">{}</text>"##, LEFT, y0 + 20.0, escape(&self.title));
-        let _ = writeln!(out, r##"<rect x="{LEFT}" y="{}" width="{w}" height="{h}" fill="none" stroke="#444"/>"##, y0 + TOP);
-        // Ticks: every decade on a log axis, five steps otherwise.
-        let y_ticks: Vec<f64> = if self.log_y {
-            let step = ((y_max - y_min) / 8.0).ceil().max(1.0);
-            (0..).map(|i| y_min + i as f64 * step).take_while(|&v| v <= y_max).collect()
-        } else {
-            (0..=4).map(|i| y_min + (y_max - y_min) * i as f64 / 4.0).collect()
-        };
-        for t in y_ticks {
-            let text = if self.log_y { label(10f64.powf(t)) } else { label(t) };
-            let y = sy(t);
-            let _ = writeln!(out, r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{text}</text>"##, LEFT + w, LEFT - 4.0, y + 4.0);
-        }
-        for i in 0..=5 {
-            let x = x_min + (x_max - x_min) * i as f64 / 5.0;
-            let _ = writeln!(out, r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"##, sx(x), y0 + TOP + h + 15.0, label(x.round()));
-        }
-        let _ = writeln!(out, r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"##, LEFT + w / 2.0, y0 + TOP + h + 35.0, escape(&self.x_label));
-        let _ = writeln!(out, r##"<text x="14" y="{:.1}" font-size="12" text-anchor="middle" transform="rotate(-90 14 {:.1})">{}</text>"##, y0 + TOP + h / 2.0, y0 + TOP + h / 2.0, escape(&self.y_label));
-        for (x, text) in &self.marks {
-            if x.is_finite() && *x >= x_min && *x <= x_max {
-                let _ = writeln!(out, r##"<line x1="{0:.1}" y1="{1:.1}" x2="{0:.1}" y2="{2:.1}" stroke="#d62728" stroke-dasharray="4 3"><title>{3}</title></line>"##, sx(*x), y0 + TOP, y0 + TOP + h, escape(text));
+        (lo.floor() as i64, (hi.ceil() as i64).max(lo.floor() as i64 + 1))
+    }
+
+    /// The y extent of the drawn points: whole decades on a log axis, 5% of padding otherwise.
+    fn y_range(&self) -> (f64, f64) {
+        let ys = self.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|&y| self.usable(y));
+        let (lo, hi) = ys.fold((f64::MAX, f64::MIN), |(lo, hi), y| (lo.min(y), hi.max(y)));
+        match (lo <= hi, self.log_y) {
+            (false, true) => (1.0, 10.0),
+            (false, false) => (0.0, 1.0),
+            (true, true) => {
+                let (lo, hi) = (lo.log10().floor(), hi.log10().ceil());
+                (10f64.powf(lo), 10f64.powf(hi.max(lo + 1.0)))
+            }
+            (true, false) => {
+                let pad = ((hi - lo) * 0.05).max(1e-9 * hi.abs().max(1.0));
+                (lo - pad, hi + pad)
             }
         }
+    }
+
+    /// Draws the panel into `area`: the plot on the left, its legend on the right.
+    fn draw(&self, area: &DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), String> {
+        let (plot_area, legend_area) = area.split_horizontally(WIDTH - LEGEND);
+        let (x0, x1) = self.x_range();
+        let (y0, y1) = self.y_range();
+        let mut keys: Vec<(Key, String)> = Vec::new();
+        if self.log_y {
+            let mut chart = builder(&plot_area, &self.title).build_cartesian_2d(x0..x1, (y0..y1).log_scale()).map_err(text)?;
+            mesh(&mut chart, self, &|v: &f64| format!("{v:.0e}"))?;
+            self.draw_into(&mut chart, y1, &mut keys)?;
+        } else {
+            let mut chart = builder(&plot_area, &self.title).build_cartesian_2d(x0..x1, y0..y1).map_err(text)?;
+            mesh(&mut chart, self, &|v: &f64| format!("{v:.3}"))?;
+            self.draw_into(&mut chart, y1, &mut keys)?;
+        }
+        legend(&legend_area, &keys, &self.marks)
+    }
+
+    /// The series, their non-finite marks and the event lines, noting each legend entry.
+    fn draw_into<Y>(&self, chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<plotters::coord::types::RangedCoordi64, Y>>, top: f64, keys: &mut Vec<(Key, String)>) -> Result<(), String>
+    where
+        Y: Ranged<ValueType = f64>,
+    {
+        let (bottom, top) = (chart.y_range().start, top);
+        for (x, _) in &self.marks {
+            let x = x.round() as i64;
+            chart.draw_series(LineSeries::new([(x, bottom), (x, top)], MARK.mix(0.55).stroke_width(1))).map_err(text)?;
+        }
+        if !self.marks.is_empty() {
+            keys.push((Key::Event, format!("events ({})", self.marks.len())));
+        }
+        let mut nonfinite = false;
         for (i, s) in self.series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
-            let mut d = String::new();
-            let mut pen_down = false;
-            for &(x, y) in &s.points {
-                if x.is_finite() && self.usable(y) {
-                    let y = if self.log_y { y.log10() } else { y };
-                    let _ = write!(d, "{}{:.1} {:.1} ", if pen_down { "L" } else { "M" }, sx(x), sy(y));
-                    pen_down = true;
+            // Later series thinner, so that one drawn over another leaves it visible.
+            let width = if self.series.len() > 1 { 3u32.saturating_sub(i as u32 / 4).max(1) } else { 2 };
+            let mut drawn = 0;
+            for run in s.points.split(|p| !self.usable(p.1)).filter(|r| !r.is_empty()) {
+                let points: Vec<(i64, f64)> = run.iter().map(|p| (p.0.round() as i64, p.1)).collect();
+                drawn += points.len();
+                if points.len() == 1 {
+                    chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(text)?;
                 } else {
-                    pen_down = false;
+                    chart.draw_series(LineSeries::new(points, color.stroke_width(width))).map_err(text)?;
                 }
             }
-            let _ = writeln!(out, r##"<path d="{d}" fill="none" stroke="{color}" stroke-width="1.5"/>"##);
-            let ly = y0 + TOP + 12.0 + 16.0 * i as f64;
-            let _ = writeln!(out, r##"<line x1="{0:.1}" y1="{ly:.1}" x2="{1:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="3"/><text x="{2:.1}" y="{3:.1}" font-size="11">{4}</text>"##, LEFT + w + 10.0, LEFT + w + 28.0, LEFT + w + 32.0, ly + 4.0, escape(&s.name));
+            let bad: Vec<i64> = s.points.iter().filter(|p| !self.usable(p.1)).map(|p| p.0.round() as i64).collect();
+            if let Some(&first) = bad.first() {
+                nonfinite = true;
+                chart.draw_series(std::iter::once(Cross::new((first, top), 5, color.stroke_width(2)))).map_err(text)?;
+            }
+            let name = match (drawn, bad.first()) {
+                (0, Some(_)) => format!("{} (all non-finite)", s.name),
+                (_, Some(first)) => format!("{} (non-finite at {first})", s.name),
+                _ => s.name.clone(),
+            };
+            keys.push((Key::Line(color, width), name));
         }
+        if nonfinite {
+            keys.push((Key::Cross(MARK), "first non-finite value".into()));
+        }
+        Ok(())
+    }
+}
+
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn builder<'a, 'b>(area: &'a DrawingArea<SVGBackend<'b>, Shift>, title: &str) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut b = ChartBuilder::on(area);
+    b.caption(title, ("sans-serif", 16)).margin(12).x_label_area_size(40).y_label_area_size(70);
+    b
+}
+
+fn mesh<Y>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<plotters::coord::types::RangedCoordi64, Y>>,
+    c: &Chart,
+    y_format: &dyn Fn(&f64) -> String,
+) -> Result<(), String>
+where
+    Y: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc(c.x_label.as_str())
+        .y_desc(c.y_label.as_str())
+        .x_labels(8)
+        .y_labels(8)
+        .y_label_formatter(y_format)
+        .light_line_style(RGBColor(0xee, 0xee, 0xee))
+        .draw()
+        .map_err(text)
+}
+
+/// The legend column: one row per entry, then the events' texts (the first few).
+fn legend(area: &DrawingArea<SVGBackend<'_>, Shift>, keys: &[(Key, String)], marks: &[(f64, String)]) -> Result<(), String> {
+    let font = ("sans-serif", 12).into_font();
+    let mut y = 40;
+    for (key, name) in keys {
+        match key {
+            Key::Line(color, width) => area.draw(&PathElement::new([(4, y), (28, y)], color.stroke_width(*width + 1))),
+            Key::Cross(color) => area.draw(&Cross::new((16, y), 5, color.stroke_width(2))),
+            Key::Event => area.draw(&PathElement::new([(16, y - 7), (16, y + 7)], MARK.mix(0.55).stroke_width(2))),
+        }
+        .map_err(text)?;
+        area.draw(&Text::new(shorten(name, 38), (34, y - 6), font.clone())).map_err(text)?;
+        y += 18;
+    }
+    let listed = marks.len().min(((HEIGHT as i32 - y - 10) / 15).max(0) as usize);
+    for (_, what) in &marks[..listed] {
+        area.draw(&Text::new(shorten(what, 44), (4, y), ("sans-serif", 10).into_font())).map_err(text)?;
+        y += 15;
+    }
+    Ok(())
+}
+
+/// `s` cut to `n` characters with an ellipsis: every label fits its column.
+fn shorten(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 
 /// Panels stacked vertically in one SVG document.
-pub fn svg(charts: &[Chart]) -> String {
-    let height = HEIGHT * charts.len().max(1) as f64;
-    let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" viewBox=\"0 0 {WIDTH} {height}\" font-family=\"sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    );
-    for (i, c) in charts.iter().enumerate() {
-        c.draw(&mut out, i as f64 * HEIGHT);
+pub fn svg(charts: &[Chart]) -> crate::Result<String> {
+    let mut out = String::new();
+    let height = HEIGHT * charts.len().max(1) as u32;
+    {
+        let root = SVGBackend::with_string(&mut out, (WIDTH, height)).into_drawing_area();
+        root.fill(&WHITE)
+            .map_err(text)
+            .and_then(|()| {
+                let panels = root.split_evenly((charts.len().max(1), 1));
+                charts.iter().zip(&panels).try_for_each(|(c, area)| c.draw(area))?;
+                root.present().map_err(text)
+            })
+            .map_err(|e| crate::Error::Invalid(format!("drawing a chart: {e}")))?;
     }
-    out.push_str("</svg>\n");
-    out
+    Ok(out)
 }

@@ -10,7 +10,7 @@ pub mod config;
 mod output;
 
 pub use config::{ClipSetting, Fault, FaultKind, LrDrop, ModelChoice, OptimizerChoice, Responses, Schedule, TrainConfig};
-pub use output::{create_dir, temp_path, write_atomic as write_file, write_run};
+pub use output::{create_dir, run_plot, temp_path, write_atomic as write_file, write_run};
 
 use std::collections::VecDeque;
 use std::path::Path;

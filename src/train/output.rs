@@ -117,7 +117,7 @@ fn append((path, file): &mut (PathBuf, std::fs::File), text: &str) -> Result<()>
 }
 
 /// The three panels of a run: global norm with events, loss, per-layer norm against depth.
-pub fn run_plot(title: &str, records: &[StepRecord], events: &[Explosion], layers: &[String]) -> String {
+pub fn run_plot(title: &str, records: &[StepRecord], events: &[Explosion], layers: &[String]) -> Result<String> {
     let steps = |f: &dyn Fn(&StepRecord) -> f64| records.iter().map(|r| (r.step as f64, f(r))).collect::<Vec<_>>();
     let norm = Chart {
         title: format!("{title}: global gradient norm"),
@@ -148,8 +148,8 @@ pub fn run_plot(title: &str, records: &[StepRecord], events: &[Explosion], layer
         }
     };
     let depth = Chart {
-        title: format!("per-layer gradient norm against depth ({})", layers.join(", ")),
-        x_label: "layer (0 = input side)".into(),
+        title: "per-layer gradient norm by depth".into(),
+        x_label: format!("layer: 0 = {} (input side) … {} = {}", layers.first().map_or("-", |l| l.as_str()), layers.len().saturating_sub(1), layers.last().map_or("-", |l| l.as_str())),
         y_label: "L2 norm (log)".into(),
         log_y: true,
         series: picks
@@ -178,7 +178,7 @@ pub fn write_summary(
     let summary_json = serde_json::json!({ "config": config, "layers": layers, "summary": summary });
     let text = serde_json::to_string_pretty(&summary_json).map_err(|e| Error::Invalid(e.to_string()))?;
     write_atomic(&dir.join("summary.json"), text.as_bytes())?;
-    write_atomic(&dir.join("plot.svg"), run_plot(&config.task.name(), records, events, layers).as_bytes())
+    write_atomic(&dir.join("plot.svg"), run_plot(&config.task.name(), records, events, layers)?.as_bytes())
 }
 
 /// Writes the run's four files into `dir` at once (a run that was not streamed).
