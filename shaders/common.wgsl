@@ -46,6 +46,7 @@ const H_LINF: u32 = 9u;
 const H_SEGMENTS: u32 = 10u;
 const H_FINITE_NORM: u32 = 11u; // the configured norm of the finite elements alone
 const H_LIMIT: u32 = 12u;       // the max_norm the global coefficient was computed with
+const H_HALTED: u32 = 13u;      // Error policy: set at the first unusable step, kept after
 const HEADER_WORDS: u32 = 16u;
 const SEGMENT_WORDS: u32 = 4u;
 

@@ -307,7 +307,12 @@ fn norm_global(@builtin(local_invocation_index) local: u32) {
         stats[H_COEF] = clip_coef_bits(total, n);
         // A norm beyond f32 from finite elements is as unusable as a NaN: skip it too.
         let unusable = nonfinite > 0u || (n.chosen & EXP_MASK) == EXP_MASK;
-        stats[H_SKIP] = select(0u, 1u, unusable && (params.nonfinite == 1u || params.nonfinite == 2u));
+        // Under Error the first unusable step halts the run on the device: this step and
+        // every later one are skipped (the buffer keeps the word; the host clears it), so
+        // a stop read LAG steps later still leaves the state as that step found it.
+        let halted = params.nonfinite == 1u && (unusable || stats[H_HALTED] != 0u);
+        stats[H_HALTED] = select(0u, 1u, halted);
+        stats[H_SKIP] = select(0u, 1u, halted || (unusable && params.nonfinite == 2u));
         stats[H_NONFINITE] = nonfinite;
         stats[H_NAN] = total.nan;
         stats[H_INF] = total.inf;

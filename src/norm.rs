@@ -23,7 +23,9 @@ pub enum NonFinitePolicy {
     /// PyTorch's default: the norm becomes NaN/inf and clipping spreads it.
     #[default]
     Propagate,
-    /// Gradients untouched, the skip flag set, and an error (naming the segment) on readback.
+    /// Gradients untouched, the skip flag set, and an error (naming the segment) on readback;
+    /// the first such step halts the run on the device: every later step is skipped too,
+    /// until [`GradNorm::clear_halt`] (as `error_if_nonfinite` raises and stops there).
     Error,
     /// Gradients untouched and the skip flag set: optimizers leave weights and state alone.
     SkipStep,
@@ -120,6 +122,10 @@ pub const MAX_INVOCATION_ELEMS: u32 = 2048;
 pub const STATS_NORM_OFFSET: u64 = 0;
 /// An f32: the global clip coefficient ([`NormStats::clip_coef`]).
 pub const STATS_COEF_OFFSET: u64 = 4;
+/// Byte offset in the stats buffer of the halt word: a u32, 1 once a step under
+/// `NonFinitePolicy::Error` was unusable, until [`GradNorm::clear_halt`].
+pub const STATS_HALTED_OFFSET: u64 = 52;
+
 /// A u32: 1 when the step must be skipped (non-finite gradients under `Error`/`SkipStep`).
 pub const STATS_SKIP_OFFSET: u64 = 8;
 
@@ -239,7 +245,7 @@ impl GradNorm {
                 zeroed(
                     "gradguard NormStats",
                     4 * (HEADER_WORDS + SEGMENT_WORDS * segment_count as u64),
-                    storage | wgpu::BufferUsages::COPY_SRC,
+                    storage | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
                 ),
             )
         })?;
@@ -339,9 +345,15 @@ impl GradNorm {
         self.kernels.encode_reduce(pass, &self.reduce_group, self.segment_count, self.param_values.big_segments);
     }
 
-    /// The device buffer holding [`NormStats`] (usage STORAGE | COPY_SRC).
+    /// The device buffer holding [`NormStats`] (usage STORAGE | COPY_SRC | COPY_DST).
     pub fn stats_buffer(&self) -> &wgpu::Buffer {
         &self.stats
+    }
+
+    /// Lets steps run again after a halt under [`NonFinitePolicy::Error`] (see
+    /// [`NormStats::halted`]); takes effect from the next submission.
+    pub fn clear_halt(&self, queue: &wgpu::Queue) {
+        queue.write_buffer(&self.stats, STATS_HALTED_OFFSET, bytemuck::bytes_of(&0u32));
     }
 
     /// The per-segment scratch: 8 words a segment, its clip coefficient at word 6 (the
@@ -429,6 +441,9 @@ pub struct NormStats {
     pub clip_coef: f32,
     /// The optimizer must skip this step.
     pub skipped: bool,
+    /// Under [`NonFinitePolicy::Error`]: an earlier step or this one was unusable, and
+    /// every step is skipped until [`GradNorm::clear_halt`].
+    pub halted: bool,
     /// NaN elements across the set.
     pub nan_count: u32,
     /// ±inf elements across the set.
@@ -476,6 +491,7 @@ impl NormStats {
             norm: f(0),
             clip_coef: f(1),
             skipped: words[2] != 0,
+            halted: words[13] != 0,
             nan_count: words[4],
             inf_count: words[5],
             first_nonfinite_segment: (words[6] != u32::MAX).then_some(words[6]),

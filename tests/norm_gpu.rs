@@ -264,3 +264,31 @@ fn long_sums_of_equal_elements_stay_within_1e_6() {
         }
     }
 }
+
+/// Under `Error` the first non-finite step halts: later finite steps are skipped too, until
+/// `clear_halt`; under `SkipStep` each step stands alone.
+#[test]
+fn the_error_policy_halts_until_cleared() {
+    let g = gpu();
+    let buffer = upload(&[1.0, f32::NAN, 2.0, 3.0]);
+    let set = GradSet::packed(&buffer, &[4]);
+    let step = |norm: &GradNorm| {
+        let mut encoder = g.device.create_command_encoder(&Default::default());
+        norm.encode(&mut encoder);
+        g.queue.submit([encoder.finish()]);
+        gradguard::readback::read_stats_blocking(&g.device, &g.queue, norm.stats_buffer()).unwrap()
+    };
+    for (policy, later_skipped) in [(NonFinitePolicy::Error, true), (NonFinitePolicy::SkipStep, false)] {
+        g.queue.write_buffer(&buffer, 4, bytemuck::bytes_of(&f32::NAN));
+        let norm = GradNorm::new(&g.device, &set, &NormConfig { nonfinite: policy, ..Default::default() }).unwrap();
+        let first = step(&norm);
+        assert!(first.skipped && first.halted == (policy == NonFinitePolicy::Error), "{policy:?}: {first:?}");
+        g.queue.write_buffer(&buffer, 4, bytemuck::bytes_of(&2.0f32));
+        let later = step(&norm);
+        assert_eq!((later.skipped, later.halted), (later_skipped, later_skipped), "{policy:?}: a finite step after");
+        assert!(later.norm.is_finite() && later.first_nonfinite_segment.is_none());
+        norm.clear_halt(&g.queue);
+        let cleared = step(&norm);
+        assert!(!cleared.skipped && !cleared.halted, "{policy:?}: after clear_halt");
+    }
+}

@@ -134,3 +134,24 @@ fn healthy_runs_raise_no_explosion() {
         assert!(summary.final_loss < trainer.records()[0].loss as f64 / 2.0, "{}: it must converge", summary.task);
     }
 }
+
+/// `NonFinitePolicy::Error` stops at the step that fired: the device skips it and every step
+/// submitted before the host read its record, so the weights are those of the steps before.
+#[test]
+fn the_error_policy_stops_at_the_step_that_fired() {
+    let mut config = exploding_mlp(30, 4);
+    config.init = InitScheme::Kaiming;
+    config.on_nonfinite = NonFinitePolicy::Error;
+    let mut clean = Trainer::new(gpu(), config.clone()).unwrap();
+    for _ in 0..9 {
+        clean.step().unwrap();
+    }
+    config.faults = vec![Fault { step: 9, layer: "linear3".into(), kind: FaultKind::Nan }];
+    let mut faulty = Trainer::new(gpu(), config).unwrap();
+    let summary = faulty.run(|_, _| Ok(())).unwrap();
+    let stopped = summary.stopped.expect("the NaN stops the run");
+    assert!(stopped.starts_with("stopped at step 9:") && stopped.contains("first in linear3.weight"), "{stopped}");
+    assert_eq!(weights_hash(&faulty), weights_hash(&clean), "the state is that after steps 0..9, not after the steps that followed");
+    let skipped: Vec<u64> = faulty.records().iter().filter(|r| r.skipped).map(|r| r.step).collect();
+    assert_eq!(skipped, (9..9 + LAG + 1).collect::<Vec<_>>());
+}

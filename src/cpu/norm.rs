@@ -109,6 +109,8 @@ pub fn norm(
         clip_coef: clip_coef(&total, kind, max_norm, eps, nonfinite),
         skipped: (first.is_some() || !norm.is_finite())
             && matches!(nonfinite, NonFinitePolicy::Error | NonFinitePolicy::SkipStep),
+        // One step from a fresh buffer: halted exactly when this step is unusable.
+        halted: (first.is_some() || !norm.is_finite()) && nonfinite == NonFinitePolicy::Error,
         nan_count: total.nan,
         inf_count: total.inf,
         first_nonfinite_segment: first,

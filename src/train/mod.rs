@@ -577,7 +577,8 @@ impl<'g> Trainer<'g> {
                     Err(e) => e.to_string(),
                     Ok(()) => "skipped with finite gradients (an inconsistent record)".into(),
                 };
-                self.stopped = Some(format!("stopped at step {}: step {j}: {why}", self.next_step));
+                let after = self.next_step - j - 1;
+                self.stopped = Some(format!("stopped at step {j}: {why} (the device halted there: the {after} steps submitted after it were skipped)"));
             }
         }
         self.records.push(StepRecord {
