@@ -69,7 +69,8 @@ fn sigint_and_sigterm_end_a_run_with_every_output_and_a_checkpoint() {
         let dir = out_dir(&format!("signal-{signal}"));
         let child = long_run(&dir);
         wait_for_rows(&dir, 10);
-        let sent = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        // The shell's builtin kill: present wherever sh is, unlike a kill binary.
+        let sent = Command::new("sh").args(["-c", &format!("kill -{signal} {}", child.id())]).status().unwrap();
         assert!(sent.success());
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
