@@ -39,6 +39,7 @@ pub fn exploding_mlp(steps: u64, seed: u64) -> TrainConfig {
         responses: Responses { lr_drop: None, stop_on_explosion: false, stop_when_solved: true },
         faults: Vec::new(),
         eval_every: 100,
+        watch_forward: false,
     }
 }
 

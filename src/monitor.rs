@@ -12,7 +12,10 @@ use crate::norm::NormStats;
 pub enum Detector {
     /// A NaN or ±inf gradient element; the layer is the first one holding one.
     NonFiniteGradient,
-    /// The loss is NaN or ±inf (named `loss`: the forward pass is not watched layer by layer).
+    /// A layer's forward output held NaN or ±inf; the layer is the first one (with
+    /// `TrainConfig::watch_forward`).
+    NonFiniteForward,
+    /// The loss is NaN or ±inf (named `loss`; watching the forward pass names the layer).
     NonFiniteLoss,
     /// The norm of the gradient the optimizer received (after clipping) above
     /// [`MonitorConfig::max_norm`]: clipping that contains a raw spike is no explosion.
@@ -31,13 +34,14 @@ pub enum Detector {
 impl Detector {
     /// Training is broken, not just bumpy: these count as an explosion.
     pub fn is_explosion(self) -> bool {
-        matches!(self, Self::NonFiniteGradient | Self::NonFiniteLoss | Self::AbsoluteNorm | Self::LossSpike)
+        matches!(self, Self::NonFiniteGradient | Self::NonFiniteForward | Self::NonFiniteLoss | Self::AbsoluteNorm | Self::LossSpike)
     }
 
     /// Short kebab-case name used in logs, `events.jsonl` and plots, e.g. `"norm-spike"`.
     pub fn name(self) -> &'static str {
         match self {
             Self::NonFiniteGradient => "nonfinite-grad",
+            Self::NonFiniteForward => "nonfinite-forward",
             Self::NonFiniteLoss => "nonfinite-loss",
             Self::AbsoluteNorm => "norm-above-max",
             Self::Spike => "norm-spike",
@@ -71,6 +75,7 @@ impl std::fmt::Display for Explosion {
         let (step, name, layer, value, threshold) = (self.step, self.detector.name(), &self.layer, self.value, self.threshold);
         match self.detector {
             Detector::NonFiniteGradient => write!(f, "step {step}: {name} in {layer}: {value} NaN or infinite gradient elements"),
+            Detector::NonFiniteForward => write!(f, "step {step}: {name} in {layer}: {value} NaN or infinite output values"),
             Detector::NonFiniteLoss => write!(f, "step {step}: {name}: the loss is {value}"),
             Detector::LossSpike => {
                 write!(f, "step {step}: {name}: loss {value:.4e} above {threshold:.4e} (a multiple of its average, and its level after the warm-up)")
@@ -436,8 +441,10 @@ impl GradMonitor {
     }
 
     /// Consumes one step's stats (before clipping), loss and the global L2 norm after
-    /// clipping (the same as the stats' norm when nothing clips); returns the events raised.
-    pub fn observe(&mut self, step: u64, stats: &NormStats, loss: f32, applied_norm: f32) -> Vec<Explosion> {
+    /// clipping (the same as the stats' norm when nothing clips), and, when the forward
+    /// pass is watched, its first layer with non-finite output and their count; returns
+    /// the events raised.
+    pub fn observe(&mut self, step: u64, stats: &NormStats, loss: f32, applied_norm: f32, forward: Option<(&str, u32)>) -> Vec<Explosion> {
         let c = self.config.clone();
         let norm = stats.l2 as f64;
         let layer_norms = self.layer_norms(stats);
@@ -451,6 +458,10 @@ impl GradMonitor {
         let warm = self.norm_ema.count >= c.warmup;
         let mut fired: Vec<(Detector, String, f64, f64)> = Vec::new();
 
+        // The forward pass first: where it went non-finite is the cause of the rest.
+        if let Some((layer, count)) = forward {
+            fired.push((Detector::NonFiniteForward, layer.to_string(), count as f64, 0.0));
+        }
         if let Some(segment) = stats.first_nonfinite_segment {
             let layer = self.segment_layer.get(segment as usize).copied().unwrap_or(0);
             fired.push((Detector::NonFiniteGradient, name(layer), (stats.nan_count + stats.inf_count) as f64, 0.0));

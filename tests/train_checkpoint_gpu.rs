@@ -100,6 +100,7 @@ fn rnn_sgd_autoclip_cosine_resumes_bitwise() {
         Fault { step: 14, layer: "rnn".into(), kind: FaultKind::Scale(100.0) },
     ];
     config.on_nonfinite = gradguard::NonFinitePolicy::SkipStep;
+    config.watch_forward = true; // its words ride in the records in flight
     check_resume("rnn", config, 15);
 }
 

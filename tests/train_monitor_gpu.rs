@@ -155,3 +155,22 @@ fn the_error_policy_stops_at_the_step_that_fired() {
     let skipped: Vec<u64> = faulty.records().iter().filter(|r| r.skipped).map(|r| r.step).collect();
     assert_eq!(skipped, (9..9 + LAG + 1).collect::<Vec<_>>());
 }
+
+/// With the forward pass watched, an explosion that starts there is reported first and in
+/// the layer whose output overflowed: weights of 1e30 overflow the second Linear's output
+/// (the first's stays finite: 11 inputs of order 1). The watch costs a norm over the nine
+/// Linear outputs: one dispatch per buffer and two.
+#[test]
+fn a_forward_explosion_is_reported_in_its_layer() {
+    let mut config = exploding_mlp(5, 0);
+    config.init = InitScheme::Normal { std: 1e30 };
+    config.watch_forward = true;
+    let mut trainer = Trainer::new(gpu(), config.clone()).unwrap();
+    assert_eq!(trainer.dispatches_per_step(), 33 + 9 + 2);
+    let summary = trainer.run(|_, _| Ok(())).unwrap();
+    let first = summary.first_explosion.expect("it explodes at once");
+    assert_eq!((first.step, first.detector, first.layer.as_str()), (0, Detector::NonFiniteForward, "linear2"), "{first}");
+    config.watch_forward = false;
+    let unwatched = Trainer::new(gpu(), config).unwrap().run(|_, _| Ok(())).unwrap();
+    assert_eq!(unwatched.first_explosion.map(|e| e.detector), Some(Detector::NonFiniteGradient));
+}

@@ -136,6 +136,9 @@ pub struct GpuModel {
     input: wgpu::Buffer,
     targets: wgpu::Buffer,
     loss: wgpu::Buffer,
+    /// What each Linear, batch-norm and RNN layer computed forward (before the activation
+    /// a product fuses; an RNN's hidden states at every step): (layer, buffer, elements).
+    outputs: Vec<(usize, wgpu::Buffer, u64)>,
     forward: Vec<Op>,
     backward: Vec<Op>,
     bytes: ModelBytes,
@@ -207,6 +210,7 @@ impl GpuModel {
         let mut backward_by_layer: Vec<Vec<Op>> = Vec::new();
         let mut running = Vec::new();
         let mut batch_stats = Vec::new();
+        let mut layer_outputs = Vec::new();
         // Activation layers whose work a neighbouring product does.
         let (mut fused_forward, mut fused_backward) = (vec![false; n], vec![false; n]);
         let first_tensor: Vec<usize> = {
@@ -227,6 +231,9 @@ impl GpuModel {
         for (i, layer) in layers.iter().enumerate() {
             let p = first_tensor[i];
             let (x, y) = (&acts[i], &acts[i + 1]);
+            if matches!(layer, LayerSpec::Linear { .. } | LayerSpec::BatchNorm { .. }) {
+                layer_outputs.push((i, y.clone(), b * widths[i + 1] as u64));
+            }
             let mut back = Vec::new();
             match *layer {
                 LayerSpec::Linear { inputs, outputs } => {
@@ -290,6 +297,7 @@ impl GpuModel {
                     let shape = RnnShape { batch, inputs, hidden, steps, activation };
                     let pre = alloc.zeros("rnn pre-activations", shape.pre_len());
                     let hs = alloc.zeros("rnn hidden states", shape.hs_len());
+                    layer_outputs.push((i, hs.clone(), shape.hs_len()));
                     // The input [steps, batch, inputs] is a [steps·batch, inputs] matrix for the
                     // weight gradient below.
                     let rows = steps * batch;
@@ -347,10 +355,19 @@ impl GpuModel {
             input,
             targets,
             loss,
+            outputs: layer_outputs,
             forward,
             backward,
             bytes,
         })
+    }
+
+    /// Each Linear, batch-norm and RNN layer's forward output, as a gradient-set view (a
+    /// norm over them finds the first layer whose values went non-finite): the layers'
+    /// indices in [`ModelSpec::layers`], and the views.
+    pub fn layer_outputs(&self) -> (Vec<usize>, Vec<crate::GradView>) {
+        let views = self.outputs.iter().map(|(_, b, len)| crate::GradView { buffer: b.clone(), offset: 0, len: *len }).collect();
+        (self.outputs.iter().map(|o| o.0).collect(), views)
     }
 
     /// The layers the model was built from.

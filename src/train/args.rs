@@ -90,6 +90,10 @@ pub struct TrainArgs {
     /// Stop once a periodic check finds the task solved (fewer than 1% wrong); exits 0.
     #[arg(long)]
     pub stop_when_solved: bool,
+    /// Watch each layer's forward output for NaN/inf and name the first one that turns
+    /// (costs a norm over the outputs: one dispatch per layer and two, each step).
+    #[arg(long)]
+    pub watch_forward: bool,
     /// Global norm the monitor calls an explosion.
     #[arg(long, default_value_t = 1e4)]
     pub explode_norm: f64,
@@ -213,6 +217,7 @@ impl TrainArgs {
             },
             faults,
             eval_every: self.eval_every,
+            watch_forward: self.watch_forward,
         };
         config.validate()?;
         Ok(config)

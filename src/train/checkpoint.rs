@@ -111,6 +111,8 @@ pub(super) struct InFlight {
     pub loss: f32,
     pub applied_norm: f32,
     pub lr: f32,
+    /// The forward watch's non-finite count and first layer output holding one.
+    pub forward: Option<(u32, u32)>,
 }
 
 /// The host's side of a run.
@@ -316,8 +318,10 @@ pub struct ResumeOptions {
 /// The configuration fields a resume may change: the remedies and the run's length, for
 /// the workflow of rewinding to a checkpoint before a spike and continuing with a fix.
 /// Everything else (task, model, init, batch, seed, optimizer) fixes what the tensors mean.
-pub const RESUMABLE_CHANGES: [&str; 11] =
-    ["steps", "lr", "schedule", "clip", "weight_decay", "l2", "on_nonfinite", "monitor", "responses", "faults", "eval_every"];
+pub const RESUMABLE_CHANGES: [&str; 12] = [
+    "steps", "lr", "schedule", "clip", "weight_decay", "l2", "on_nonfinite", "monitor", "responses", "faults", "eval_every",
+    "watch_forward",
+];
 
 /// The adaptive clip's state: a resume that changes the clip starts it afresh.
 const ADAPTIVE_STATE: &str = "clip/adaptive_state";
@@ -451,6 +455,7 @@ struct SavedInFlight {
     loss: u32,
     applied_norm: u32,
     lr: u32,
+    forward: Option<(u32, u32)>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -535,6 +540,7 @@ impl From<&HostState> for SavedHost {
                     loss: r.loss.to_bits(),
                     applied_norm: r.applied_norm.to_bits(),
                     lr: r.lr.to_bits(),
+                    forward: r.forward,
                 })
                 .collect(),
         }
@@ -588,6 +594,7 @@ impl From<SavedHost> for HostState {
                     loss: f32::from_bits(r.loss),
                     applied_norm: f32::from_bits(r.applied_norm),
                     lr: f32::from_bits(r.lr),
+                    forward: r.forward,
                 })
                 .collect(),
         }

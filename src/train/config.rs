@@ -234,6 +234,10 @@ pub struct TrainConfig {
     /// Check the weights on the validation set every this many steps (0: only at the end),
     /// to tell whether and when the task was solved.
     pub eval_every: u64,
+    /// Watch every layer's forward output for NaN and inf, so that an explosion in the
+    /// forward pass is reported with its layer (a norm over the outputs: its dispatches
+    /// per step, one per output buffer and two).
+    pub watch_forward: bool,
 }
 
 impl TrainConfig {

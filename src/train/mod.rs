@@ -38,6 +38,10 @@ use checkpoint::{DeviceTensor, HostState, InFlight};
 /// Steps between a step's submission and the host reading its record.
 pub const LAG: u64 = 2;
 
+/// The words of the forward watch's `NormStats` a step record carries (through the
+/// first non-finite segment, word 6).
+const FORWARD_WORDS: usize = 7;
+
 /// One step as the host saw it, `LAG` steps later.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct StepRecord {
@@ -244,6 +248,8 @@ pub struct Trainer<'g> {
     kernels: TrainKernels,
     model: GpuModel,
     clipping: Clipping,
+    /// A norm over every layer's forward output, and those layers' names.
+    forward_watch: Option<(GradNorm, Vec<String>)>,
     optimizer: OptimizerBinding,
     optimizer_state: OptimizerState,
     lr_buffer: wgpu::Buffer,
@@ -324,6 +330,14 @@ impl<'g> Trainer<'g> {
             })?,
         };
         model.bind_skip_flag(device, &kernels, clipping.stats_buffer())?;
+        let forward_watch = match config.watch_forward {
+            true => {
+                let (layers, views) = model.layer_outputs();
+                let norm = GradNorm::new(device, &crate::GradSet::new(views), &NormConfig::default())?;
+                Some((norm, layers.into_iter().map(|l| spec.layer_name(l)).collect()))
+            }
+            false => None,
+        };
         let optimizer_config = config.optimizer_kernel_config()?;
         let lr = config.lr * config.schedule.factor(0, config.steps);
         let lr_buf = lr_buffer(device, lr)?;
@@ -351,7 +365,8 @@ impl<'g> Trainer<'g> {
         let faults = Self::bind_faults(gpu, &kernels, &spec, &model, &config.faults)?;
         let order = BatchOrder::new(split.train.len(), config.batch as usize, config.seed)?;
         // LAG + 1 slots: steps k - LAG … k are in flight when step k's copy is recorded.
-        let record_bytes = clipping.record_sources(model.loss_buffer()).iter().map(|(_, size)| size).sum();
+        let record_bytes = clipping.record_sources(model.loss_buffer()).iter().map(|(_, size)| size).sum::<u64>()
+            + if forward_watch.is_some() { FORWARD_WORDS as u64 * 4 } else { 0 };
         let ring = ReadbackRing::new(device, record_bytes, LAG as usize + 1)?;
         Ok(Self {
             gpu,
@@ -359,6 +374,7 @@ impl<'g> Trainer<'g> {
             spec,
             kernels,
             clipping,
+            forward_watch,
             optimizer,
             optimizer_state,
             lr_buffer: lr_buf,
@@ -478,7 +494,21 @@ impl<'g> Trainer<'g> {
     /// the norm (with an in-place clip and the applied norm, where clipping is not
     /// scaled on read), and the optimizer (one update of every tensor, one step count).
     pub fn dispatches_per_step(&self) -> usize {
-        self.model.dispatch_count() + self.clipping.dispatch_count() + 2
+        let watch = self.forward_watch.as_ref().map_or(0, |(w, _)| w.dispatch_count());
+        self.model.dispatch_count() + self.clipping.dispatch_count() + watch + 2
+    }
+
+    /// Splits the forward watch's words off the end of a record: (non-finite count,
+    /// first output holding one).
+    fn split_forward(&self, words: &mut Vec<u32>) -> Result<Option<(u32, u32)>> {
+        if self.forward_watch.is_none() {
+            return Ok(None);
+        }
+        if words.len() < FORWARD_WORDS {
+            return Err(Error::Readback(format!("a step record of {} words has no forward watch", words.len())));
+        }
+        let tail = words.split_off(words.len() - FORWARD_WORDS);
+        Ok(Some((tail[3], tail[6])))
     }
 
     /// Records and submits one step, then reads the record of step `k - LAG`.
@@ -510,13 +540,19 @@ impl<'g> Trainer<'g> {
                 label: Some("gradguard norm, clip and update"),
                 timestamp_writes: None,
             });
+            if let Some((watch, _)) = &self.forward_watch {
+                watch.encode_in_pass(&mut pass);
+            }
             self.clipping.encode_in_pass(&mut pass);
             // After the norm: the running statistics obey its skip flag, as the optimizer does.
             self.model.encode_running_update(&self.kernels, &mut pass);
             self.kernels.optimizer.encode(&mut pass, &self.optimizer);
             self.clipping.encode_applied(&mut pass);
         }
-        let sources = self.clipping.record_sources(self.model.loss_buffer());
+        let mut sources = self.clipping.record_sources(self.model.loss_buffer());
+        if let Some((watch, _)) = &self.forward_watch {
+            sources.push((watch.stats_buffer(), FORWARD_WORDS as u64 * 4));
+        }
         if !self.ring.encode_copy(&mut encoder, k, &sources)? {
             // Never with LAG + 1 slots and every record read at its step.
             return Err(Error::Readback(format!("no free record slot for step {k}")));
@@ -542,18 +578,24 @@ impl<'g> Trainer<'g> {
 
     /// Reads step `j`'s record, runs the detectors and the responses.
     fn read_record(&mut self, j: u64) -> Result<()> {
-        let (words, loss, applied_norm, lr) = match self.preloaded.front() {
+        let (words, loss, applied_norm, lr, forward) = match self.preloaded.front() {
             Some(r) if r.step == j => {
                 let r = self.preloaded.pop_front().expect("just seen");
-                (r.words, r.loss, r.applied_norm, r.lr)
+                (r.words, r.loss, r.applied_norm, r.lr, r.forward)
             }
             _ => {
-                let (words, loss, applied_norm) = self.clipping.split_record(self.ring.take(&self.gpu.device, j)?)?;
-                (words, loss, applied_norm, self.pending_lr.pop_front().unwrap_or(self.written_lr))
+                let mut words = self.ring.take(&self.gpu.device, j)?;
+                let forward = self.split_forward(&mut words)?;
+                let (words, loss, applied_norm) = self.clipping.split_record(words)?;
+                (words, loss, applied_norm, self.pending_lr.pop_front().unwrap_or(self.written_lr), forward)
             }
         };
         let stats = NormStats::from_words(&words)?;
-        let events = self.monitor.observe(j, &stats, loss, applied_norm);
+        let names = self.forward_watch.as_ref().map(|(_, names)| names);
+        let forward_layer = forward.filter(|f| f.0 > 0).map(|(count, first)| {
+            (names.and_then(|n| n.get(first as usize)).map_or("?", |n| n.as_str()), count)
+        });
+        let events = self.monitor.observe(j, &stats, loss, applied_norm, forward_layer);
         let responses = self.config.responses;
         if let Some(drop) = responses.lr_drop {
             let cooled = self.last_lr_drop.is_none_or(|last| j >= last + drop.cooldown);
@@ -714,8 +756,10 @@ impl<'g> Trainer<'g> {
         let mut in_flight: Vec<InFlight> = self.preloaded.iter().cloned().collect();
         let first_in_ring = self.next_read + self.preloaded.len() as u64;
         for (j, &lr) in (first_in_ring..self.next_step).zip(&self.pending_lr) {
-            let (words, loss, applied_norm) = self.clipping.split_record(self.ring.peek(&self.gpu.device, j)?)?;
-            in_flight.push(InFlight { step: j, words, loss, applied_norm, lr });
+            let mut words = self.ring.peek(&self.gpu.device, j)?;
+            let forward = self.split_forward(&mut words)?;
+            let (words, loss, applied_norm) = self.clipping.split_record(words)?;
+            in_flight.push(InFlight { step: j, words, loss, applied_norm, lr, forward });
         }
         let host = HostState {
             lr_scale: self.lr_scale,
