@@ -155,3 +155,16 @@ fn a_failed_write_is_an_io_error() {
     assert!(!temp_path(&file).exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A write that fails after its temporary file was made (here the rename, onto a directory;
+/// a full disk fails the same way one step earlier) leaves no `.tmp` behind.
+#[test]
+fn a_failed_write_leaves_no_temporary_file() {
+    let dir = std::env::temp_dir().join(format!("gradguard-failed-write-{}", std::process::id()));
+    let target = dir.join("metrics.csv");
+    std::fs::create_dir_all(target.join("occupied")).unwrap();
+    let err = write_file(&target, b"step,loss\n").unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(!temp_path(&target).exists(), "the temporary file was left behind");
+    std::fs::remove_dir_all(dir).unwrap();
+}
