@@ -156,6 +156,49 @@ pub fn kaiming_normal(
     }
 }
 
+/// The spectral radius (largest |eigenvalue|) of the `n × n` row-major matrix `w`, from
+/// its growth rate: the mean of `ln ‖W v_i‖` over `iterations` normalized power steps
+/// after as many discarded ones (Gelfand's formula, which also holds when the dominant
+/// eigenvalues are a complex pair, where the power method's vector never settles).
+pub fn spectral_radius(w: &[f64], n: usize, iterations: usize) -> f64 {
+    let mut v: Vec<f64> = (0..n).map(|i| 1.0 + (i as f64 * 0.618).fract()).collect();
+    let mut log_growth = 0.0;
+    for step in 0..2 * iterations {
+        let next: Vec<f64> = (0..n).map(|r| (0..n).map(|c| w[r * n + c] * v[c]).sum()).collect();
+        let norm = next.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            return 0.0;
+        }
+        if step >= iterations {
+            log_growth += norm.ln();
+        }
+        v = next.into_iter().map(|x| x / norm).collect();
+    }
+    (log_growth / iterations as f64).exp()
+}
+
+/// Pascanu et al. 2013's "smart tanh" recurrent weights (`trainingRNNs/RNN.py`, after
+/// Sutskever et al. 2013): an `n × n` matrix from N(0, 0.01²) keeping `nonzero` random
+/// entries in each row, scaled so that its spectral radius is `radius`.
+pub fn sparse_spectral(rng: &mut impl Rng, n: usize, nonzero: usize, radius: f64) -> Result<Vec<f32>> {
+    if !(radius.is_finite() && radius > 0.0) || nonzero == 0 {
+        return Err(Error::Invalid(format!("sparse init needs a radius > 0 and ≥ 1 non-zero a row, got {radius}, {nonzero}")));
+    }
+    let mut w = vec![0.0f64; n * n];
+    for row in w.chunks_mut(n) {
+        row.iter_mut().for_each(|x| *x = 0.01 * standard_normal(rng));
+        // A random permutation's first `nonzero` columns stay (Fisher–Yates).
+        let mut columns: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            columns.swap(i, rng.random_range(0..=i));
+        }
+        columns[nonzero.min(n)..].iter().for_each(|&c| row[c] = 0.0);
+    }
+    let rho = spectral_radius(&w, n, 400);
+    let scale = if rho > 0.0 { radius / rho } else { 0.0 };
+    Ok(w.into_iter().map(|x| (x * scale) as f32).collect())
+}
+
 /// `torch.nn.init.orthogonal_`: the tensor viewed as `[rows = shape[0], cols = rest]` gets
 /// (semi-)orthonormal rows or columns, times `gain`. As torch: draw a standard normal
 /// matrix, take the Q of its QR decomposition (of its transpose when rows < cols) with R's

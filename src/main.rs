@@ -64,9 +64,24 @@ enum Command {
     /// Run an exploding configuration and every remedy from the same seed; compare.
     Lab {
         /// Longer runs (minutes) instead of the quick default.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "paper")]
         full: bool,
-        #[arg(long, default_value_t = 0)]
+        /// Pascanu et al. 2013's comparison instead: plain SGD against SGD with norm
+        /// clipping on the adding problem, over lengths and seeds (paper.txt, paper.svg).
+        #[arg(long)]
+        paper: bool,
+        /// --paper: SGD updates each run may take [default: 1000, about 15 minutes on
+        /// lavapipe with 2 cores].
+        #[arg(long, requires = "paper", value_parser = clap::value_parser!(u64).range(1..))]
+        updates: Option<u64>,
+        /// --paper: runs per length, start and method [default: 5].
+        #[arg(long, requires = "paper", value_parser = clap::value_parser!(u64).range(1..))]
+        seeds: Option<u64>,
+        /// --paper: comma-separated sequence lengths (≥ 10) [default: 50,100,150,200].
+        #[arg(long, requires = "paper", value_delimiter = ',')]
+        lengths: Vec<u32>,
+        /// Seed of every run (--paper: seeds 0 … --seeds − 1).
+        #[arg(long, default_value_t = 0, conflicts_with = "paper")]
         seed: u64,
         /// Where the table, comparison.svg and summary.json go.
         #[arg(long, default_value = "gradguard-lab")]
@@ -130,7 +145,37 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 std::process::exit(outcome.signal.map_or(STOPPED_EARLY, |s| 128 + s));
             }
         }
-        Command::Lab { full, seed, out } => {
+        Command::Lab { paper: true, updates, seeds, lengths, out, .. } => {
+            let defaults = gradguard::lab::paper::PaperConfig::default();
+            let config = gradguard::lab::paper::PaperConfig {
+                lengths: if lengths.is_empty() { defaults.lengths } else { lengths },
+                seeds: seeds.unwrap_or(defaults.seeds),
+                updates: updates.unwrap_or(defaults.updates),
+            };
+            config.validate()?;
+            let gpu = open_gpu()?;
+            gradguard::lab::paper::write(&out, &[], config.updates)?;
+            gradguard::lab::paper::run(&gpu, &config, |runs| {
+                let r = runs.last().expect("called after a run");
+                let s = &r.summary;
+                println!(
+                    "T={:<4} {:<11} {:<6} seed {}: {} ({:.2}% wrong{}) {:.1} s",
+                    r.length,
+                    r.start,
+                    if r.clipped { "SGD-C" } else { "SGD" },
+                    r.seed,
+                    if s.solved { "solved" } else if s.exploded { "exploded" } else { "not solved" },
+                    100.0 * s.test.error_rate,
+                    s.solved_at.map_or(String::new(), |k| format!(", at {k}")),
+                    s.seconds
+                );
+                gradguard::lab::paper::write(&out, runs, config.updates)
+            })
+            .map(|runs| print!("\n{}", gradguard::lab::paper::table(&runs)))?;
+            keep_pipelines(&gpu);
+            println!("wrote {}/paper.txt, paper.svg and paper.json", out.display());
+        }
+        Command::Lab { full, seed, out, .. } => {
             let gpu = open_gpu()?;
             // Written before the first run and after every one: an unwritable --out fails at
             // once, and a lab stopped halfway keeps what it finished.

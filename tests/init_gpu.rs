@@ -149,3 +149,27 @@ fn orthogonal_weight_on_the_gpu() {
         }
     }
 }
+
+#[test]
+fn spectral_radius_of_known_matrices() {
+    // A rotation scaled by 2 (eigenvalues ±2i: the power method's vector never settles),
+    // a diagonal, and a triangular matrix (eigenvalues on its diagonal).
+    assert!((init::spectral_radius(&[0.0, -2.0, 2.0, 0.0], 2, 400) - 2.0).abs() < 1e-9);
+    assert!((init::spectral_radius(&[3.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.5], 3, 400) - 3.0).abs() < 1e-9);
+    assert!((init::spectral_radius(&[0.5, 4.0, 0.0, -0.9], 2, 400) - 0.9).abs() < 1e-3);
+    assert_eq!(init::spectral_radius(&[0.0; 4], 2, 10), 0.0);
+}
+
+/// Pascanu's smart tanh: 15 non-zeros a row, spectral radius 0.95, and seeded.
+#[test]
+fn sparse_spectral_is_the_papers_smart_tanh() {
+    let w = init::sparse_spectral(&mut init::rng(3), 50, 15, 0.95).unwrap();
+    for row in w.chunks(50) {
+        assert_eq!(row.iter().filter(|x| **x != 0.0).count(), 15);
+    }
+    let w64: Vec<f64> = w.iter().map(|&x| x as f64).collect();
+    assert!((init::spectral_radius(&w64, 50, 2000) - 0.95).abs() < 5e-3, "{}", init::spectral_radius(&w64, 50, 2000));
+    assert_eq!(w, init::sparse_spectral(&mut init::rng(3), 50, 15, 0.95).unwrap());
+    assert!(init::sparse_spectral(&mut init::rng(3), 50, 0, 0.95).is_err());
+    assert!(init::sparse_spectral(&mut init::rng(3), 50, 15, f64::NAN).is_err());
+}

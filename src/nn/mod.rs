@@ -32,9 +32,19 @@ pub enum InitScheme {
         gain: f32,
     },
     /// Every weight from N(0, std²): with a std too large for the width, gradients explode.
+    /// Pascanu et al. 2013's "basic tanh" is `Normal { std: 0.1 }`.
     Normal {
         /// Standard deviation (> 0).
         std: f32,
+    },
+    /// Pascanu et al. 2013's "smart tanh": an RNN's recurrent weights sparse (`nonzero`
+    /// entries a row from N(0, 0.01²)) and scaled to spectral radius `radius`
+    /// ([`init::sparse_spectral`]); every other weight from N(0, 0.01²).
+    Sparse {
+        /// Spectral radius of the recurrent weights (the paper: 0.95).
+        radius: f32,
+        /// Non-zero entries in each row (the paper: 15).
+        nonzero: u32,
     },
 }
 
@@ -420,6 +430,10 @@ impl ModelSpec {
             }
             InitScheme::Identity { .. } => init::normal(rng, shape.iter().product(), 0.0, 1e-3),
             InitScheme::Normal { std } => init::normal(rng, shape.iter().product(), 0.0, std as f64),
+            InitScheme::Sparse { radius, nonzero } if recurrent => {
+                init::sparse_spectral(rng, shape[0], nonzero as usize, radius as f64)
+            }
+            InitScheme::Sparse { .. } => init::normal(rng, shape.iter().product(), 0.0, 0.01),
         }
     }
 }

@@ -458,9 +458,10 @@ impl std::str::FromStr for Schedule {
 impl std::str::FromStr for InitScheme {
     type Err = Error;
 
-    /// `kaiming`, `xavier`, `orthogonal[:GAIN]`, `identity[:GAIN]`, `normal:STD`.
+    /// `kaiming`, `xavier`, `orthogonal[:GAIN]`, `identity[:GAIN]`, `normal:STD`,
+    /// `sparse[:RADIUS[:NONZERO]]` (Pascanu's smart tanh: 0.95, 15).
     fn from_str(s: &str) -> Result<Self> {
-        const EXPECTED: &str = "kaiming, xavier, orthogonal[:GAIN], identity[:GAIN] or normal:STD";
+        const EXPECTED: &str = "kaiming, xavier, orthogonal[:GAIN], identity[:GAIN], normal:STD or sparse[:RADIUS[:NONZERO]]";
         match s.split(':').collect::<Vec<_>>().as_slice() {
             ["kaiming"] => Ok(Self::Kaiming),
             ["xavier"] => Ok(Self::Xavier),
@@ -469,6 +470,11 @@ impl std::str::FromStr for InitScheme {
             ["identity"] => Ok(Self::Identity { gain: 1.0 }),
             ["identity", g] => Ok(Self::Identity { gain: number("--init", s, g, EXPECTED)? }),
             ["normal", std] => Ok(Self::Normal { std: number("--init", s, std, EXPECTED)? }),
+            ["sparse"] => Ok(Self::Sparse { radius: 0.95, nonzero: 15 }),
+            ["sparse", r] => Ok(Self::Sparse { radius: number("--init", s, r, EXPECTED)?, nonzero: 15 }),
+            ["sparse", r, k] => {
+                Ok(Self::Sparse { radius: number("--init", s, r, EXPECTED)?, nonzero: number("--init", s, k, EXPECTED)? })
+            }
             _ => Err(bad("--init", s, EXPECTED)),
         }
     }

@@ -1,6 +1,8 @@
 //! `gradguard lab`: a configuration that explodes, then each remedy of the founding
 //! document on it from the same seed, side by side.
 
+pub mod paper;
+
 use std::fmt::Write as _;
 use std::path::Path;
 
