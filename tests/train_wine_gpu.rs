@@ -40,8 +40,7 @@ fn same_seed_writes_identical_metrics() {
         let mut trainer = Trainer::new(gpu(), config).unwrap();
         let summary = trainer.run(|_, _| Ok(())).unwrap();
         let out = dir.join(run.to_string());
-        let layers = trainer.monitor().layers().to_vec();
-        write_run(&out, trainer.config(), trainer.records(), trainer.monitor().events(), &layers, &summary).unwrap();
+        write_run(&out, &trainer, &summary).unwrap();
         files.push(std::fs::read(out.join("metrics.csv")).unwrap());
         assert!(out.join("plot.svg").exists() && out.join("summary.json").exists() && out.join("events.jsonl").exists());
     }

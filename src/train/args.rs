@@ -302,7 +302,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Outcome> {
         eprintln!("explosion: {e}");
     }
     if let Some(dir) = &args.out {
-        super::output::write_summary(dir, trainer.config(), trainer.records(), trainer.monitor().events(), &layers, &summary)?;
+        super::output::write_summary(dir, &trainer, &summary)?;
     }
     let signal = match signal.load(Ordering::Relaxed) {
         0 => None,

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{StepRecord, TrainConfig, TrainSummary};
+use super::{StepRecord, TrainSummary, Trainer};
 use crate::error::{Error, Result};
 use crate::monitor::Explosion;
 use crate::plot::{self, Chart, Series};
@@ -164,35 +164,23 @@ pub fn run_plot(title: &str, records: &[StepRecord], events: &[Explosion], layer
     plot::svg(&[norm, loss, depth])
 }
 
-/// Writes summary.json and plot.svg into `dir` (created if missing), beside the streamed
-/// metrics.csv and events.jsonl.
-pub fn write_summary(
-    dir: &Path,
-    config: &TrainConfig,
-    records: &[StepRecord],
-    events: &[Explosion],
-    layers: &[String],
-    summary: &TrainSummary,
-) -> Result<()> {
+/// Writes `trainer`'s summary.json and plot.svg into `dir` (created if missing), beside
+/// the streamed metrics.csv and events.jsonl.
+pub fn write_summary(dir: &Path, trainer: &Trainer, summary: &TrainSummary) -> Result<()> {
     create_dir(dir)?;
+    let (config, layers, events) = (trainer.config(), trainer.monitor().layers(), trainer.monitor().events());
     let summary_json = serde_json::json!({ "config": config, "layers": layers, "summary": summary });
     let text = serde_json::to_string_pretty(&summary_json).map_err(|e| Error::Invalid(e.to_string()))?;
     write_atomic(&dir.join("summary.json"), text.as_bytes())?;
-    write_atomic(&dir.join("plot.svg"), run_plot(&config.task.name(), records, events, layers)?.as_bytes())
+    write_atomic(&dir.join("plot.svg"), run_plot(&config.task.name(), trainer.records(), events, layers)?.as_bytes())
 }
 
-/// Writes the run's four files into `dir` at once (a run that was not streamed).
-pub fn write_run(
-    dir: &Path,
-    config: &TrainConfig,
-    records: &[StepRecord],
-    events: &[Explosion],
-    layers: &[String],
-    summary: &TrainSummary,
-) -> Result<()> {
+/// Writes `trainer`'s four files into `dir` at once (a run that was not streamed).
+pub fn write_run(dir: &Path, trainer: &Trainer, summary: &TrainSummary) -> Result<()> {
     create_dir(dir)?;
-    write_atomic(&dir.join("metrics.csv"), metrics_csv(records, layers).as_bytes())?;
-    let jsonl = events.iter().map(event_line).collect::<Result<String>>()?;
+    let layers = trainer.monitor().layers();
+    write_atomic(&dir.join("metrics.csv"), metrics_csv(trainer.records(), layers).as_bytes())?;
+    let jsonl = trainer.monitor().events().iter().map(event_line).collect::<Result<String>>()?;
     write_atomic(&dir.join("events.jsonl"), jsonl.as_bytes())?;
-    write_summary(dir, config, records, events, layers, summary)
+    write_summary(dir, trainer, summary)
 }
