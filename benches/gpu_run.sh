@@ -38,4 +38,7 @@ step torch_peer.json python3 benches/torch_clip_peer.py --device cuda --reps 21
 step matmul.json "$g" bench matmul --json
 # Ours and the PyTorch CUDA peer (benches/torch_train_peer.py) in one run, with the ratios.
 step train.json "$g" bench train --json --peer cuda
+# Pascanu's Figure 7 at a budget lavapipe cannot reach (its 250-update default shows
+# nothing there); capped at 5 minutes so that the run always comes back.
+step paper.txt timeout 300 "$g" lab --paper --updates 20000 --seeds 2 --out "$out/paper"
 tail -n 3 "$out"/*.err
