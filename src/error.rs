@@ -62,7 +62,7 @@ pub enum Error {
         buffer_size: u64,
     },
 
-    #[error("segment {segment}: its buffer lacks usage {missing:?} (create it with BufferUsages::{missing:?})")]
+    #[error("segment {segment}: its buffer lacks usage {} (create it with {})", usage_names(.missing, ""), usage_names(.missing, "BufferUsages::"))]
     /// A segment's buffer was created without a usage the kernels need (gradients need
     /// [`GRAD_USAGES`](crate::GRAD_USAGES), i.e. `STORAGE`).
     MissingUsage {
@@ -74,7 +74,7 @@ pub enum Error {
 
     /// A kernel operand (named by `what`, e.g. "matmul C") lacks a usage flag its binding
     /// needs. [`Error::MissingUsage`] is the same refusal for a gradient-set segment.
-    #[error("{what}: the buffer lacks usage {missing:?} (create it with BufferUsages::{missing:?})")]
+    #[error("{what}: the buffer lacks usage {} (create it with {})", usage_names(.missing, ""), usage_names(.missing, "BufferUsages::"))]
     MissingBufferUsage {
         /// The operand, e.g. `"matmul C"`.
         what: String,
@@ -209,6 +209,12 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// The flags' names, each after `prefix`, joined by ` | `: `STORAGE`, not wgpu's Debug
+/// form `BufferUsages(STORAGE)`.
+fn usage_names(usages: &wgpu::BufferUsages, prefix: &str) -> String {
+    usages.iter_names().map(|(name, _)| format!("{prefix}{name}")).collect::<Vec<_>>().join(" | ")
 }
 
 /// `std::result::Result` with gradguard's [`Error`] as the default error type.

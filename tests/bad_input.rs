@@ -36,7 +36,11 @@ fn buffer_without_storage_usage() {
     let buffer = upload_with(&[1.0; 16], wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC);
     let err = norm_err(&GradSet::packed(&buffer, &[16]), &NormConfig::default());
     assert!(matches!(err, Error::MissingUsage { segment: 0, .. }), "{err}");
-    assert!(err.to_string().contains("STORAGE"));
+    assert_eq!(
+        err.to_string(),
+        "segment 0: its buffer lacks usage STORAGE (create it with BufferUsages::STORAGE)",
+        "flags by name, not wgpu's Debug form"
+    );
 }
 
 #[test]
