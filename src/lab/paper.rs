@@ -122,10 +122,19 @@ fn method(start: &str, clipped: bool) -> String {
     format!("{start} {}", if clipped { "SGD-C" } else { "SGD" })
 }
 
-/// (solved, runs) of one cell.
-fn cell(runs: &[PaperRun], length: u32, start: &str, clipped: bool) -> (usize, usize) {
-    let cell: Vec<_> = runs.iter().filter(|r| r.length == length && r.start == start && r.clipped == clipped).collect();
-    (cell.iter().filter(|r| r.summary.solved).count(), cell.len())
+/// Every start with plain SGD, then with SGD-C: the table's columns, the plot's lines.
+fn methods() -> impl Iterator<Item = (&'static str, bool)> {
+    STARTS.into_iter().flat_map(|(start, _)| [(start, false), (start, true)])
+}
+
+/// The runs of one cell.
+fn cell<'a>(runs: &'a [PaperRun], length: u32, start: &str, clipped: bool) -> Vec<&'a PaperRun> {
+    runs.iter().filter(|r| r.length == length && r.start == start && r.clipped == clipped).collect()
+}
+
+/// The share of a cell's runs that solved the task, in percent.
+fn solved_percent(cell: &[&PaperRun]) -> f64 {
+    100.0 * cell.iter().filter(|r| r.summary.solved).count() as f64 / cell.len().max(1) as f64
 }
 
 /// The success-rate table: one row per length, one column per start and method, each
@@ -133,19 +142,15 @@ fn cell(runs: &[PaperRun], length: u32, start: &str, clipped: bool) -> (usize, u
 pub fn table(runs: &[PaperRun]) -> String {
     let mut lengths: Vec<u32> = runs.iter().map(|r| r.length).collect();
     lengths.dedup();
-    let methods: Vec<(&str, bool)> = STARTS.iter().flat_map(|(s, _)| [(*s, false), (*s, true)]).collect();
     let mut out = format!("{:<5}", "T");
-    methods.iter().for_each(|(s, c)| out += &format!(" {:>24}", method(s, *c)));
+    methods().for_each(|(s, c)| out += &format!(" {:>24}", method(s, c)));
     out.push('\n');
     for length in lengths {
         let _ = write!(out, "{length:<5}");
-        for &(start, clipped) in &methods {
-            let (solved, n) = cell(runs, length, start, clipped);
-            let mut wrong: Vec<f64> = runs
-                .iter()
-                .filter(|r| r.length == length && r.start == start && r.clipped == clipped)
-                .map(|r| r.summary.test.error_rate)
-                .collect();
+        for (start, clipped) in methods() {
+            let cell = cell(runs, length, start, clipped);
+            let (solved, n) = (cell.iter().filter(|r| r.summary.solved).count(), cell.len());
+            let mut wrong: Vec<f64> = cell.iter().map(|r| r.summary.test.error_rate).collect();
             wrong.sort_by(f64::total_cmp);
             let median = wrong.get(wrong.len() / 2).map_or(f64::NAN, |w| 100.0 * w);
             let _ = write!(out, " {:>24}", format!("{solved}/{n} ({median:.1}% wrong)"));
@@ -159,18 +164,10 @@ pub fn table(runs: &[PaperRun]) -> String {
 pub fn plot(runs: &[PaperRun], updates: u64) -> Result<String> {
     let mut lengths: Vec<u32> = runs.iter().map(|r| r.length).collect();
     lengths.dedup();
-    let series = STARTS
-        .iter()
-        .flat_map(|(s, _)| [(*s, false), (*s, true)])
+    let series = methods()
         .map(|(start, clipped)| Series {
             name: method(start, clipped),
-            points: lengths
-                .iter()
-                .map(|&t| {
-                    let (solved, n) = cell(runs, t, start, clipped);
-                    (t as f64, 100.0 * solved as f64 / n.max(1) as f64)
-                })
-                .collect(),
+            points: lengths.iter().map(|&t| (t as f64, solved_percent(&cell(runs, t, start, clipped)))).collect(),
         })
         .collect();
     plot::svg(&[Chart {

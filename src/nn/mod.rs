@@ -286,14 +286,15 @@ impl ModelSpec {
         let bytes = |elements: u64| elements.saturating_mul(4);
         let binding = limits.max_storage_buffer_binding_size;
         let too_large = |what: String, bytes: u64, limit, limit_name| Err(Error::TooLarge { what, bytes, limit, limit_name });
-        for t in self.tensors() {
+        let tensors = self.tensors();
+        for t in &tensors {
             let size = bytes(t.shape.iter().map(|&d| d as u64).product());
             if size > binding {
                 let shape: Vec<String> = t.shape.iter().map(usize::to_string).collect();
                 return too_large(format!("tensor {} ({})", t.name, shape.join(" × ")), size, binding, "the device's max_storage_buffer_binding_size");
             }
         }
-        let params = bytes(self.tensors().iter().map(|t| t.len() as u64 + 64).sum());
+        let params = bytes(ParamArena::new(&tensors).len());
         if params > limits.max_buffer_size {
             return too_large("the packed parameters".into(), params, limits.max_buffer_size, "the device's max_buffer_size");
         }

@@ -678,36 +678,37 @@ impl<'g> Trainer<'g> {
                 break;
             }
             if self.config.eval_every > 0 && self.next_step.is_multiple_of(self.config.eval_every) {
-                self.check()?;
+                self.check(&self.cpu_model()?);
                 if self.config.responses.stop_when_solved && self.solved_at().is_some() {
                     break;
                 }
             }
-            if let Some(mut plan) = self.checkpoints.take() {
-                let saved = match plan.due(self.next_step, self.config.steps) {
-                    true => plan.save(self.next_step, |path| self.save_checkpoint(path)),
-                    false => Ok(()),
-                };
-                self.checkpoints = Some(plan);
-                saved?;
-            }
+            let (step, steps) = (self.next_step, self.config.steps);
+            self.save_planned(|plan| plan.due(step, steps))?;
         }
         let before = self.records.len();
         self.flush()?;
         self.emit(before, &mut on_record)?;
+        // One read of the final weights serves the last check and the test score.
+        let model = self.cpu_model()?;
         if self.checks.last().is_none_or(|c| c.step != self.next_step) {
-            self.check()?;
+            self.check(&model);
         }
         let interrupted = self.stop_signal.as_ref().is_some_and(|s| s.load(Ordering::Relaxed) != 0);
-        if let Some(mut plan) = self.checkpoints.take() {
-            let saved = match interrupted && plan.latest() != Some(self.next_step) {
-                true => plan.save(self.next_step, |path| self.save_checkpoint(path)),
-                false => Ok(()),
-            };
-            self.checkpoints = Some(plan);
-            saved?;
-        }
-        self.summary()
+        let step = self.next_step;
+        self.save_planned(|plan| interrupted && plan.latest() != Some(step))?;
+        self.summary_of(&model)
+    }
+
+    /// Saves a checkpoint through the plan, where there is one and `due` says so.
+    fn save_planned(&mut self, due: impl FnOnce(&checkpoint::CheckpointPlan) -> bool) -> Result<()> {
+        let Some(mut plan) = self.checkpoints.take() else { return Ok(()) };
+        let saved = match due(&plan) {
+            true => plan.save(self.next_step, |path| self.save_checkpoint(path)),
+            false => Ok(()),
+        };
+        self.checkpoints = Some(plan);
+        saved
     }
 
     /// Every buffer that carries state from one step to the next, named as in checkpoints.
@@ -800,15 +801,19 @@ impl<'g> Trainer<'g> {
 
     /// How the current weights do on `data` (evaluated on the CPU twin).
     pub fn score(&self, data: &Dataset) -> Result<Score> {
-        let model = CpuModel::new(&self.spec, &self.read_params()?, &self.read_running()?)?;
+        let model = self.cpu_model()?;
         Ok(data.score(&model.predict(data)))
     }
 
-    /// Checks the current weights on the validation set and keeps the result.
-    fn check(&mut self) -> Result<()> {
-        let score = self.score(&self.split.validation)?;
+    /// The current weights (read back, blocking) in the CPU twin, for evaluation.
+    fn cpu_model(&self) -> Result<CpuModel> {
+        CpuModel::new(&self.spec, &self.read_params()?, &self.read_running()?)
+    }
+
+    /// Checks `model` (the current weights) on the validation set and keeps the result.
+    fn check(&mut self, model: &CpuModel) {
+        let score = self.split.validation.score(&model.predict(&self.split.validation));
         self.checks.push(Check { step: self.next_step, error_rate: score.error_rate });
-        Ok(())
     }
 
     /// The first periodic check that found the task solved.
@@ -823,7 +828,12 @@ impl<'g> Trainer<'g> {
 
     /// The run so far, evaluated.
     pub fn summary(&self) -> Result<TrainSummary> {
-        let test = self.score(&self.split.test)?;
+        self.summary_of(&self.cpu_model()?)
+    }
+
+    /// The summary, with `model` (the current weights) scored on the test set.
+    fn summary_of(&self, model: &CpuModel) -> Result<TrainSummary> {
+        let test = self.split.test.score(&model.predict(&self.split.test));
         let tail = &self.records[self.records.len().saturating_sub(10)..];
         let first_explosion = self.monitor.events().iter().find(|e| e.detector.is_explosion()).cloned();
         let counters = self.counters();
