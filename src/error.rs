@@ -209,6 +209,13 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+
+    /// Data-parallel ranks that should hold the same weights do not.
+    #[error("data-parallel rank {rank}'s weights differ from rank 0's after the same steps: a device or the collective broke replication")]
+    ReplicasDiverged {
+        /// The first rank whose weights differ.
+        rank: usize,
+    },
 }
 
 /// The flags' names, each after `prefix`, joined by ` | `: `STORAGE`, not wgpu's Debug

@@ -29,6 +29,7 @@ pub use wgpu;
 pub mod adaptive;
 pub mod bench;
 pub mod clip;
+pub mod collective;
 pub mod cpu;
 pub mod data;
 pub mod error;
@@ -43,6 +44,7 @@ pub mod norm;
 pub mod plot;
 pub mod readback;
 pub mod shaders;
+pub mod sharded_norm;
 pub mod train;
 
 pub use adaptive::{AdaptiveClip, AdaptivePolicy, AutoClip, ZClip};
@@ -50,6 +52,8 @@ pub use clip::{ClipPolicy, GradClip};
 pub use error::{Error, Result};
 pub use gpu::Gpu;
 pub use grad_set::{GradSet, GradView};
+pub use collective::{Collective, Solo};
+pub use sharded_norm::NormPartials;
 pub use norm::{GradNorm, NonFinitePolicy, NormConfig, NormKind, NormStats, SegmentNorms, TileLayout};
 
 /// Buffer usages gradient buffers need for norm and clip.

@@ -133,16 +133,16 @@ fn keep_pipelines(gpu: &Gpu) {
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Train(args) => {
+            #[cfg(feature = "mpi")]
+            if gradguard::collective::mpi::launched_by_mpirun() {
+                train_rank(&args);
+            }
             let gpu = open_gpu()?;
-            let outcome = gradguard::train::args::run(&gpu, &args)?;
+            let outcome = gradguard::train::args::run(&gpu, &args, None)?;
             keep_pipelines(&gpu);
-            println!("{}", serde_json::to_string_pretty(&outcome.summary)?);
-            // Stopped early (`--on-nonfinite error`, `--stop-on-explosion`, a signal): the
-            // outputs and a checkpoint are written, and scripts see a status of its own
-            // (clap's usage errors take 2; a signal 128 + its number, as a shell reports it).
-            if let Some(reason) = &outcome.summary.stopped {
-                eprintln!("gradguard: training {reason}");
-                std::process::exit(outcome.signal.map_or(STOPPED_EARLY, |s| 128 + s));
+            let status = report_training(&outcome)?;
+            if status != 0 {
+                std::process::exit(status);
             }
         }
         Command::Lab { paper: true, updates, seeds, lengths, out, .. } => {
@@ -229,6 +229,62 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// Prints a run's summary and returns the exit status: 0, or, for a run that stopped early
+/// (`--on-nonfinite error`, `--stop-on-explosion`, a signal) and has written its outputs and
+/// a checkpoint, a status of its own (clap's usage errors take 2; a signal 128 + its number,
+/// as a shell reports it).
+fn report_training(outcome: &gradguard::train::args::Outcome) -> Result<i32, Box<dyn std::error::Error>> {
+    println!("{}", serde_json::to_string_pretty(&outcome.summary)?);
+    if let Some(reason) = &outcome.summary.stopped {
+        eprintln!("gradguard: training {reason}");
+    }
+    Ok(exit_status(outcome))
+}
+
+fn exit_status(outcome: &gradguard::train::args::Outcome) -> i32 {
+    match (&outcome.summary.stopped, outcome.signal) {
+        (None, _) => 0,
+        (Some(_), Some(signal)) => 128 + signal,
+        (Some(_), None) => STOPPED_EARLY,
+    }
+}
+
+/// `gradguard train` as one rank of an `mpirun` job: rank 0 prints and writes; a rank that
+/// fails ends every rank at once (`MPI_Abort`), so none waits for it.
+#[cfg(feature = "mpi")]
+fn train_rank(args: &gradguard::train::args::TrainArgs) -> ! {
+    use gradguard::collective::{mpi::MpiCollective, Collective};
+    let world = match MpiCollective::init(std::time::Duration::from_secs_f64(args.mpi_timeout)) {
+        Ok(world) => world,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let (rank, size) = (world.rank(), world.size());
+    let run = || -> Result<i32, Box<dyn std::error::Error>> {
+        let gpu = open_gpu()?;
+        let outcome = gradguard::train::args::run(&gpu, args, Some(&world))?;
+        match rank {
+            0 => {
+                keep_pipelines(&gpu);
+                report_training(&outcome)
+            }
+            _ => Ok(exit_status(&outcome)),
+        }
+    };
+    match run() {
+        Ok(status) => {
+            drop(world); // MPI_Finalize, before the exit
+            std::process::exit(status)
+        }
+        Err(e) => {
+            eprintln!("error: rank {rank} of {size}: {e}");
+            world.abort(1)
+        }
+    }
 }
 
 fn bench_train(gpu: &Gpu, json: bool, peer: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {

@@ -372,6 +372,11 @@ impl GradNorm {
         self.nonfinite
     }
 
+    /// The threshold the clip coefficient is computed with, if any.
+    pub fn max_norm(&self) -> Option<f32> {
+        (self.param_values.clipping != 0).then_some(self.param_values.max_norm)
+    }
+
     /// The eps of the clip coefficient `min(1, max_norm / (norm + eps))`.
     pub fn eps(&self) -> f32 {
         self.param_values.eps

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::norm::NormStats;
 
-fn staging(device: &wgpu::Device, size: u64) -> wgpu::Buffer {
+pub(crate) fn staging(device: &wgpu::Device, size: u64) -> wgpu::Buffer {
     device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("gradguard readback staging"),
         size,
@@ -24,7 +24,7 @@ pub fn read_stats_blocking(device: &wgpu::Device, queue: &wgpu::Queue, stats: &w
 }
 
 /// Maps `buffer` for reading and waits for it.
-fn map_and_wait(device: &wgpu::Device, buffer: &wgpu::Buffer) -> Result<()> {
+pub(crate) fn map_and_wait(device: &wgpu::Device, buffer: &wgpu::Buffer) -> Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     buffer.map_async(wgpu::MapMode::Read, .., move |r| {
         let _ = tx.send(r);

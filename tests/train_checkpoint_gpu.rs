@@ -79,7 +79,7 @@ fn mlp_adamw_zclip_batchnorm_resumes_bitwise() {
     config.monitor.warmup = 5;
     // A spike just before the stop: its record is in flight when the checkpoint is taken,
     // and the learning-rate drop it causes must land at the same step after the resume.
-    config.faults = vec![Fault { step: 18, layer: "linear2".into(), kind: FaultKind::Scale(1e3) }];
+    config.faults = vec![Fault { step: 18, layer: "linear2".into(), kind: FaultKind::Scale(1e3), rank: None }];
     check_resume("mlp", config.clone(), 19);
     // Stopped right after the spike's record was read, and at a step boundary of nothing.
     check_resume("mlp-b", config, 21);
@@ -96,8 +96,8 @@ fn rnn_sgd_autoclip_cosine_resumes_bitwise() {
     config.responses.lr_drop = Some(gradguard::train::LrDrop { factor: 0.1, min_scale: 0.01, cooldown: 2 });
     config.monitor.warmup = 5;
     config.faults = vec![
-        Fault { step: 10, layer: "rnn".into(), kind: FaultKind::Nan },
-        Fault { step: 14, layer: "rnn".into(), kind: FaultKind::Scale(100.0) },
+        Fault { step: 10, layer: "rnn".into(), kind: FaultKind::Nan, rank: None },
+        Fault { step: 14, layer: "rnn".into(), kind: FaultKind::Scale(100.0), rank: None },
     ];
     config.on_nonfinite = gradguard::NonFinitePolicy::SkipStep;
     config.watch_forward = true; // its words ride in the records in flight
@@ -109,7 +109,7 @@ fn stop_on_explosion_survives_a_resume() {
     let mut config = exploding_mlp(40, 2);
     config.init = gradguard::nn::InitScheme::Kaiming; // no explosion but the injected one
     config.responses.stop_on_explosion = true;
-    config.faults = vec![Fault { step: 9, layer: "linear3".into(), kind: FaultKind::Inf }];
+    config.faults = vec![Fault { step: 9, layer: "linear3".into(), kind: FaultKind::Inf, rank: None }];
     let mut straight = Trainer::new(gpu(), config.clone()).unwrap();
     let summary = straight.run(|_, _| Ok(())).unwrap();
     assert_eq!(straight.records().len(), 12, "the fault's record stops the run two steps later: {:?}", summary.stopped);

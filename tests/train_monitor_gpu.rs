@@ -56,7 +56,7 @@ fn skipped_nonfinite_step_leaves_weights_bitwise_unchanged_and_training_continue
     let mut config = exploding_mlp(20, 1);
     config.init = InitScheme::Kaiming;
     config.on_nonfinite = NonFinitePolicy::SkipStep;
-    config.faults = vec![Fault { step: 6, layer: "linear3".into(), kind: FaultKind::Nan }];
+    config.faults = vec![Fault { step: 6, layer: "linear3".into(), kind: FaultKind::Nan, rank: None }];
     let mut trainer = Trainer::new(gpu(), config).unwrap();
     for _ in 0..6 {
         trainer.step().unwrap();
@@ -81,7 +81,7 @@ fn skipped_nonfinite_step_leaves_weights_bitwise_unchanged_and_training_continue
 fn injected_gradient_spike_is_reported_in_its_layer() {
     let mut config = exploding_mlp(40, 2);
     config.init = InitScheme::Kaiming;
-    config.faults = vec![Fault { step: 32, layer: "linear2".into(), kind: FaultKind::Scale(1e7) }];
+    config.faults = vec![Fault { step: 32, layer: "linear2".into(), kind: FaultKind::Scale(1e7), rank: None }];
     let mut trainer = Trainer::new(gpu(), config).unwrap();
     trainer.run(|_, _| Ok(())).unwrap();
     let events = trainer.monitor().events();
@@ -101,8 +101,8 @@ fn lr_drop_reacts_to_explosions_with_a_cooldown_and_a_floor() {
     config.on_nonfinite = NonFinitePolicy::SkipStep;
     config.clip = ClipSetting::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 };
     config.responses.lr_drop = Some(gradguard::train::LrDrop { factor: 0.5, min_scale: 0.2, cooldown: 10 });
-    let spike = |step| Fault { step, layer: "linear2".into(), kind: FaultKind::Scale(1e7) };
-    config.faults = vec![spike(30), spike(33), Fault { step: 45, layer: "linear4".into(), kind: FaultKind::Nan }, spike(60), spike(75)];
+    let spike = |step| Fault { step, layer: "linear2".into(), kind: FaultKind::Scale(1e7), rank: None };
+    config.faults = vec![spike(30), spike(33), Fault { step: 45, layer: "linear4".into(), kind: FaultKind::Nan, rank: None }, spike(60), spike(75)];
     let base = config.lr;
     let mut trainer = Trainer::new(gpu(), config).unwrap();
     trainer.run(|_, _| Ok(())).unwrap();
@@ -146,7 +146,7 @@ fn the_error_policy_stops_at_the_step_that_fired() {
     for _ in 0..9 {
         clean.step().unwrap();
     }
-    config.faults = vec![Fault { step: 9, layer: "linear3".into(), kind: FaultKind::Nan }];
+    config.faults = vec![Fault { step: 9, layer: "linear3".into(), kind: FaultKind::Nan, rank: None }];
     let mut faulty = Trainer::new(gpu(), config).unwrap();
     let summary = faulty.run(|_, _| Ok(())).unwrap();
     let stopped = summary.stopped.expect("the NaN stops the run");

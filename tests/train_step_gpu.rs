@@ -102,7 +102,7 @@ fn nan_gradient_under_skip_step_leaves_running_stats_unchanged() {
     config.model = ModelChoice::Mlp { depth: 2, width: 16, activation: Activation::Relu, batchnorm: true };
     config.init = InitScheme::Kaiming;
     config.on_nonfinite = gradguard::NonFinitePolicy::SkipStep;
-    config.faults = vec![gradguard::train::Fault { step: 2, layer: "linear1".into(), kind: gradguard::train::FaultKind::Nan }];
+    config.faults = vec![gradguard::train::Fault { step: 2, layer: "linear1".into(), kind: gradguard::train::FaultKind::Nan, rank: None }];
     let mut trainer = Trainer::new(gpu(), config).unwrap();
     let g = gpu();
     let running = |t: &Trainer| -> Vec<Vec<u32>> {
@@ -205,7 +205,7 @@ fn every_clip_and_nonfinite_policy_step_matches_twin() {
                 config.weight_decay = 1e-3;
                 config.clip = clip;
                 config.on_nonfinite = nonfinite;
-                config.faults = if fault { vec![Fault { step: 0, layer: "linear1".into(), kind: FaultKind::Nan }] } else { vec![] };
+                config.faults = if fault { vec![Fault { step: 0, layer: "linear1".into(), kind: FaultKind::Nan, rank: None }] } else { vec![] };
                 let what = format!("{clip:?} {nonfinite:?} fault={fault}");
 
                 let split = config.task.load(config.seed).unwrap();

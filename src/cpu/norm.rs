@@ -48,12 +48,12 @@ impl Sums {
     }
 
     /// (l2, l1, linf) over finite elements.
-    fn finite_norms(&self) -> [f64; 3] {
+    pub(crate) fn finite_norms(&self) -> [f64; 3] {
         [self.sumsq.sqrt(), self.abssum, self.maxabs]
     }
 
     /// (l2, l1, linf) as f32, NaN/inf when non-finite elements count (not under zeroing).
-    fn norms(&self, nonfinite: NonFinitePolicy) -> [f32; 3] {
+    pub(crate) fn norms(&self, nonfinite: NonFinitePolicy) -> [f32; 3] {
         let counted = nonfinite != NonFinitePolicy::ZeroNonFinite;
         self.finite_norms().map(|n| {
             if counted && self.nan > 0 {
@@ -101,16 +101,40 @@ pub fn norm(
 ) -> NormStats {
     let sums: Vec<Sums> = segments.iter().map(|s| Sums::of(s)).collect();
     let total = sums.iter().fold(Sums::default(), |a, &b| a.add(b));
-    let [l2, l1, linf] = total.norms(nonfinite);
     let first = sums.iter().position(|s| s.nan + s.inf > 0).map(|i| i as u32);
+    // One step from a fresh buffer: nothing halted before it.
+    let mut stats = global_stats(&total, first, false, kind, max_norm, eps, nonfinite);
+    stats.segments = sums
+        .iter()
+        .map(|s| {
+            let [l2, l1, linf] = s.norms(nonfinite);
+            SegmentNorms { l2, l1, linf, nonfinite: s.nan + s.inf }
+        })
+        .collect();
+    stats
+}
+
+/// The global header `norm_global` writes for the set's `total` sums (no segments): `first`
+/// is the first segment holding NaN or inf, `halted_before` the halt word it found.
+pub fn global_stats(
+    total: &Sums,
+    first: Option<u32>,
+    halted_before: bool,
+    kind: NormKind,
+    max_norm: Option<f32>,
+    eps: f32,
+    nonfinite: NonFinitePolicy,
+) -> NormStats {
+    let [l2, l1, linf] = total.norms(nonfinite);
     let norm = pick([l2, l1, linf], kind);
+    // A norm beyond f32 from finite elements is as unusable as a NaN.
+    let unusable = total.nan + total.inf > 0 || !norm.is_finite();
+    let halted = nonfinite == NonFinitePolicy::Error && (unusable || halted_before);
     NormStats {
         norm,
-        clip_coef: clip_coef(&total, kind, max_norm, eps, nonfinite),
-        skipped: (first.is_some() || !norm.is_finite())
-            && matches!(nonfinite, NonFinitePolicy::Error | NonFinitePolicy::SkipStep),
-        // One step from a fresh buffer: halted exactly when this step is unusable.
-        halted: (first.is_some() || !norm.is_finite()) && nonfinite == NonFinitePolicy::Error,
+        clip_coef: clip_coef(total, kind, max_norm, eps, nonfinite),
+        skipped: halted || (unusable && nonfinite == NonFinitePolicy::SkipStep),
+        halted,
         nan_count: total.nan,
         inf_count: total.inf,
         first_nonfinite_segment: first,
@@ -119,12 +143,6 @@ pub fn norm(
         linf,
         finite_norm: pick(total.finite_norms().map(|n| n as f32), kind),
         limit: max_norm.unwrap_or(f32::INFINITY),
-        segments: sums
-            .iter()
-            .map(|s| {
-                let [l2, l1, linf] = s.norms(nonfinite);
-                SegmentNorms { l2, l1, linf, nonfinite: s.nan + s.inf }
-            })
-            .collect(),
+        segments: Vec::new(),
     }
 }

@@ -9,6 +9,7 @@ use super::config::parse_activation;
 use super::{ClipSetting, Fault, FaultKind, LrDrop, ModelChoice, OptimizerChoice, Responses, Schedule, TrainConfig, Trainer};
 use super::checkpoint::{CheckpointPlan, ResumeOptions};
 use super::output::RunStream;
+use crate::collective::Collective;
 use crate::data::Task;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -127,6 +128,11 @@ pub struct TrainArgs {
     /// checkpoint-STEP.safetensors, to rewind to.
     #[arg(long, default_value_t = 1, value_name = "K", value_parser = clap::value_parser!(u32).range(1..), requires = "checkpoint_every")]
     pub keep_checkpoints: u32,
+    /// Under `mpirun`: seconds a rank waits for the others in a step's gradient sum before
+    /// it ends the job (a rank that failed, hangs or was killed).
+    #[cfg(feature = "mpi")]
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub mpi_timeout: f64,
     /// Put a NaN into LAYER's gradient at STEP (STEP:LAYER, e.g. 10:linear3); repeatable.
     #[arg(long)]
     pub inject_nan: Vec<String>,
@@ -252,21 +258,38 @@ fn signal_flag() -> Result<Arc<AtomicUsize>> {
 /// it, trains with a progress bar on a terminal (plain lines otherwise), and writes the
 /// summary and plot. SIGINT or SIGTERM ends the run after the current step with every
 /// output and a checkpoint written.
-pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Outcome> {
+/// A positive, finite number of seconds.
+#[cfg(feature = "mpi")]
+fn parse_seconds(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
+    }
+}
+
+/// Trains as `args` say; with `collective`, as one data-parallel rank of its group, where
+/// rank 0 alone writes the outputs and the progress lines.
+pub fn run(gpu: &Gpu, args: &TrainArgs, collective: Option<&dyn Collective>) -> Result<Outcome> {
     let config = args.config()?;
-    let checkpoint_path = args.out.as_ref().map(|dir| dir.join(super::checkpoint::FILE_NAME));
+    let writes = collective.is_none_or(|c| c.rank() == 0);
+    let out = args.out.as_ref().filter(|_| writes);
+    let checkpoint_path = out.map(|dir| dir.join(super::checkpoint::FILE_NAME));
     let plan = match (args.checkpoint_every, checkpoint_path) {
         (Some(0), _) => return Err(Error::Invalid("--checkpoint-every must be ≥ 1".into())),
         (Some(every), Some(path)) => Some(CheckpointPlan::new(every, path, args.keep_checkpoints)?),
-        (Some(_), None) => return Err(Error::Invalid("--checkpoint-every needs --out (where checkpoints go)".into())),
+        (Some(_), None) if writes => return Err(Error::Invalid("--checkpoint-every needs --out (where checkpoints go)".into())),
+        (Some(_), None) => None,
         (None, path) => path.map(CheckpointPlan::when_stopped),
     };
-    let mut trainer = match &args.resume {
-        Some(path) => Trainer::resume(gpu, config, path, ResumeOptions { allow_nonfinite: args.resume_nonfinite })?,
+    let mut trainer = match collective {
+        Some(c) => Trainer::with_collective(gpu, config, c)?,
         None => Trainer::new(gpu, config)?,
     };
+    if let Some(path) = &args.resume {
+        trainer.load_checkpoint(path, ResumeOptions { allow_nonfinite: args.resume_nonfinite })?;
+    }
     let layers = trainer.monitor().layers().to_vec();
-    let mut stream = match &args.out {
+    let mut stream = match out {
         Some(dir) => Some(RunStream::create(dir, &layers, trainer.records(), trainer.monitor().events())?),
         None => None,
     };
@@ -276,7 +299,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Outcome> {
     let signal = signal_flag()?;
     trainer.stop_on(Arc::clone(&signal));
     let steps = trainer.config().steps;
-    let terminal = std::io::stderr().is_terminal();
+    let terminal = writes && std::io::stderr().is_terminal();
     let bar = if terminal { indicatif::ProgressBar::new(steps) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -292,16 +315,16 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Outcome> {
         if terminal {
             bar.set_position(r.step + 1);
             bar.set_message(status);
-        } else if (r.step + 1).is_multiple_of(line_every) {
+        } else if writes && (r.step + 1).is_multiple_of(line_every) {
             eprintln!("step {}/{steps}  {status}", r.step + 1);
         }
         stream.as_mut().map_or(Ok(()), |s| s.record(r, events))
     })?;
     bar.finish_and_clear();
-    for e in trainer.monitor().events().iter().filter(|e| e.detector.is_explosion()).take(5) {
+    for e in trainer.monitor().events().iter().filter(|e| writes && e.detector.is_explosion()).take(5) {
         eprintln!("explosion: {e}");
     }
-    if let Some(dir) = &args.out {
+    if let Some(dir) = out {
         super::output::write_summary(dir, &trainer, &summary)?;
     }
     let signal = match signal.load(Ordering::Relaxed) {

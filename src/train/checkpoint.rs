@@ -174,25 +174,38 @@ const CHECKSUM: &str = "checksum";
 /// dtype, shape and bytes, in name order. Each step of the hash is a bijection of its state,
 /// so any single changed byte changes the sum for certain; other corruption almost surely.
 fn checksum(metadata: &BTreeMap<String, String>, tensors: &[(&str, Dtype, &[usize], &[u8])]) -> String {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    let mut feed = |bytes: &[u8]| {
+    let mut hash = Fnv1a::default();
+    for (key, value) in metadata.iter().filter(|(k, _)| *k != CHECKSUM) {
+        hash.feed(key.as_bytes());
+        hash.feed(value.as_bytes());
+    }
+    for (name, dtype, shape, data) in tensors {
+        hash.feed(name.as_bytes());
+        hash.feed(format!("{dtype:?}{shape:?}").as_bytes());
+        hash.feed(data);
+    }
+    format!("fnv1a64:{:016x}", hash.0)
+}
+
+/// FNV-1a, 64-bit, fed 8 bytes at a time and each input's length after it.
+pub(crate) struct Fnv1a(pub u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];
             word[..chunk.len()].copy_from_slice(chunk);
-            hash = (hash ^ u64::from_le_bytes(word)).wrapping_mul(0x0000_0100_0000_01b3);
+            self.0 = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(PRIME);
         }
-        hash = (hash ^ bytes.len() as u64).wrapping_mul(0x0000_0100_0000_01b3);
-    };
-    for (key, value) in metadata.iter().filter(|(k, _)| *k != CHECKSUM) {
-        feed(key.as_bytes());
-        feed(value.as_bytes());
+        self.0 = (self.0 ^ bytes.len() as u64).wrapping_mul(PRIME);
     }
-    for (name, dtype, shape, data) in tensors {
-        feed(name.as_bytes());
-        feed(format!("{dtype:?}{shape:?}").as_bytes());
-        feed(data);
-    }
-    format!("fnv1a64:{hash:016x}")
 }
 
 /// A safetensors file: the header (tensors and metadata as JSON objects, whose keys

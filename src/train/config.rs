@@ -183,6 +183,9 @@ pub struct Fault {
     pub layer: String,
     /// What is done to the gradient.
     pub kind: FaultKind,
+    /// Under data-parallel ranks, the one rank whose gradient is hit; every rank when None.
+    #[serde(default)]
+    pub rank: Option<u32>,
 }
 
 /// What a [`Fault`] does.
@@ -481,17 +484,21 @@ impl std::str::FromStr for InitScheme {
 }
 
 impl Fault {
-    /// `STEP:LAYER` (NaN or inf) or `STEP:LAYER:FACTOR` (scale).
+    /// `STEP:LAYER` (NaN or inf) or `STEP:LAYER:FACTOR` (scale), each optionally followed
+    /// by `@RANK`: that rank alone, under data-parallel ranks.
     pub fn parse(flag: &str, s: &str, kind: Option<FaultKind>) -> Result<Self> {
-        let parts: Vec<&str> = s.split(':').collect();
-        let expected = if kind.is_some() { "STEP:LAYER" } else { "STEP:LAYER:FACTOR" };
+        let expected = if kind.is_some() { "STEP:LAYER[@RANK]" } else { "STEP:LAYER:FACTOR[@RANK]" };
+        let (spec, rank) = match s.rsplit_once('@') {
+            Some((spec, rank)) => (spec, Some(number(flag, s, rank, expected)?)),
+            None => (s, None),
+        };
+        let parts: Vec<&str> = spec.split(':').collect();
         let step = number(flag, s, parts[0], expected)?;
-        match (kind, parts.as_slice()) {
-            (Some(kind), [_, layer]) => Ok(Self { step, layer: layer.to_string(), kind }),
-            (None, [_, layer, factor]) => {
-                Ok(Self { step, layer: layer.to_string(), kind: FaultKind::Scale(number(flag, s, factor, expected)?) })
-            }
-            _ => Err(bad(flag, s, expected)),
-        }
+        let kind = match (kind, parts.as_slice()) {
+            (Some(kind), [_, _]) => kind,
+            (None, [_, _, factor]) => FaultKind::Scale(number(flag, s, factor, expected)?),
+            _ => return Err(bad(flag, s, expected)),
+        };
+        Ok(Self { step, layer: parts[1].to_string(), kind, rank })
     }
 }

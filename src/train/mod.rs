@@ -8,6 +8,7 @@ pub mod args;
 pub mod checkpoint;
 pub mod config;
 mod output;
+pub mod replicas;
 
 pub use config::{ClipSetting, Fault, FaultKind, LrDrop, ModelChoice, OptimizerChoice, Responses, Schedule, TrainConfig};
 pub use output::{create_dir, run_plot, temp_path, write_atomic as write_file, write_run};
@@ -22,6 +23,7 @@ use crate::kernels::buffer_init;
 
 use crate::adaptive::{AdaptiveClip, AdaptivePolicy};
 use crate::clip::{ClipPolicy, GradClip};
+use crate::collective::Collective;
 use crate::data::{BatchOrder, Dataset, Score, Split};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -34,6 +36,7 @@ use crate::nn::{GpuModel, ModelSpec, TrainKernels};
 use crate::norm::{GradNorm, NonFinitePolicy, NormConfig, NormStats};
 use crate::readback::{read_f32s, ReadbackRing};
 use checkpoint::{DeviceTensor, HostState, InFlight};
+use replicas::Replicas;
 
 /// Steps between a step's submission and the host reading its record.
 pub const LAG: u64 = 2;
@@ -103,6 +106,8 @@ pub struct TrainSummary {
     pub dispatches_per_step: usize,
     /// Host seconds spent recording command buffers.
     pub record_seconds: f64,
+    /// Data-parallel runs: the ranks, and what the per-step sums moved and cost.
+    pub replicas: Option<replicas::ReduceCounters>,
 }
 
 /// A periodic check of the weights on the validation set.
@@ -271,6 +276,10 @@ pub struct Trainer<'g> {
     checkpoints: Option<checkpoint::CheckpointPlan>,
     /// A signal handler's flag: non-zero stops the run.
     stop_signal: Option<Arc<AtomicUsize>>,
+    /// This rank's share of each batch and the per-step sum over ranks, when data-parallel.
+    replicas: Option<Replicas<'g>>,
+    /// The stop request every rank agreed on in the last step's collective.
+    group_stop: usize,
     next_step: u64,
     /// The first step whose record the host has not read.
     next_read: u64,
@@ -291,13 +300,48 @@ impl<'g> Trainer<'g> {
         let spec = config.model_spec(&split.train)?;
         spec.check_fits(config.batch, &gpu.device.limits())?;
         let params = spec.init_params(config.seed)?;
-        Self::with_params(gpu, config, split, spec, &params)
+        Self::with_params(gpu, config, split, spec, &params, None)
     }
 
-    fn with_params(gpu: &'g Gpu, config: TrainConfig, split: Split, spec: ModelSpec, params: &[Vec<f32>]) -> Result<Self> {
+    /// A data-parallel rank of `collective`'s group: the same run as [`Trainer::new`]'s,
+    /// on this rank's share of every batch of `config.batch` rows, its gradients and loss
+    /// summed over the ranks each step (see [`replicas`]). Every rank must call this with
+    /// the same `config`. `Error::OutOfRange` when the batch has fewer rows than there are
+    /// ranks; `Error::Invalid` for batch norm over several ranks (each would normalise its
+    /// own rows, and the running statistics would differ between ranks).
+    pub fn with_collective(gpu: &'g Gpu, config: TrainConfig, collective: &'g dyn Collective) -> Result<Self> {
+        config.validate()?;
+        let split = config.task.load(config.seed)?;
+        let spec = config.model_spec(&split.train)?;
+        spec.check_fits(config.batch, &gpu.device.limits())?;
+        let batchnorm = spec.layers.iter().any(|l| matches!(l, crate::nn::LayerSpec::BatchNorm { .. }));
+        if batchnorm && collective.size() > 1 {
+            return Err(Error::Invalid(format!(
+                "batch norm over {} data-parallel ranks is not supported: each rank would normalise its own rows",
+                collective.size()
+            )));
+        }
+        let params = spec.init_params(config.seed)?;
+        Self::with_params(gpu, config, split, spec, &params, Some(collective))
+    }
+
+    fn with_params(
+        gpu: &'g Gpu,
+        config: TrainConfig,
+        split: Split,
+        spec: ModelSpec,
+        params: &[Vec<f32>],
+        collective: Option<&'g dyn Collective>,
+    ) -> Result<Self> {
         let device = &gpu.device;
         let kernels = TrainKernels::new(device)?;
-        let mut model = GpuModel::new(device, &kernels, &spec, config.batch, config.loss_kind(), params)?;
+        let (rank, ranks) = collective.map_or((0, 1), |c| (c.rank(), c.size()));
+        if let Some(f) = config.faults.iter().find(|f| f.rank.is_some_and(|r| r as usize >= ranks)) {
+            return Err(Error::Invalid(format!("a fault at step {} names rank {}, but there are {ranks} ranks", f.step, f.rank.unwrap_or(0))));
+        }
+        let rows = replicas::shard(config.batch as usize, ranks, rank).len() as u32;
+        let mut model = GpuModel::new(device, &kernels, &spec, rows.max(1), config.loss_kind(), params)?;
+        let replicas = collective.map(|c| Replicas::new(device, c, config.batch as usize, model.arena().len() as usize)).transpose()?;
         let tensors = spec.tensors();
         let grads = model.grad_set();
         let norm_config = |kind, max_norm| NormConfig { kind, max_norm, nonfinite: config.on_nonfinite, ..NormConfig::default() };
@@ -362,7 +406,8 @@ impl<'g> Trainer<'g> {
         let segment_layer =
             tensors.iter().map(|t| layers.iter().position(|(l, _)| *l == t.layer).unwrap_or(0)).collect();
         let monitor = GradMonitor::new(config.monitor.clone(), layers.into_iter().map(|l| l.1).collect(), segment_layer)?;
-        let faults = Self::bind_faults(gpu, &kernels, &spec, &model, &config.faults)?;
+        let ours = config.faults.iter().filter(|f| f.rank.is_none_or(|r| r as usize == rank)).cloned().collect::<Vec<_>>();
+        let faults = Self::bind_faults(gpu, &kernels, &spec, &model, &ours)?;
         let order = BatchOrder::new(split.train.len(), config.batch as usize, config.seed)?;
         // LAG + 1 slots: steps k - LAG … k are in flight when step k's copy is recorded.
         let record_bytes = clipping.record_sources(model.loss_buffer()).iter().map(|(_, size)| size).sum::<u64>()
@@ -389,6 +434,8 @@ impl<'g> Trainer<'g> {
             preloaded: VecDeque::new(),
             checkpoints: None,
             stop_signal: None,
+            replicas,
+            group_stop: 0,
             next_step: 0,
             next_read: 0,
             records: Vec::new(),
@@ -519,10 +566,13 @@ impl<'g> Trainer<'g> {
             set_lr(&self.gpu.queue, &self.lr_buffer, lr)?;
             self.written_lr = lr;
         }
-        let rows = self.order.rows(k).to_vec();
+        let mut rows = self.order.rows(k).to_vec();
+        if let Some(r) = &self.replicas {
+            rows = rows[r.rows()].to_vec();
+        }
         self.model.write_batch(&self.gpu.queue, &self.split.train, &rows)?;
 
-        let t0 = Instant::now();
+        let mut t0 = Instant::now();
         let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradguard train step") });
         self.model.encode(&self.kernels, &mut encoder);
         let grads = self.model.grads();
@@ -534,6 +584,17 @@ impl<'g> Trainer<'g> {
                     encoder.copy_buffer_to_buffer(scratch, 0, grads, *offset, scratch.size());
                 }
             }
+        }
+        if let Some(replicas) = &mut self.replicas {
+            // The norm needs every rank's gradients: the step's first submission ends here.
+            replicas.encode_stage(&mut encoder, grads, self.model.loss_buffer());
+            self.record_time += t0.elapsed();
+            self.gpu.queue.submit([encoder.finish()]);
+            self.submits += 1;
+            let stop = self.stop_signal.as_ref().map_or(0, |s| s.load(Ordering::Relaxed));
+            self.group_stop = replicas.reduce(&self.gpu.device, &self.gpu.queue, grads, self.model.loss_buffer(), stop)?;
+            t0 = Instant::now();
+            encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradguard train step, after the sum over ranks") });
         }
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -672,7 +733,7 @@ impl<'g> Trainer<'g> {
             let before = self.records.len();
             self.step()?;
             self.emit(before, &mut on_record)?;
-            let signal = self.stop_signal.as_ref().map_or(0, |s| s.load(Ordering::Relaxed));
+            let signal = self.stop_requested();
             if signal != 0 {
                 self.stopped = Some(format!("interrupted by signal {signal} after step {}", self.next_step));
                 break;
@@ -694,10 +755,27 @@ impl<'g> Trainer<'g> {
         if self.checks.last().is_none_or(|c| c.step != self.next_step) {
             self.check(&model);
         }
-        let interrupted = self.stop_signal.as_ref().is_some_and(|s| s.load(Ordering::Relaxed) != 0);
+        if let Some(replicas) = &self.replicas {
+            check_replicas_agree(replicas.collective(), &self.read_params()?)?;
+        }
+        let interrupted = self.stop_requested() != 0;
         let step = self.next_step;
         self.save_planned(|plan| interrupted && plan.latest() != Some(step))?;
         self.summary_of(&model)
+    }
+
+    /// The signal that stops the run, or 0: data-parallel ranks stop after the step at
+    /// which any of them was asked to, all at the same step.
+    fn stop_requested(&self) -> usize {
+        match &self.replicas {
+            Some(_) => self.group_stop,
+            None => self.stop_signal.as_ref().map_or(0, |s| s.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// What the sums over data-parallel ranks moved and cost so far (None for one process).
+    pub fn reduce_counters(&self) -> Option<replicas::ReduceCounters> {
+        self.replicas.as_ref().map(Replicas::counters)
     }
 
     /// Saves a checkpoint through the plan, where there is one and `due` says so.
@@ -780,14 +858,25 @@ impl<'g> Trainer<'g> {
     /// that had stopped continues.
     pub fn resume(gpu: &'g Gpu, config: TrainConfig, path: &Path, options: checkpoint::ResumeOptions) -> Result<Self> {
         let mut trainer = Self::new(gpu, config)?;
-        let (step, host) = checkpoint::load(path, gpu, &trainer.config, &trainer.device_tensors(), options)?;
-        trainer.monitor.restore(host.monitor);
-        trainer.next_read = host.in_flight.first().map_or(step, |r| r.step);
-        trainer.preloaded = host.in_flight.into();
-        trainer.next_step = step;
-        (trainer.lr_scale, trainer.last_lr_drop) = (host.lr_scale, host.last_lr_drop);
-        (trainer.records, trainer.checks) = (host.records, host.checks);
+        trainer.load_checkpoint(path, options)?;
         Ok(trainer)
+    }
+
+    /// Continues, from here, the run saved at `path`, as [`Trainer::resume`] does, for a
+    /// trainer not stepped yet. The state is the same on every data-parallel rank, so a
+    /// run saved by N ranks resumes on any number (each loads the same file).
+    pub fn load_checkpoint(&mut self, path: &Path, options: checkpoint::ResumeOptions) -> Result<()> {
+        if self.next_step != 0 {
+            return Err(Error::Invalid(format!("a checkpoint loads into a trainer that has not stepped; this one ran {} steps", self.next_step)));
+        }
+        let (step, host) = checkpoint::load(path, self.gpu, &self.config, &self.device_tensors(), options)?;
+        self.monitor.restore(host.monitor);
+        self.next_read = host.in_flight.first().map_or(step, |r| r.step);
+        self.preloaded = host.in_flight.into();
+        self.next_step = step;
+        (self.lr_scale, self.last_lr_drop) = (host.lr_scale, host.last_lr_drop);
+        (self.records, self.checks) = (host.records, host.checks);
+        Ok(())
     }
 
     /// Reads the parameters back (blocking: between runs, for evaluation and checkpoints).
@@ -855,6 +944,24 @@ impl<'g> Trainer<'g> {
             blocking_waits: counters.blocking_waits,
             dispatches_per_step: self.dispatches_per_step(),
             record_seconds: counters.record_seconds,
+            replicas: self.reduce_counters(),
         })
+    }
+}
+
+/// `Error::ReplicasDiverged` unless every rank's weights hash alike: each applied the same
+/// update to the same start, or something (a device, the collective) broke that.
+fn check_replicas_agree(collective: &dyn Collective, params: &[Vec<f32>]) -> Result<()> {
+    let mut fnv = checkpoint::Fnv1a::default();
+    for tensor in params {
+        fnv.feed(bytemuck::cast_slice(tensor));
+    }
+    let hash = fnv.0;
+    let mut all = vec![0u32; 2 * collective.size()];
+    collective.gather_u32(&[hash as u32, (hash >> 32) as u32], &mut all)?;
+    let ranks: Vec<u64> = all.chunks_exact(2).map(|w| w[0] as u64 | (w[1] as u64) << 32).collect();
+    match ranks.iter().position(|&h| h != ranks[0]) {
+        None => Ok(()),
+        Some(rank) => Err(Error::ReplicasDiverged { rank }),
     }
 }
