@@ -7,6 +7,8 @@ use gradguard::wgpu::{self, util::DeviceExt};
 use gradguard::Gpu;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
+pub mod sharded;
+
 /// The test device. No adapter is a failure with instructions, never a silent skip.
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
