@@ -287,9 +287,27 @@ fn train_rank(args: &gradguard::train::args::TrainArgs) -> ! {
     }
 }
 
+/// Under `mpirun` (feature `mpi`), every rank measures as one rank of the group and rank 0
+/// prints.
 fn bench_train(gpu: &Gpu, json: bool, peer: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
     use gradguard::bench::train;
-    let report = train::run(gpu, &Default::default())?;
+    use gradguard::Collective;
+    #[cfg(feature = "mpi")]
+    let world = match gradguard::collective::mpi::launched_by_mpirun() {
+        true => Some(gradguard::collective::mpi::MpiCollective::init(std::time::Duration::from_secs(120))?),
+        false => None,
+    };
+    #[cfg(feature = "mpi")]
+    let group = world.as_ref().map(|w| w as &dyn Collective);
+    #[cfg(not(feature = "mpi"))]
+    let group: Option<&dyn Collective> = None;
+    if group.is_some() && peer.is_some() {
+        return Err(Box::new(gradguard::Error::Invalid("--peer runs alone, not under mpirun (the ranks would share the cores with it)".into())));
+    }
+    let report = train::run(gpu, &Default::default(), group)?;
+    if group.is_some_and(|g| g.rank() != 0) {
+        return Ok(());
+    }
     // The peer runs after ours, never beside it: both would share the cores.
     let peer = peer.map(train::torch_peer).transpose()?;
     let ratios = peer.as_ref().map(|p| train::peer_ratios(&report, p));

@@ -241,3 +241,29 @@ fn sharded_norm_rank() {
         check_finish(world.rank(), case, &written, &device, &clipped);
     }
 }
+
+#[test]
+fn a_rank_that_never_answers_ends_the_job_after_the_timeout() {
+    let exe = std::env::current_exe().unwrap();
+    let mut command = mpirun(2);
+    command.arg(exe).args(["--ignored", "--exact", "silent_rank", "--test-threads", "1", "--color", "never", "--nocapture"]);
+    let started = Instant::now();
+    let out = run_within(command, Duration::from_secs(60));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("did not answer a collective within 0.5 s"), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(30), "ended by the watchdog, not by rank 1 waking: {:?}", started.elapsed());
+}
+
+#[test]
+#[ignore = "the ranks of a_rank_that_never_answers_ends_the_job_after_the_timeout, under mpirun"]
+fn silent_rank() {
+    use gradguard::collective::{mpi::MpiCollective, Collective};
+    let world = MpiCollective::init(Duration::from_millis(500)).unwrap();
+    if world.rank() == 1 {
+        std::thread::sleep(Duration::from_secs(40));
+    }
+    let mut all = vec![0u32; world.size()];
+    world.gather_u32(&[world.rank() as u32], &mut all).unwrap();
+    panic!("rank {} finished a gather that rank 1 joined only after 40 s", world.rank());
+}

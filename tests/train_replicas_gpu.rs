@@ -38,7 +38,7 @@ fn run_both(mut config: TrainConfig) {
     config.clip = ClipSetting::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 };
     let mut plain = Trainer::new(gpu(), config.clone()).unwrap();
     let a = plain.run(|_, _| Ok(())).unwrap();
-    let mut solo = Trainer::with_collective(gpu(), config, &Solo).unwrap();
+    let mut solo = Trainer::with_collective(gpu(), config, Some(&Solo)).unwrap();
     let b = solo.run(|_, _| Ok(())).unwrap();
     assert_eq!(plain.records(), solo.records(), "per-step losses, norms and events");
     assert_eq!(plain.read_params().unwrap(), solo.read_params().unwrap(), "final weights, bit for bit");
@@ -76,11 +76,11 @@ fn a_group_refuses_what_it_cannot_run() {
     let mut config = exploding_mlp(5, 0);
     config.batch = 3;
     let four = Claimed { size: 4 };
-    assert!(matches!(Trainer::with_collective(gpu(), config.clone(), &four), Err(Error::OutOfRange { what: "the batch size", .. })));
+    assert!(matches!(Trainer::with_collective(gpu(), config.clone(), Some(&four)), Err(Error::OutOfRange { what: "the batch size", .. })));
 
     config.batch = 8;
     config.faults = vec![Fault { step: 1, layer: "linear1".into(), kind: FaultKind::Nan, rank: Some(4) }];
-    let e = Trainer::with_collective(gpu(), config.clone(), &four).err().expect("a fault on rank 4 of 4 is refused");
+    let e = Trainer::with_collective(gpu(), config.clone(), Some(&four)).err().expect("a fault on rank 4 of 4 is refused");
     assert!(e.to_string().contains("rank 4, but there are 4 ranks"), "{e}");
 
     config.faults.clear();
@@ -88,6 +88,6 @@ fn a_group_refuses_what_it_cannot_run() {
         *batchnorm = true;
     }
     let two = Claimed { size: 2 };
-    let e = Trainer::with_collective(gpu(), config, &two).err().expect("batch norm over two ranks is refused");
+    let e = Trainer::with_collective(gpu(), config, Some(&two)).err().expect("batch norm over two ranks is refused");
     assert!(e.to_string().contains("batch norm over 2 data-parallel ranks"), "{e}");
 }

@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use super::BenchReport;
+use crate::collective::Collective;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::lab::{exploding_mlp, exploding_rnn};
@@ -69,6 +70,21 @@ pub struct TrainBenchResult {
     /// Milliseconds to build a second trainer of the same configuration on the device
     /// (its pipelines come from the device's kernel cache).
     pub rebuild_ms: f64,
+    /// Data-parallel ranks (under `mpirun`): what the per-step sum moved and cost.
+    pub reduce: Option<ReducePerStep>,
+}
+
+/// The per-step sum over data-parallel ranks, over the timed steps.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct ReducePerStep {
+    /// Ranks in the group.
+    pub ranks: usize,
+    /// Bytes each rank contributes to a step's sum (gradients, loss, stop word).
+    pub bytes_per_step: u64,
+    /// Milliseconds in the collective itself.
+    pub reduce_ms_per_step: f64,
+    /// Milliseconds waiting for the backward and copying the gradients to the host and back.
+    pub staging_ms_per_step: f64,
 }
 
 /// Steps, after `warmup` untimed ones, for each model.
@@ -188,10 +204,18 @@ pub fn forward_bytes(spec: &ModelSpec, batch: u32, loss: LossKind) -> u64 {
 }
 
 /// Builds `config`'s trainer, runs `warmup` steps (at least one), then times `steps` more.
-pub fn measure(gpu: &Gpu, model: &str, config: TrainConfig, warmup: u64, steps: u64) -> Result<TrainBenchResult> {
+/// With `collective`, as one data-parallel rank of its group (every rank measures).
+pub fn measure(
+    gpu: &Gpu,
+    model: &str,
+    config: TrainConfig,
+    warmup: u64,
+    steps: u64,
+    collective: Option<&dyn Collective>,
+) -> Result<TrainBenchResult> {
     let config = TrainConfig { steps: warmup.max(1) + steps, ..config };
     let before = allocator(gpu)?;
-    let mut trainer = Trainer::new(gpu, config)?;
+    let mut trainer = Trainer::with_collective(gpu, config, collective)?;
     // Measured at the steady state: the uploads' staging buffers are released only after
     // the next submissions.
     for _ in 0..warmup.max(1) {
@@ -221,6 +245,7 @@ pub fn measure(gpu: &Gpu, model: &str, config: TrainConfig, warmup: u64, steps: 
     };
 
     let start_counters = trainer.counters();
+    let start_reduce = trainer.reduce_counters();
     let start = Instant::now();
     for _ in 0..steps {
         trainer.step()?;
@@ -229,14 +254,20 @@ pub fn measure(gpu: &Gpu, model: &str, config: TrainConfig, warmup: u64, steps: 
     gpu.wait()?;
     let seconds = start.elapsed().as_secs_f64();
     let counters = trainer.counters();
+    let n = steps.max(1) as f64;
+    let reduce = trainer.reduce_counters().zip(start_reduce).map(|(end, start)| ReducePerStep {
+        ranks: end.ranks,
+        bytes_per_step: end.bytes_per_step,
+        reduce_ms_per_step: 1e3 * (end.reduce_seconds - start.reduce_seconds) / n,
+        staging_ms_per_step: 1e3 * (end.staging_seconds - start.staging_seconds) / n,
+    });
     let end_allocations = allocator(gpu)?;
     let dispatches_per_step = trainer.dispatches_per_step();
     let config = trainer.config().clone();
     drop(trainer);
     let rebuild = Instant::now();
-    drop(Trainer::new(gpu, config)?);
+    drop(Trainer::with_collective(gpu, config, collective)?);
     let rebuild_ms = 1e3 * rebuild.elapsed().as_secs_f64();
-    let n = steps.max(1) as f64;
     let record_ms = 1e3 * (counters.record_seconds - start_counters.record_seconds) / n;
     let step_ms = 1e3 * seconds / n;
     Ok(TrainBenchResult {
@@ -252,11 +283,12 @@ pub fn measure(gpu: &Gpu, model: &str, config: TrainConfig, warmup: u64, steps: 
         memory,
         allocations_during_steps: steady.zip(end_allocations).map(|(a, b)| b.0 as i64 - a.0 as i64),
         rebuild_ms,
+        reduce,
     })
 }
 
 /// The lab's default (quick) MLP and RNN, with the peer's optimizer.
-pub fn run(gpu: &Gpu, config: &TrainBenchConfig) -> Result<BenchReport<TrainBenchResult>> {
+pub fn run(gpu: &Gpu, config: &TrainBenchConfig, collective: Option<&dyn Collective>) -> Result<BenchReport<TrainBenchResult>> {
     // `measure` sets the step count.
     // Trained as the peer trains: SGD with momentum (the lab's RNN runs AdamW), clipped by
     // the global norm, the coefficient applied as the optimizer reads.
@@ -267,11 +299,11 @@ pub fn run(gpu: &Gpu, config: &TrainBenchConfig) -> Result<BenchReport<TrainBenc
     };
     let rnn = |steps| TrainConfig { lr: 0.01, ..clipped(exploding_rnn(1, steps, 0)) };
     let mut results = vec![
-        measure(gpu, MLP, clipped(exploding_mlp(1, 0)), config.warmup, config.mlp_steps)?,
-        measure(gpu, RNN_30, rnn(30), config.warmup, config.rnn_steps)?,
+        measure(gpu, MLP, clipped(exploding_mlp(1, 0)), config.warmup, config.mlp_steps, collective)?,
+        measure(gpu, RNN_30, rnn(30), config.warmup, config.rnn_steps, collective)?,
     ];
     if config.long_rnn_steps > 0 {
-        results.push(measure(gpu, RNN_200, rnn(200), config.warmup.min(3), config.long_rnn_steps)?);
+        results.push(measure(gpu, RNN_200, rnn(200), config.warmup.min(3), config.long_rnn_steps, collective)?);
     }
     Ok(BenchReport {
         adapter: gpu.info.name.clone(),
@@ -307,6 +339,13 @@ impl BenchReport<TrainBenchResult> {
                 r.allocations_during_steps.map_or("-".into(), |a| a.to_string()),
                 r.rebuild_ms
             );
+        }
+        let reduced: Vec<_> = self.results.iter().filter_map(|r| Some((r, r.reduce?))).collect();
+        if let Some((_, first)) = reduced.first() {
+            out += &format!("\n{:<30} {:>12} {:>12} {:>12}  ({} ranks)\n", "sum over ranks", "KiB/step", "reduce ms", "staging ms", first.ranks);
+            for (r, s) in &reduced {
+                out += &format!("{:<30} {:>12} {:>12.3} {:>12.3}\n", r.model, kib(s.bytes_per_step), s.reduce_ms_per_step, s.staging_ms_per_step);
+            }
         }
         out += &format!(
             "\n{:<30} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9}  (KiB, {})\n",

@@ -281,10 +281,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs, collective: Option<&dyn Collective>) -> 
         (Some(_), None) => None,
         (None, path) => path.map(CheckpointPlan::when_stopped),
     };
-    let mut trainer = match collective {
-        Some(c) => Trainer::with_collective(gpu, config, c)?,
-        None => Trainer::new(gpu, config)?,
-    };
+    let mut trainer = Trainer::with_collective(gpu, config, collective)?;
     if let Some(path) = &args.resume {
         trainer.load_checkpoint(path, ResumeOptions { allow_nonfinite: args.resume_nonfinite })?;
     }

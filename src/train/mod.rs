@@ -295,34 +295,28 @@ pub struct Trainer<'g> {
 impl<'g> Trainer<'g> {
     /// Loads the task's data and builds the model and every step's bindings.
     pub fn new(gpu: &'g Gpu, config: TrainConfig) -> Result<Self> {
-        config.validate()?;
-        let split = config.task.load(config.seed)?;
-        let spec = config.model_spec(&split.train)?;
-        spec.check_fits(config.batch, &gpu.device.limits())?;
-        let params = spec.init_params(config.seed)?;
-        Self::with_params(gpu, config, split, spec, &params, None)
+        Self::with_collective(gpu, config, None)
     }
 
-    /// A data-parallel rank of `collective`'s group: the same run as [`Trainer::new`]'s,
-    /// on this rank's share of every batch of `config.batch` rows, its gradients and loss
-    /// summed over the ranks each step (see [`replicas`]). Every rank must call this with
-    /// the same `config`. `Error::OutOfRange` when the batch has fewer rows than there are
-    /// ranks; `Error::Invalid` for batch norm over several ranks (each would normalise its
-    /// own rows, and the running statistics would differ between ranks).
-    pub fn with_collective(gpu: &'g Gpu, config: TrainConfig, collective: &'g dyn Collective) -> Result<Self> {
+    /// With `Some(collective)`, a data-parallel rank of its group: the same run as
+    /// [`Trainer::new`]'s, on this rank's share of every batch of `config.batch` rows, its
+    /// gradients and loss summed over the ranks each step (see [`replicas`]). Every rank must
+    /// call this with the same `config`. `Error::OutOfRange` when the batch has fewer rows
+    /// than there are ranks; `Error::Invalid` for batch norm over several ranks (each would
+    /// normalise its own rows, and the running statistics would differ between ranks).
+    pub fn with_collective(gpu: &'g Gpu, config: TrainConfig, collective: Option<&'g dyn Collective>) -> Result<Self> {
         config.validate()?;
         let split = config.task.load(config.seed)?;
         let spec = config.model_spec(&split.train)?;
         spec.check_fits(config.batch, &gpu.device.limits())?;
-        let batchnorm = spec.layers.iter().any(|l| matches!(l, crate::nn::LayerSpec::BatchNorm { .. }));
-        if batchnorm && collective.size() > 1 {
+        let ranks = collective.map_or(1, |c| c.size());
+        if ranks > 1 && spec.layers.iter().any(|l| matches!(l, crate::nn::LayerSpec::BatchNorm { .. })) {
             return Err(Error::Invalid(format!(
-                "batch norm over {} data-parallel ranks is not supported: each rank would normalise its own rows",
-                collective.size()
+                "batch norm over {ranks} data-parallel ranks is not supported: each rank would normalise its own rows"
             )));
         }
         let params = spec.init_params(config.seed)?;
-        Self::with_params(gpu, config, split, spec, &params, Some(collective))
+        Self::with_params(gpu, config, split, spec, &params, collective)
     }
 
     fn with_params(
