@@ -88,6 +88,11 @@ fn a_group_refuses_what_it_cannot_run() {
         *batchnorm = true;
     }
     let two = Claimed { size: 2 };
-    let e = Trainer::with_collective(gpu(), config, Some(&two)).err().expect("batch norm over two ranks is refused");
+    let e = Trainer::with_collective(gpu(), config.clone(), Some(&two)).err().expect("batch norm over two ranks is refused");
     assert!(e.to_string().contains("batch norm over 2 data-parallel ranks"), "{e}");
+
+    config = exploding_mlp(5, 0);
+    config.watch_forward = true;
+    let e = Trainer::with_collective(gpu(), config, Some(&two)).err().expect("the forward watch over two ranks is refused");
+    assert!(e.to_string().contains("forward watch over 2 data-parallel ranks"), "{e}");
 }

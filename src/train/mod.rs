@@ -302,8 +302,9 @@ impl<'g> Trainer<'g> {
     /// [`Trainer::new`]'s, on this rank's share of every batch of `config.batch` rows, its
     /// gradients and loss summed over the ranks each step (see [`replicas`]). Every rank must
     /// call this with the same `config`. `Error::OutOfRange` when the batch has fewer rows
-    /// than there are ranks; `Error::Invalid` for batch norm over several ranks (each would
-    /// normalise its own rows, and the running statistics would differ between ranks).
+    /// than there are ranks; `Error::Invalid` for batch norm or the forward watch over several
+    /// ranks (each rank would see its own rows only: batch statistics, running statistics and
+    /// forward faults would differ between ranks).
     pub fn with_collective(gpu: &'g Gpu, config: TrainConfig, collective: Option<&'g dyn Collective>) -> Result<Self> {
         config.validate()?;
         let split = config.task.load(config.seed)?;
@@ -313,6 +314,12 @@ impl<'g> Trainer<'g> {
         if ranks > 1 && spec.layers.iter().any(|l| matches!(l, crate::nn::LayerSpec::BatchNorm { .. })) {
             return Err(Error::Invalid(format!(
                 "batch norm over {ranks} data-parallel ranks is not supported: each rank would normalise its own rows"
+            )));
+        }
+        if ranks > 1 && config.watch_forward {
+            return Err(Error::Invalid(format!(
+                "the forward watch over {ranks} data-parallel ranks is not supported: each rank would see only its own \
+                 rows' outputs, and the ranks could respond differently"
             )));
         }
         let params = spec.init_params(config.seed)?;
