@@ -17,7 +17,8 @@ use crate::norm::GradNorm;
 /// clips. Where we differ: a non-finite norm (or one from non-finite elements) leaves the
 /// statistics untouched, where the reference lets one NaN disable it for good; the
 /// coefficient is `clip_grad_norm_`'s `min(1, limit / (g + 1e-6))`, and the state is f32.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ZClip {
     /// EMA factor in (0, 1) (0.97).
     pub alpha: f32,
@@ -40,7 +41,8 @@ impl Default for ZClip {
 /// algorithm. Where we differ: once `capacity` norms have been seen the history becomes a
 /// sliding window of the last `capacity` (choose at least the run's steps to have the
 /// paper's); non-finite norms never enter it; an optional `max_norm` caps the threshold.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AutoClip {
     /// In [0, 100] (the paper recommends 10).
     pub percentile: f32,
@@ -51,7 +53,8 @@ pub struct AutoClip {
 }
 
 /// An adaptive threshold for global L2 norm clipping.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum AdaptivePolicy {
     /// The z-score of an EMA.
     ZClip(ZClip),

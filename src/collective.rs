@@ -1,7 +1,7 @@
 //! Collectives across ranks (processes, usually one per GPU): the reductions data-parallel
 //! training and a sharded norm ([`crate::sharded_norm`]) need, behind a trait so that the
 //! caller provides the transport. [`Solo`] is the group of one process; with the feature
-//! `mpi`, [`mpi::MpiCollective`] is MPI's `COMM_WORLD`.
+//! `mpi`, `collective::mpi::MpiCollective` is MPI's `COMM_WORLD`.
 
 use crate::error::{Error, Result};
 

@@ -14,7 +14,8 @@ pub struct Gpu {
 }
 
 /// What `gradguard devices` prints about one adapter.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct AdapterSummary {
     /// Adapter name.
     pub name: String,

@@ -27,24 +27,31 @@
 pub use wgpu;
 
 pub mod adaptive;
+#[cfg(feature = "train")]
 pub mod bench;
 pub mod clip;
 pub mod collective;
 pub mod cpu;
+#[cfg(feature = "train")]
 pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod grad_set;
+#[cfg(feature = "train")]
 pub mod init;
 pub mod kernels;
+#[cfg(feature = "train")]
 pub mod lab;
 pub mod monitor;
+#[cfg(feature = "train")]
 pub mod nn;
 pub mod norm;
+#[cfg(feature = "train")]
 pub mod plot;
 pub mod readback;
 pub mod shaders;
 pub mod sharded_norm;
+#[cfg(feature = "train")]
 pub mod train;
 
 pub use adaptive::{AdaptiveClip, AdaptivePolicy, AutoClip, ZClip};

@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::norm::NormStats;
 
 /// What noticed a problem.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Detector {
     /// A NaN or ±inf gradient element; the layer is the first one holding one.
     NonFiniteGradient,
@@ -53,7 +54,8 @@ impl Detector {
 }
 
 /// One detection.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Explosion {
     /// The step whose record raised it.
     pub step: u64,
@@ -93,7 +95,8 @@ impl std::fmt::Display for Explosion {
 }
 
 /// Detector settings. The spike detector uses ZClip's defaults.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MonitorConfig {
     /// Global L2 norm after clipping above which [`Detector::AbsoluteNorm`] fires (+inf turns
     /// it off).
@@ -176,7 +179,8 @@ pub(crate) fn percentile_range(what: &'static str, value: f64) -> Result<()> {
 }
 
 /// An exponential moving mean and variance, as ZClip keeps them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Ema {
     /// Smoothed mean.
     pub mean: f64,
@@ -247,8 +251,9 @@ impl Ord for Total {
 /// the percentile detector's): O(log n) inserts and O(1) queries, the same value as
 /// [`percentile`] over the sorted history. Two heaps split the values at the percentile's
 /// rank: `lower` (a max-heap) holds the smallest `rank + 1`, `upper` (a min-heap) the rest.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-#[serde(from = "SortedHistory", into = "SortedHistory")]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(from = "SortedHistory", into = "SortedHistory"))]
 pub struct NormHistory {
     p: f64,
     lower: BinaryHeap<Total>,
@@ -256,7 +261,8 @@ pub struct NormHistory {
 }
 
 /// [`NormHistory`]'s serialized form: the percentile and the values, sorted.
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct SortedHistory {
     p: f64,
     sorted: Vec<f64>,
@@ -358,7 +364,8 @@ pub struct MonitorState {
 
 /// Watches norms and losses step by step. Each detector reports when it starts firing,
 /// not again while it keeps firing, so a long explosion is one event.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct GradMonitor {
     config: MonitorConfig,
     layers: Vec<String>,

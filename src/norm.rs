@@ -6,7 +6,8 @@ use crate::kernels::norm::{default_workgroup_size, NormKernels, NormParams, ACC_
 use crate::kernels::{bind_group, buffer_init, placeholder, scoped};
 
 /// Which vector norm: `norm_type` 1, 2 or inf in `torch.nn.utils.clip_grad_norm_`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum NormKind {
     /// Sum of absolute values.
     L1,
@@ -18,7 +19,8 @@ pub enum NormKind {
 }
 
 /// What a non-finite (NaN or ±inf) gradient element does to the step.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum NonFinitePolicy {
     /// PyTorch's default: the norm becomes NaN/inf and clipping spreads it.
     #[default]
@@ -425,7 +427,8 @@ impl GradNorm {
 }
 
 /// Norms of one segment.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SegmentNorms {
     /// L2 norm.
     pub l2: f32,
@@ -438,7 +441,8 @@ pub struct SegmentNorms {
 }
 
 /// What the norm stage wrote: the device's `NormStats`, decoded.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct NormStats {
     /// The global norm of the configured kind, before clipping (as `clip_grad_norm_` returns).
     pub norm: f32,

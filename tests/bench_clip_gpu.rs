@@ -1,5 +1,6 @@
 //! `gradguard bench norm|clip|all`: measures exactly the request, at any size the norm
 //! handles, or refuses it with a typed error.
+#![cfg(feature = "train")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Host initialization: torch's fans and gains, the distributions' moments, seeding, and
 //! orthogonality (checked on the GPU with the matmul kernel too).
+#![cfg(feature = "train")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! One kernel cache per device: every pipeline compiled once however many objects use it,
 //! and threads sharing the device get the same pipelines and the same results. One test,
 //! so that nothing else in this binary compiles while it counts.
+#![cfg(feature = "train")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! `gradguard lab --paper`: the paper's settings, a small sweep end to end, and bad input.
+#![cfg(feature = "train")]
 
 mod common;
 

@@ -4,7 +4,7 @@
 //! gradients of 1e25 on one rank, skip a step whose NaN sits on one rank on every rank, end
 //! the job when a rank is killed, and leave checkpoints that resume on one rank; and a
 //! sharded norm through the library, exchanged over MPI, equals the CPU twin of the whole set.
-#![cfg(feature = "mpi")]
+#![cfg(all(feature = "mpi", feature = "cli"))]
 
 mod common;
 

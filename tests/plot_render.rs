@@ -2,6 +2,7 @@
 //! every series' colour, the event and non-finite marks, legends that list what is drawn,
 //! tick labels that are round numbers, the whole run on the x axis. PNGs of each land in
 //! `target/plots/` to look at.
+#![cfg(feature = "train")]
 
 use gradguard::monitor::{Detector, Explosion};
 use gradguard::plot::{svg, Chart, Series, WIDTH};

@@ -1,6 +1,7 @@
 //! The sequence tasks against the definitions of Pascanu, Mikolov & Bengio (2013) and their
 //! code (`pascanur/trainingRNNs`): marker positions, targets, and the error criterion on
 //! hand-made predictions.
+#![cfg(feature = "train")]
 
 use gradguard::data::{
     adding_problem, multiplication_problem, temporal_order, temporal_order_3bit, Dataset, Metric, Targets, Task, SOLVED_BELOW,

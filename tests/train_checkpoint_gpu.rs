@@ -1,5 +1,6 @@
 //! A run saved and resumed continues bit for bit as if it had never stopped: same records,
 //! same events, same weights and optimizer state.
+#![cfg(feature = "train")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Bad input to `gradguard train`: a clear message, a non-zero exit, nothing written.
+#![cfg(feature = "cli")]
 
 use std::process::Command;
 

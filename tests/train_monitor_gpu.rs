@@ -2,6 +2,7 @@
 //! of steps, naming the layer; global-norm clipping prevents it; a non-finite gradient
 //! under skip-step leaves every weight and optimizer state bitwise unchanged and training
 //! continues; an injected spike is reported in the right layer.
+#![cfg(feature = "train")]
 
 mod common;
 

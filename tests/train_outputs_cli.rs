@@ -1,6 +1,7 @@
 //! A run never loses what it computed: `--out` is checked before the first step, the
 //! metrics and events are streamed, and SIGINT/SIGTERM end a run with every output and a
 //! checkpoint written.
+#![cfg(feature = "cli")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,6 +2,7 @@
 //! as a plain trainer (the sum over ranks is staged through the host and written back
 //! unchanged), batches split over ranks cover every row once, and what a group cannot run
 //! is refused before anything is allocated. Runs across processes are in `mpi.rs`.
+#![cfg(feature = "train")]
 
 mod common;
 

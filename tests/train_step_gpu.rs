@@ -1,5 +1,6 @@
 //! One device training step equals one step of the f64 CPU twin (same init, same batch),
 //! for the MLP (with batch norm) and the vanilla RNN (through time).
+#![cfg(feature = "train")]
 
 mod common;
 

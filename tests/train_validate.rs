@@ -1,5 +1,6 @@
 //! Settings, models and files a library caller gets wrong are typed errors, never panics.
 //! No device needed.
+#![cfg(feature = "train")]
 
 use gradguard::kernels::activation::Activation;
 use gradguard::lab::exploding_mlp;

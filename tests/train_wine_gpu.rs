@@ -1,5 +1,6 @@
 //! The wine MLP beats the majority-class baseline on the test split, and two runs with
 //! the same seed write identical metrics.
+#![cfg(feature = "train")]
 
 mod common;
 

@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::shaders;
 
 /// An activation function, as in `torch.nn.functional`.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Activation {
     /// `x`.
     Identity,

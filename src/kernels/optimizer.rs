@@ -20,7 +20,8 @@ const CHUNK: u64 = 1024;
 pub const MAX_STEPS: u64 = 1 << 24;
 
 /// `torch.optim.SGD` without its learning rate, which lives in a device buffer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Sgd {
     /// Momentum factor (0: none, and no state buffer).
     pub momentum: f32,
@@ -33,7 +34,8 @@ pub struct Sgd {
 }
 
 /// `torch.optim.AdamW` (no amsgrad) without its learning rate.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AdamW {
     /// Decay rates of the first and second moment estimates, each in [0, 1).
     pub betas: (f32, f32),
@@ -51,7 +53,8 @@ impl Default for AdamW {
 }
 
 /// A device optimizer's update rule and hyperparameters (the learning rate excepted).
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Optimizer {
     /// SGD with optional momentum, Nesterov and coupled weight decay.
     Sgd(Sgd),

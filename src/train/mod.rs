@@ -4,6 +4,7 @@
 //! the queue, and every response (a learning-rate drop, an adaptive clip threshold, a
 //! stop) lands at a fixed step: two runs with the same seed are identical.
 
+#[cfg(feature = "cli")]
 pub mod args;
 pub mod checkpoint;
 pub mod config;
