@@ -32,7 +32,8 @@ const INF_BITS: u32 = 0x7f800000u;
 const NO_SEGMENT: u32 = 0xffffffffu;
 
 // NormStats layout (u32 words): a 16-word header, then 4 words per segment. The Rust
-// side (`kernels::norm::HEADER_WORDS`, `NormStats::from_words`) reads the same words.
+// side defines them once (`kernels::norm::StatsHeader`, `SegmentRecord`);
+// tests/wire_formats.rs checks these indices against its field offsets.
 const H_NORM: u32 = 0u;
 const H_COEF: u32 = 1u;
 const H_SKIP: u32 = 2u;
@@ -49,9 +50,16 @@ const H_LIMIT: u32 = 12u;       // the max_norm the global coefficient was compu
 const H_HALTED: u32 = 13u;      // Error policy: set at the first unusable step, kept after
 const HEADER_WORDS: u32 = 16u;
 const SEGMENT_WORDS: u32 = 4u;
+// Words of one segment's record after the header.
+const S_L2: u32 = 0u;
+const S_L1: u32 = 1u;
+const S_LINF: u32 = 2u;
+const S_NONFINITE: u32 = 3u;
 
-// Non-finite policy codes (`NonFinitePolicy::code`).
+// Non-finite policy codes (`kernels::norm::policy`, checked by tests/wire_formats.rs).
 const POLICY_PROPAGATE: u32 = 0u;
+const POLICY_ERROR: u32 = 1u;
+const POLICY_SKIP: u32 = 2u;
 const POLICY_ZERO: u32 = 3u;
 
 // min(1, max_norm / (norm + eps)), as torch.nn.utils.clip_grad_norm_, NaN propagating;

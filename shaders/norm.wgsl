@@ -22,7 +22,7 @@ struct SegmentRange {
 struct Params {
     segment_count: u32,
     kind: u32,          // 0 = L2, 1 = L1, 2 = L∞
-    nonfinite: u32,     // 0 = propagate, 1 = error, 2 = skip step, 3 = zero non-finite
+    nonfinite: u32,     // a POLICY_* code
     clipping: u32,      // 1 when max_norm bounds the norm (global or per segment)
     max_norm: f32,
     eps: f32,
@@ -218,7 +218,7 @@ fn norms_of(a: Acc) -> Norms {
     var linf = a.maxabs;
     let finite_chosen = select(select(linf, l1, params.kind == 1u), l2, params.kind == 0u);
     var bits = vec3(bitcast<u32>(l2), bitcast<u32>(l1), bitcast<u32>(linf));
-    if (params.nonfinite != 3u) {
+    if (params.nonfinite != POLICY_ZERO) {
         if (a.nan > 0u) {
             bits = vec3(NAN_BITS);
         } else if (a.inf > 0u) {
@@ -275,10 +275,10 @@ fn finish_segment(s: u32, acc: Acc) {
     total.coef = bitcast<f32>(clip_coef_bits(total, n));
     segments[s] = total;
     let base = HEADER_WORDS + s * SEGMENT_WORDS;
-    stats[base + 0u] = n.l2;
-    stats[base + 1u] = n.l1;
-    stats[base + 2u] = n.linf;
-    stats[base + 3u] = total.nan + total.inf;
+    stats[base + S_L2] = n.l2;
+    stats[base + S_L1] = n.l1;
+    stats[base + S_LINF] = n.linf;
+    stats[base + S_NONFINITE] = total.nan + total.inf;
 }
 
 // ---- stage 3: segments -> global ----------------------------------------------------
@@ -310,9 +310,9 @@ fn norm_global(@builtin(local_invocation_index) local: u32) {
         // Under Error the first unusable step halts the run on the device: this step and
         // every later one are skipped (the buffer keeps the word; the host clears it), so
         // a stop read LAG steps later still leaves the state as that step found it.
-        let halted = params.nonfinite == 1u && (unusable || stats[H_HALTED] != 0u);
+        let halted = params.nonfinite == POLICY_ERROR && (unusable || stats[H_HALTED] != 0u);
         stats[H_HALTED] = select(0u, 1u, halted);
-        stats[H_SKIP] = select(0u, 1u, halted || (unusable && params.nonfinite == 2u));
+        stats[H_SKIP] = select(0u, 1u, halted || (unusable && params.nonfinite == POLICY_SKIP));
         stats[H_NONFINITE] = nonfinite;
         stats[H_NAN] = total.nan;
         stats[H_INF] = total.inf;

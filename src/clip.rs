@@ -6,7 +6,8 @@ use crate::grad_set::{DataViews, GradSet, TilePlan};
 use crate::kernels::agc::AgcPlan;
 use crate::kernels::clip::{ClipKernel, ClipMode};
 use crate::kernels::placeholder;
-use crate::norm::{bind_windows, check_positive, GradNorm, NonFinitePolicy, NormConfig, NormKind};
+use crate::error::check_positive;
+use crate::norm::{bind_windows, GradNorm, NonFinitePolicy, NormConfig, NormKind};
 
 /// How gradients are clipped. Every policy reports the pre-clip norms in `NormStats`.
 #[derive(Clone, Debug)]

@@ -224,5 +224,14 @@ fn usage_names(usages: &wgpu::BufferUsages, prefix: &str) -> String {
     usages.iter_names().map(|(name, _)| format!("{prefix}{name}")).collect::<Vec<_>>().join(" | ")
 }
 
+/// `Error::NotPositive` unless `value` is finite and > 0.
+pub(crate) fn check_positive(what: &'static str, value: f32) -> Result<()> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::NotPositive { what, value: value as f64 })
+    }
+}
+
 /// `std::result::Result` with gradguard's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -36,7 +36,6 @@ pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod gpu;
-pub mod grad_set;
 #[cfg(feature = "train")]
 pub mod init;
 pub mod kernels;
@@ -58,10 +57,12 @@ pub use adaptive::{AdaptiveClip, AdaptivePolicy, AutoClip, ZClip};
 pub use clip::{ClipPolicy, GradClip};
 pub use error::{Error, Result};
 pub use gpu::Gpu;
+pub use kernels::grad_set;
 pub use grad_set::{GradSet, GradView};
 pub use collective::{Collective, Solo};
 pub use sharded_norm::NormPartials;
 pub use norm::{GradNorm, NonFinitePolicy, NormConfig, NormKind, NormStats, SegmentNorms, TileLayout};
+pub use kernels::norm::StatsHeader;
 
 /// Buffer usages gradient buffers need for norm and clip.
 pub const GRAD_USAGES: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE;

@@ -1,8 +1,11 @@
 //! `GradNorm`: the global and per-segment gradient norm of a `GradSet`, on the device.
 
-use crate::error::{Error, Result};
+use crate::error::{check_positive, Error, Result};
 use crate::grad_set::{DataViews, GradSet, TilePlan};
-use crate::kernels::norm::{default_workgroup_size, NormKernels, NormParams, ACC_BYTES, HEADER_WORDS, SEGMENT_WORDS};
+use crate::kernels::norm::{
+    default_workgroup_size, policy, NormKernels, NormParams, SegmentRecord, StatsHeader, ACC_BYTES, HEADER_WORDS, SEGMENT_WORDS,
+};
+pub use crate::kernels::norm::{TileLayout, STATS_COEF_OFFSET, STATS_HALTED_OFFSET, STATS_NORM_OFFSET, STATS_SKIP_OFFSET};
 use crate::kernels::{bind_group, buffer_init, placeholder, scoped};
 
 /// Which vector norm: `norm_type` 1, 2 or inf in `torch.nn.utils.clip_grad_norm_`.
@@ -38,31 +41,10 @@ pub enum NonFinitePolicy {
 impl NonFinitePolicy {
     pub(crate) fn code(self) -> u32 {
         match self {
-            Self::Propagate => 0,
-            Self::Error => 1,
-            Self::SkipStep => 2,
-            Self::ZeroNonFinite => 3,
-        }
-    }
-}
-
-/// Who sums one tile of the first stage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TileLayout {
-    /// A workgroup, its invocations strided through the tile and reduced in shared
-    /// memory: coalesced loads for GPUs.
-    Workgroup,
-    /// One invocation, contiguously, with no barrier: for CPU implementations such as
-    /// lavapipe, where a barrier switches context once per SIMD group.
-    Invocation,
-}
-
-impl TileLayout {
-    /// `Invocation` on CPU implementations, `Workgroup` elsewhere.
-    pub fn for_device(device: &wgpu::Device) -> Self {
-        match device.adapter_info().device_type {
-            wgpu::DeviceType::Cpu => Self::Invocation,
-            _ => Self::Workgroup,
+            Self::Propagate => policy::PROPAGATE,
+            Self::Error => policy::ERROR,
+            Self::SkipStep => policy::SKIP,
+            Self::ZeroNonFinite => policy::ZERO,
         }
     }
 }
@@ -120,17 +102,6 @@ const INVOCATION_SEGMENT_MAX_PARTIALS: u32 = 64;
 /// it bounds the rounding error of the fast path (see `shaders/norm.wgsl`).
 pub const MAX_INVOCATION_ELEMS: u32 = 2048;
 
-/// Byte offsets into the stats buffer that other kernels (optimizers) read on the device.
-pub const STATS_NORM_OFFSET: u64 = 0;
-/// An f32: the global clip coefficient ([`NormStats::clip_coef`]).
-pub const STATS_COEF_OFFSET: u64 = 4;
-/// Byte offset in the stats buffer of the halt word: a u32, 1 once a step under
-/// `NonFinitePolicy::Error` was unusable, until [`GradNorm::clear_halt`].
-pub const STATS_HALTED_OFFSET: u64 = 52;
-
-/// A u32: 1 when the step must be skipped (non-finite gradients under `Error`/`SkipStep`).
-pub const STATS_SKIP_OFFSET: u64 = 8;
-
 /// A compiled norm over one gradient-set layout: scratch, bind groups and pipelines are
 /// made once here; [`GradNorm::encode`] only records. Scratch is O(segments + tiles).
 #[derive(Debug)]
@@ -173,15 +144,6 @@ pub(crate) fn bind_windows<'a>(
             bind_group(device, layout, label, resources)
         })
         .collect()
-}
-
-/// `Error::NotPositive` unless `value` is finite and > 0.
-pub(crate) fn check_positive(what: &'static str, value: f32) -> Result<()> {
-    if value.is_finite() && value > 0.0 {
-        Ok(())
-    } else {
-        Err(Error::NotPositive { what, value: value as f64 })
-    }
 }
 
 impl GradNorm {
@@ -475,42 +437,62 @@ pub struct NormStats {
 }
 
 impl NormStats {
-    /// Decodes the stats buffer's words.
+    /// Decodes the stats buffer's words: a [`StatsHeader`], then its segments' records.
     pub fn from_words(words: &[u32]) -> Result<Self> {
         let header = HEADER_WORDS as usize;
         let bad = || Error::Readback(format!("a NormStats buffer of {} words is malformed", words.len()));
         if words.len() < header {
             return Err(bad());
         }
-        let count = words[10] as usize;
-        if words.len() < header + count * SEGMENT_WORDS as usize {
+        let h: StatsHeader = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&words[..header]));
+        let end = header + h.segments as usize * SEGMENT_WORDS as usize;
+        if words.len() < end {
             return Err(bad());
         }
-        let f = |i: usize| f32::from_bits(words[i]);
-        let segments = words[header..header + count * SEGMENT_WORDS as usize]
+        let segments = words[header..end]
             .chunks_exact(SEGMENT_WORDS as usize)
-            .map(|w| SegmentNorms {
-                l2: f32::from_bits(w[0]),
-                l1: f32::from_bits(w[1]),
-                linf: f32::from_bits(w[2]),
-                nonfinite: w[3],
+            .map(|w| {
+                let r: SegmentRecord = bytemuck::pod_read_unaligned(bytemuck::cast_slice(w));
+                SegmentNorms { l2: r.l2, l1: r.l1, linf: r.linf, nonfinite: r.nonfinite }
             })
             .collect();
         Ok(Self {
-            norm: f(0),
-            clip_coef: f(1),
-            skipped: words[2] != 0,
-            halted: words[13] != 0,
-            nan_count: words[4],
-            inf_count: words[5],
-            first_nonfinite_segment: (words[6] != u32::MAX).then_some(words[6]),
-            l2: f(7),
-            l1: f(8),
-            linf: f(9),
-            finite_norm: f(11),
-            limit: f(12),
+            norm: h.norm,
+            clip_coef: h.coef,
+            skipped: h.skip != 0,
+            halted: h.halted != 0,
+            nan_count: h.nan,
+            inf_count: h.inf,
+            first_nonfinite_segment: (h.first_nonfinite != u32::MAX).then_some(h.first_nonfinite),
+            l2: h.l2,
+            l1: h.l1,
+            linf: h.linf,
+            finite_norm: h.finite_norm,
+            limit: h.limit,
             segments,
         })
+    }
+
+    /// The header the device writes for these stats, `segments` naming how many segment
+    /// records follow it.
+    pub fn header(&self, segments: u32) -> StatsHeader {
+        StatsHeader {
+            norm: self.norm,
+            coef: self.clip_coef,
+            skip: self.skipped as u32,
+            nonfinite: self.nan_count.saturating_add(self.inf_count),
+            nan: self.nan_count,
+            inf: self.inf_count,
+            first_nonfinite: self.first_nonfinite_segment.unwrap_or(u32::MAX),
+            l2: self.l2,
+            l1: self.l1,
+            linf: self.linf,
+            segments,
+            finite_norm: self.finite_norm,
+            limit: self.limit,
+            halted: self.halted as u32,
+            reserved: [0; 2],
+        }
     }
 
     /// This step's norm as an adaptive clip may learn from it: finite, and from finite

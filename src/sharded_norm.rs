@@ -16,7 +16,6 @@
 use crate::collective::Collective;
 use crate::cpu::norm::{global_stats, Sums};
 use crate::error::Result;
-use crate::kernels::norm::HEADER_WORDS;
 use crate::norm::{GradNorm, NonFinitePolicy, NormKind, NormStats};
 
 /// One rank's share of a global norm: what [`NormPartials::combine`] adds up.
@@ -127,32 +126,8 @@ impl GradNorm {
     /// The per-segment norms stay this rank's own. Returns the stats written.
     pub fn finish_global(&self, queue: &wgpu::Queue, global: &NormPartials) -> NormStats {
         let stats = global.stats(self.kind(), self.max_norm(), self.eps(), self.nonfinite());
-        let mut words = stats.header_words();
-        words[10] = self.segment_count();
-        queue.write_buffer(self.stats_buffer(), 0, bytemuck::cast_slice(&words));
+        queue.write_buffer(self.stats_buffer(), 0, bytemuck::bytes_of(&stats.header(self.segment_count())));
         stats
     }
 }
 
-impl NormStats {
-    /// The header words the device writes for these stats (`HEADER_WORDS` of them; the
-    /// segment count, word 10, is the stats' own number of segments).
-    pub fn header_words(&self) -> Vec<u32> {
-        let mut w = vec![0u32; HEADER_WORDS as usize];
-        w[0] = self.norm.to_bits();
-        w[1] = self.clip_coef.to_bits();
-        w[2] = self.skipped as u32;
-        w[3] = self.nan_count.saturating_add(self.inf_count);
-        w[4] = self.nan_count;
-        w[5] = self.inf_count;
-        w[6] = self.first_nonfinite_segment.unwrap_or(u32::MAX);
-        w[7] = self.l2.to_bits();
-        w[8] = self.l1.to_bits();
-        w[9] = self.linf.to_bits();
-        w[10] = self.segments.len() as u32;
-        w[11] = self.finite_norm.to_bits();
-        w[12] = self.limit.to_bits();
-        w[13] = self.halted as u32;
-        w
-    }
-}

@@ -2,7 +2,7 @@
 
 use super::{dispatch, layout, pipeline, range, scoped, storage_entry};
 use crate::error::{Error, Result};
-use crate::grad_set::GradSet;
+use super::grad_set::GradSet;
 use crate::shaders;
 
 /// One unit, as `Unit` in the shader.
@@ -49,7 +49,7 @@ impl AgcPlan {
         chunk_bytes: u64,
         workgroup_size: u32,
     ) -> Result<Self> {
-        crate::norm::check_positive("AGC clipping", clipping)?;
+        crate::error::check_positive("AGC clipping", clipping)?;
         if !(eps.is_finite() && eps >= 0.0) {
             return Err(Error::Invalid(format!("AGC eps must be finite and ≥ 0, got {eps}")));
         }

@@ -228,7 +228,7 @@ impl BatchNormKernel {
             ("batch norm running var", b.running_var, true),
             ("gradient norm stats", b.norm_stats, false),
         ])?;
-        let skip_words = crate::norm::STATS_SKIP_OFFSET / 4 + 1;
+        let skip_words = super::norm::STATS_SKIP_OFFSET / 4 + 1;
         let resources = [
             (4, storage_words("batch norm saved stats (deferred)", b.saved, 3 * f)?),
             (5, storage_words("batch norm running mean", b.running_mean, f)?),

@@ -1,5 +1,7 @@
-//! One module per shader: explicit bind-group layouts, pipelines, and `encode_*`
-//! functions that record into the caller's encoder. Nothing here submits or waits.
+//! The ground floor: one module per shader, with explicit bind-group layouts, pipelines,
+//! and `encode_*` functions that record into the caller's encoder, and the operands they take
+//! (`grad_set`, `View`). Nothing here submits or waits, and nothing here imports from above
+//! it: only `error` and `shaders`.
 
 pub mod activation;
 pub mod adaptive;
@@ -8,6 +10,7 @@ pub mod batchnorm;
 pub mod cache;
 pub mod clip;
 pub mod copy;
+pub mod grad_set;
 pub mod loss;
 pub mod matmul;
 pub mod norm;

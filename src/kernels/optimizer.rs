@@ -7,7 +7,7 @@ use super::{
     storage_words, uniform, uniform_entry,
 };
 use crate::error::{Error, Result};
-use crate::norm::{STATS_COEF_OFFSET, STATS_SKIP_OFFSET};
+use super::norm::{STATS_COEF_OFFSET, STATS_SKIP_OFFSET};
 use crate::shaders;
 
 // The shader reads the coefficient and the skip flag as words 1 and 2 of the stats.

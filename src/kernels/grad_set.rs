@@ -1,7 +1,7 @@
 //! A set of gradient tensors on the device, and how it is cut into tiles and bound chunks.
 
 use crate::error::{Error, Result};
-use crate::kernels::range;
+use super::range;
 
 /// One gradient tensor (a *segment*): `len` f32 elements of `buffer` from byte `offset`.
 #[derive(Clone, Debug)]
