@@ -255,3 +255,13 @@ fn deferred_running_update_obeys_the_skip_flag() {
     let bad = BatchNormRunning { saved: &saved, running_mean: &rm, running_var: &rm, norm_stats: &stats };
     assert!(matches!(kernel.bind_running(device, &bn, bad), Err(Error::Invalid(_))));
 }
+
+#[test]
+fn running_stats_start_as_batchnorm1d_starts_them() {
+    let bn = gradguard::kernels::batchnorm::BatchNorm::new(4, 3);
+    let stats = bn.running_stats(&gpu().device, common::USAGE).unwrap();
+    assert_eq!(common::download(&stats.mean), [0.0; 3], "running_mean = zeros(features)");
+    assert_eq!(common::download(&stats.var), [1.0; 3], "running_var = ones(features)");
+    let none = gradguard::kernels::batchnorm::BatchNorm::new(4, 0);
+    assert!(none.running_stats(&gpu().device, common::USAGE).is_err());
+}

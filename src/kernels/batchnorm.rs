@@ -33,6 +33,17 @@ impl BatchNorm {
         self.batch as u64 * self.features as u64
     }
 
+    /// The running statistics as `BatchNorm1d` starts them: `running_mean` zeros and
+    /// `running_var` ones (not zeros: the evaluation forward divides by its square root),
+    /// `features` f32 each, with `usage` (STORAGE at least, for the kernels).
+    pub fn running_stats(&self, device: &wgpu::Device, usage: wgpu::BufferUsages) -> Result<RunningStats> {
+        if self.features == 0 {
+            return Err(Error::Invalid("batch norm running statistics: at least 1 feature".into()));
+        }
+        let init = |label, value: f32| super::buffer_init(device, label, bytemuck::cast_slice(&vec![value; self.features as usize]), usage);
+        Ok(RunningStats { mean: init("batch norm running mean", 0.0)?, var: init("batch norm running var", 1.0)? })
+    }
+
     fn params(&self, min_batch: u32) -> Result<[u32; 4]> {
         if self.batch < min_batch || self.features == 0 {
             return Err(Error::Invalid(format!(
@@ -47,6 +58,15 @@ impl BatchNorm {
         index_range("batch norm input", self.len())?;
         Ok([self.batch, self.features, self.momentum.to_bits(), self.eps.to_bits()])
     }
+}
+
+/// A batch-norm layer's running mean and running (unbiased) variance, `features` f32 each.
+#[derive(Clone, Debug)]
+pub struct RunningStats {
+    /// Running mean, starting at 0.
+    pub mean: wgpu::Buffer,
+    /// Running variance, starting at 1.
+    pub var: wgpu::Buffer,
 }
 
 /// Buffers of the training forward. `saved` (2·features f32: mean, then inv_std) is what

@@ -281,9 +281,8 @@ impl GpuModel {
                     let dy = dact(i + 1);
                     let spec_bn = BatchNorm::new(batch, features);
                     let saved = alloc.zeros("batch norm saved stats", 3 * features as u64);
-                    let mean = alloc.zeros("batch norm running mean", features as u64);
-                    let var = alloc.data("batch norm running var", &vec![1.0; features as usize])?;
-                    alloc.activation_bytes += var.size();
+                    let crate::kernels::batchnorm::RunningStats { mean, var } = spec_bn.running_stats(device, USAGE)?;
+                    alloc.activation_bytes += mean.size() + var.size();
                     let (gamma, beta) = (w(p), w(p + 1));
                     let train = BatchNormTrain { x, gamma, beta, y, saved: &saved, running_mean: &mean, running_var: &var };
                     forward.push(Op::BatchNorm(bn.bind_train_deferred(device, &spec_bn, train)?));
