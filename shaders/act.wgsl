@@ -1,6 +1,7 @@
 // Activation functions shared by the activation, matmul (fused epilogues) and rnn shaders;
 // the registry prepends this file to each (WGSL has no includes). They compute what
-// torch.nn.functional computes: GELU is the exact erf form (approximate='none'). tanh,
+// torch.nn.functional computes: GELU is the exact erf form (approximate='none') or the tanh
+// form (approximate='tanh'), as x·σ(2u), which is the same function. tanh,
 // sigmoid and the normal CDF are built from exp of a non-positive argument, so they never
 // overflow to inf/inf = NaN for large |x|.
 
@@ -10,6 +11,16 @@ const LEAKY_RELU: u32 = 2u;
 const TANH: u32 = 3u;
 const SIGMOID: u32 = 4u;
 const GELU: u32 = 5u;
+const GELU_TANH: u32 = 6u;
+
+// The tanh GELU's argument u = √(2/π)·(x + 0.044715·x³) and its derivative.
+fn gelu_tanh_u(v: f32) -> f32 {
+    return 0.7978845608028654 * (v + 0.044715 * v * v * v);
+}
+
+fn gelu_tanh_du(v: f32) -> f32 {
+    return 0.7978845608028654 * (1.0 + 0.134145 * v * v);
+}
 
 fn tanh_stable(v: f32) -> f32 {
     let a = abs(v);
@@ -61,6 +72,7 @@ fn activate(kind: u32, slope: f32, v: f32) -> f32 {
         case TANH: { return tanh_stable(v); }
         case SIGMOID: { return sigmoid(v); }
         case GELU: { return v * normal_cdf(v); }
+        case GELU_TANH: { return v * sigmoid(2.0 * gelu_tanh_u(v)); }
         default: { return v; }
     }
 }
@@ -74,6 +86,12 @@ fn derivative(kind: u32, slope: f32, v: f32) -> f32 {
         case TANH: { let t = tanh_stable(v); return 1.0 - t * t; }
         case SIGMOID: { let s = sigmoid(v); return s * (1.0 - s); }
         case GELU: { return normal_cdf(v) + v * normal_pdf(v); }
+        case GELU_TANH: {
+            // σ + x·2σ(1−σ)·u'; the second term is 0 where σ saturates (u' may be inf there).
+            let s = sigmoid(2.0 * gelu_tanh_u(v));
+            let ds = 2.0 * s * (1.0 - s);
+            return s + select(v * ds * gelu_tanh_du(v), 0.0, ds == 0.0);
+        }
         default: { return 1.0; }
     }
 }

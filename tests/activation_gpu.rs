@@ -17,14 +17,15 @@ fn run(kernel: &ActivationKernel, binding: &gradguard::kernels::activation::Acti
     gpu().queue.submit([encoder.finish()]);
 }
 
-const ALL: [Activation; 7] = [
+const ALL: [Activation; 8] = [
     Activation::Identity,
     Activation::Relu,
     Activation::LeakyRelu(0.01),
     Activation::LeakyRelu(-0.3),
     Activation::Tanh,
     Activation::Sigmoid,
-    Activation::Gelu,
+    Activation::GELU,
+    Activation::GELU_TANH,
 ];
 
 fn inputs(len: usize, seed: u64) -> Vec<f32> {
@@ -96,8 +97,8 @@ fn gelu_is_the_exact_erf_form() {
     let n = x.len() as u64;
     let (gx, gdy, gy, gdx) =
         (upload(&x), upload(&vec![1.0; x.len()]), upload(&vec![0.0; x.len()]), upload(&vec![0.0; x.len()]));
-    run(&kernel, &kernel.bind_forward(device, Activation::Gelu, n, &gx, &gy).unwrap());
-    run(&kernel, &kernel.bind_backward(device, Activation::Gelu, n, &gx, &gdy, &gdx).unwrap());
+    run(&kernel, &kernel.bind_forward(device, Activation::GELU, n, &gx, &gy).unwrap());
+    run(&kernel, &kernel.bind_backward(device, Activation::GELU, n, &gx, &gdy, &gdx).unwrap());
     let y = read_f32s(device, &gpu().queue, &gy).unwrap();
     let dx = read_f32s(device, &gpu().queue, &gdx).unwrap();
     for (i, (x, want_y, want_d)) in cases.iter().enumerate() {
@@ -124,13 +125,14 @@ fn nonfinite_inputs_give_what_torch_gives() {
     let kernel = ActivationKernel::new(device).unwrap();
     let (nan, inf) = (f32::NAN, f32::INFINITY);
     let x = [nan, inf, -inf];
-    let torch: [(Activation, [f32; 3]); 6] = [
+    let torch: [(Activation, [f32; 3]); 7] = [
         (Activation::Identity, [nan, inf, -inf]),
         (Activation::Relu, [nan, inf, 0.0]),
         (Activation::LeakyRelu(0.01), [nan, inf, -inf]),
         (Activation::Tanh, [nan, 1.0, -1.0]),
         (Activation::Sigmoid, [nan, 1.0, 0.0]),
-        (Activation::Gelu, [nan, inf, nan]),
+        (Activation::GELU, [nan, inf, nan]),
+        (Activation::GELU_TANH, [nan, inf, nan]),
     ];
     let same = |a: f32, b: f64| (a.is_nan() && b.is_nan()) || a as f64 == b;
     let (gx, gdy, gy, gdx) = (upload(&x), upload(&[2.0; 3]), upload(&[0.0; 3]), upload(&[0.0; 3]));
@@ -168,4 +170,35 @@ fn bad_input_is_a_typed_error() {
     ));
     assert!(matches!(kernel.bind_forward(device, Activation::LeakyRelu(f32::NAN), 8, &a, &b), Err(Error::Invalid(_))));
     assert!(matches!(kernel.bind_backward(device, Activation::Tanh, 8, &a, &b, &b), Err(Error::Invalid(_))));
+}
+
+/// `torch.nn.functional.gelu(x, approximate='tanh')` and its gradient, from PyTorch 2.15 in
+/// float64 on the CPU.
+#[test]
+fn gelu_tanh_matches_torch() {
+    let device = &gpu().device;
+    let kernel = ActivationKernel::new(device).unwrap();
+    let cases: [(f32, f64, f64); 6] = [
+        (0.5, 0.34571400982514394, 0.8673699035346424),
+        (-0.5, -0.15428599017485606, 0.13263009646535764),
+        (5.0, 4.999999770820381, 1.000001546361988),
+        (-5.0, -2.2917961972623857e-07, -1.5463619879596227e-06),
+        (-3.0, -0.0036373920817729943, -0.011584166630969648),
+        (2.0, 1.954597694087775, 1.0860992566236183),
+    ];
+    let x: Vec<f32> = cases.iter().map(|c| c.0).collect();
+    let n = x.len() as u64;
+    let (gx, gdy, gy, gdx) = (upload(&x), upload(&vec![1.0; x.len()]), upload(&vec![0.0; x.len()]), upload(&vec![0.0; x.len()]));
+    run(&kernel, &kernel.bind_forward(device, Activation::GELU_TANH, n, &gx, &gy).unwrap());
+    run(&kernel, &kernel.bind_backward(device, Activation::GELU_TANH, n, &gx, &gdy, &gdx).unwrap());
+    let y = read_f32s(device, &gpu().queue, &gy).unwrap();
+    let dx = read_f32s(device, &gpu().queue, &gdx).unwrap();
+    for (i, (x, want_y, want_d)) in cases.iter().enumerate() {
+        // Relative to the value: x·σ(2u) keeps accuracy at x = −5, where torch's own f32
+        // formula 0.5·x·(1 + tanh u) cancels.
+        assert!((y[i] as f64 - want_y).abs() <= 2e-6 * want_y.abs(), "gelu_tanh({x}) = {} want {want_y}", y[i]);
+        assert!((dx[i] as f64 - want_d).abs() <= 2e-6 * want_d.abs().max(1e-3), "gelu_tanh'({x}) = {} want {want_d}", dx[i]);
+        assert!((twin::forward(Activation::GELU_TANH, *x as f64) - want_y).abs() <= 1e-12 * want_y.abs().max(1e-3));
+        assert!((twin::derivative(Activation::GELU_TANH, *x as f64) - want_d).abs() <= 1e-12);
+    }
 }

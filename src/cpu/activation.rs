@@ -1,7 +1,7 @@
 //! Twin of `shaders/activation.wgsl`, elementwise in f64 with the same formulas (including
 //! the same erfc approximation for GELU).
 
-use crate::kernels::activation::Activation;
+use crate::kernels::activation::{Activation, GeluApproximate};
 
 /// Numerical Recipes' erfcc for z ≥ 0 (fractional error < 1.2e-7), as the shader.
 fn erfc_nonneg(z: f64) -> f64 {
@@ -37,6 +37,11 @@ fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// The tanh GELU's argument, `√(2/π)·(x + 0.044715·x³)`.
+fn gelu_tanh_u(x: f64) -> f64 {
+    (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)
+}
+
 /// f(x): the `forward` entry point.
 pub fn forward(activation: Activation, x: f64) -> f64 {
     match activation {
@@ -58,7 +63,8 @@ pub fn forward(activation: Activation, x: f64) -> f64 {
         }
         Activation::Tanh => x.tanh(),
         Activation::Sigmoid => sigmoid(x),
-        Activation::Gelu => x * normal_cdf(x),
+        Activation::Gelu { approximate: GeluApproximate::None } => x * normal_cdf(x),
+        Activation::Gelu { approximate: GeluApproximate::Tanh } => x * sigmoid(2.0 * gelu_tanh_u(x)),
     }
 }
 
@@ -83,7 +89,15 @@ pub fn derivative(activation: Activation, x: f64) -> f64 {
         }
         Activation::Tanh => 1.0 - x.tanh().powi(2),
         Activation::Sigmoid => sigmoid(x) * (1.0 - sigmoid(x)),
-        Activation::Gelu => normal_cdf(x) + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt(),
+        Activation::Gelu { approximate: GeluApproximate::None } => {
+            normal_cdf(x) + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
+        }
+        Activation::Gelu { approximate: GeluApproximate::Tanh } => {
+            let s = sigmoid(2.0 * gelu_tanh_u(x));
+            let ds = 2.0 * s * (1.0 - s);
+            let du = (2.0 / std::f64::consts::PI).sqrt() * (1.0 + 3.0 * 0.044715 * x * x);
+            s + if ds == 0.0 { 0.0 } else { x * ds * du }
+        }
     }
 }
 

@@ -21,10 +21,33 @@ pub enum Activation {
     Tanh,
     /// `1 / (1 + e^-x)`.
     Sigmoid,
-    /// `x·Φ(x)` with the exact normal CDF `Φ(x) = (1 + erf(x/√2))/2`: torch's default
-    /// `approximate='none'`, not the tanh approximation. erf is evaluated in f32 with a
-    /// relative error below about 2e-7.
-    Gelu,
+    /// `torch.nn.functional.gelu(x, approximate=…)`: with [`GeluApproximate::None`] (torch's
+    /// default) `x·Φ(x)` with the exact normal CDF `Φ(x) = (1 + erf(x/√2))/2`, erf evaluated
+    /// in f32 with a relative error below about 2e-7; with [`GeluApproximate::Tanh`] (GPT-2
+    /// and its kin) `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    Gelu {
+        /// Which GELU.
+        approximate: GeluApproximate,
+    },
+}
+
+/// The `approximate` argument of torch's GELU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum GeluApproximate {
+    /// `approximate='none'`: the exact erf form.
+    #[default]
+    None,
+    /// `approximate='tanh'`, computed as `x·σ(2u)` (the same function; σ keeps it accurate
+    /// where `1 + tanh(u)` cancels, for x well below 0).
+    Tanh,
+}
+
+impl Activation {
+    /// torch's default GELU, `approximate='none'`.
+    pub const GELU: Self = Self::Gelu { approximate: GeluApproximate::None };
+    /// GELU's tanh approximation, `approximate='tanh'`.
+    pub const GELU_TANH: Self = Self::Gelu { approximate: GeluApproximate::Tanh };
 }
 
 impl Activation {
@@ -35,7 +58,8 @@ impl Activation {
             Self::LeakyRelu(slope) => (2, slope),
             Self::Tanh => (3, 0.0),
             Self::Sigmoid => (4, 0.0),
-            Self::Gelu => (5, 0.0),
+            Self::Gelu { approximate: GeluApproximate::None } => (5, 0.0),
+            Self::Gelu { approximate: GeluApproximate::Tanh } => (6, 0.0),
         }
     }
 }

@@ -415,7 +415,7 @@ impl ModelSpec {
     ) -> Result<Vec<f32>> {
         let nonlinearity = match next {
             None | Some(Activation::Identity) => Nonlinearity::Linear,
-            Some(Activation::Relu) | Some(Activation::Gelu) => Nonlinearity::Relu,
+            Some(Activation::Relu) | Some(Activation::Gelu { .. }) => Nonlinearity::Relu,
             Some(Activation::LeakyRelu(s)) => Nonlinearity::LeakyRelu(s),
             Some(Activation::Tanh) => Nonlinearity::Tanh,
             Some(Activation::Sigmoid) => Nonlinearity::Sigmoid,

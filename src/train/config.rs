@@ -369,19 +369,20 @@ fn number<T: std::str::FromStr>(flag: &str, value: &str, part: &str, expected: &
     part.parse().map_err(|_| bad(flag, value, expected))
 }
 
-/// `relu`, `tanh`, `sigmoid`, `gelu`, `identity`, `leaky-relu[:SLOPE]`.
+/// `relu`, `tanh`, `sigmoid`, `gelu`, `gelu:tanh`, `identity`, `leaky-relu[:SLOPE]`.
 pub fn parse_activation(s: &str) -> Result<Activation> {
-    const EXPECTED: &str = "relu, tanh, sigmoid, gelu, identity or leaky-relu[:SLOPE]";
+    const EXPECTED: &str = "relu, tanh, sigmoid, gelu, gelu:tanh, identity or leaky-relu[:SLOPE]";
     Ok(match s.split_once(':') {
         None => match s {
             "relu" => Activation::Relu,
             "tanh" => Activation::Tanh,
             "sigmoid" => Activation::Sigmoid,
-            "gelu" => Activation::Gelu,
+            "gelu" => Activation::GELU,
             "identity" => Activation::Identity,
             "leaky-relu" => Activation::LeakyRelu(0.01),
             _ => return Err(bad("--activation", s, EXPECTED)),
         },
+        Some(("gelu", "tanh")) => Activation::GELU_TANH,
         Some(("leaky-relu", slope)) => Activation::LeakyRelu(number("--activation", s, slope, EXPECTED)?),
         Some(_) => return Err(bad("--activation", s, EXPECTED)),
     })
