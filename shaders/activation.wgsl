@@ -1,5 +1,6 @@
 // Elementwise activations (act.wgsl): forward y = f(x), backward dx = dy·f'(x) from the
-// forward input x.
+// forward input x, each also in place (the operand in `out`; the binding it replaces is a
+// placeholder, so no buffer is bound twice).
 
 struct Params {
     len: u32,
@@ -35,4 +36,24 @@ fn backward(
 ) {
     let i = index(wid, groups, local);
     if (i < params.len) { out[i] = grad_through(params.kind, params.slope, dy[i], x[i]); }
+}
+
+@compute @workgroup_size(256)
+fn forward_in_place(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let i = index(wid, groups, local);
+    if (i < params.len) { out[i] = activate(params.kind, params.slope, out[i]); }
+}
+
+@compute @workgroup_size(256)
+fn backward_in_place(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let i = index(wid, groups, local);
+    if (i < params.len) { out[i] = grad_through(params.kind, params.slope, out[i], x[i]); }
 }

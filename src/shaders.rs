@@ -62,7 +62,7 @@ pub const MATMUL: Shader = Shader {
 pub const ACTIVATION: Shader = Shader {
     name: "activation",
     source: concat!(include_str!("../shaders/act.wgsl"), include_str!("../shaders/activation.wgsl")),
-    entry_points: &["forward", "backward"],
+    entry_points: &["forward", "backward", "forward_in_place", "backward_in_place"],
 };
 
 /// Softmax cross-entropy and MSE (loss and gradient), then a fixed-order mean.

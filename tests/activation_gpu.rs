@@ -202,3 +202,43 @@ fn gelu_tanh_matches_torch() {
         assert!((twin::derivative(Activation::GELU_TANH, *x as f64) - want_d).abs() <= 1e-12);
     }
 }
+
+/// Views inside larger buffers at non-zero offsets, and in-place passes, against the twin;
+/// a writable view overlapping another binding of its buffer is refused.
+#[test]
+fn views_at_offsets_and_in_place_passes_match_twin() {
+    use gradguard::kernels::View;
+    let device = &gpu().device;
+    let kernel = ActivationKernel::new(device).unwrap();
+    let len = 300usize;
+    let (x, dy) = (inputs(len, 3), inputs(len, 4).iter().map(|v| v.clamp(-2.0, 2.0)).collect::<Vec<f32>>());
+    // x at byte 256 and dy at byte 2048 of one buffer; outputs at byte 512 of another.
+    let mut host = vec![0.0f32; 3000];
+    host[64..64 + len].copy_from_slice(&x);
+    host[512..512 + len].copy_from_slice(&dy);
+    let (inputs_buf, outputs) = (upload(&host), upload(&vec![0.0; 1000]));
+    let (vx, vdy, vout) = (View::at(&inputs_buf, 256), View::at(&inputs_buf, 2048), View::at(&outputs, 512));
+    for act in ALL {
+        run(&kernel, &kernel.bind_forward(device, act, len as u64, vx, vout).unwrap());
+        let y = common::download(&outputs)[128..128 + len].to_vec();
+        run(&kernel, &kernel.bind_backward(device, act, len as u64, vx, vdy, vout).unwrap());
+        let dx = common::download(&outputs)[128..128 + len].to_vec();
+        // In place: the operand at byte 512 of its own buffer.
+        let own = upload(&[vec![0.0; 128], x.clone()].concat());
+        run(&kernel, &kernel.bind_forward_in_place(device, act, len as u64, View::at(&own, 512)).unwrap());
+        let y_in_place = common::download(&own)[128..].to_vec();
+        let grads = upload(&[vec![0.0; 128], dy.clone()].concat());
+        run(&kernel, &kernel.bind_backward_in_place(device, act, len as u64, vx, View::at(&grads, 512)).unwrap());
+        let dx_in_place = common::download(&grads)[128..].to_vec();
+        for i in 0..len {
+            let (want_y, want_dx) = (twin::forward(act, x[i] as f64), twin::grad_through(act, dy[i] as f64, x[i] as f64));
+            assert!(close(y[i], want_y) && close(y_in_place[i], want_y), "{act:?} forward at {i}: {} / {} vs {want_y}", y[i], y_in_place[i]);
+            assert!(close(dx[i], want_dx) && close(dx_in_place[i], want_dx), "{act:?} backward at {i}: {} / {} vs {want_dx}", dx[i], dx_in_place[i]);
+        }
+    }
+    // The output overlapping the input's range of the same buffer, and an unaligned offset.
+    let overlapping = kernel.bind_forward(device, Activation::Relu, len as u64, vx, View::at(&inputs_buf, 512));
+    assert!(overlapping.is_err(), "an output overlapping the input is refused");
+    let unaligned = kernel.bind_forward_in_place(device, Activation::Relu, 4, View::at(&outputs, 4));
+    assert!(unaligned.is_err(), "an offset not a multiple of 256 bytes is refused");
+}

@@ -154,3 +154,34 @@ fn bad_input_is_a_typed_error() {
     assert!(matches!(kernel.bind_mse(device, 7, &x, &x, &g, &l), Err(Error::LengthMismatch { .. })));
     assert!(kernel.bind_mse(device, 6, &x, &x, &g, &l).is_ok(), "prediction and target may share a buffer");
 }
+
+/// Operands as views at non-zero offsets of shared buffers (the logits and the targets in
+/// one, the gradient and the loss in another) give what whole buffers give.
+#[test]
+fn views_at_offsets_give_what_whole_buffers_give() {
+    use gradguard::kernels::View;
+    let device = &gpu().device;
+    let kernel = LossKernel::new(device).unwrap();
+    let mut rng = StdRng::seed_from_u64(9);
+    let (batch, classes) = (5u32, 7u32);
+    let logits: Vec<f32> = (0..batch * classes).map(|_| rng.random_range(-3.0..3.0)).collect();
+    let targets: Vec<u32> = (0..batch).map(|_| rng.random_range(0..classes)).collect();
+    let (want_loss, want_grad) = cross_entropy_gpu(&logits, &targets, classes);
+    // Words 64.. hold the logits, 128.. the targets' bits; the outputs at words 64 and 192.
+    let mut inputs = vec![0u32; 256];
+    inputs[64..64 + logits.len()].copy_from_slice(bytemuck::cast_slice(&logits));
+    inputs[128..128 + targets.len()].copy_from_slice(&targets);
+    let (ins, outs) = (upload(&inputs), upload(&vec![0f32; 256]));
+    let binding = kernel
+        .bind_cross_entropy(device, batch, classes, View::at(&ins, 256), View::at(&ins, 512), View::at(&outs, 256), View::at(&outs, 768))
+        .unwrap();
+    let mut encoder = device.create_command_encoder(&Default::default());
+    kernel.encode(&mut encoder.begin_compute_pass(&Default::default()), &binding);
+    gpu().queue.submit([encoder.finish()]);
+    let out = read_f32s(device, &gpu().queue, &outs).unwrap();
+    assert_eq!(out[192].to_bits(), want_loss.to_bits(), "loss");
+    assert_eq!(&out[64..64 + want_grad.len()], &want_grad[..], "gradient");
+    // A gradient view overlapping the loss value's in one buffer is refused.
+    let overlapping = kernel.bind_cross_entropy(device, batch, classes, &ins, View::at(&ins, 512), View::at(&outs, 0), View::at(&outs, 0));
+    assert!(overlapping.is_err());
+}

@@ -1,8 +1,8 @@
 //! `shaders/activation.wgsl`: elementwise activations, forward and backward.
 
 use super::{
-    bind_group, check_distinct, dispatch, index_range, layout, pipeline, placeholder, storage_entry, storage_words,
-    uniform, uniform_entry,
+    bind_group, check_disjoint, dispatch, index_range, layout, pipeline, placeholder, storage_entry, storage_view, uniform,
+    uniform_entry, View,
 };
 use crate::error::{Error, Result};
 use crate::shaders;
@@ -64,22 +64,39 @@ impl Activation {
     }
 }
 
+/// Which entry point a binding runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// `y = f(x)`.
+    Forward,
+    /// `x = f(x)`, in place (torch's `inplace=True`).
+    ForwardInPlace,
+    /// `dx = dy·f'(x)`.
+    Backward,
+    /// `dy = dy·f'(x)`, the gradient overwriting the upstream gradient.
+    BackwardInPlace,
+}
+
 /// A bound forward or backward pass over `len` elements.
 #[derive(Debug)]
 pub struct ActivationBinding {
     group: wgpu::BindGroup,
-    backward: bool,
+    pass: Pass,
     len: u32,
 }
 
-/// The activation pipelines: bind a forward or backward pass, then encode it. Buffers
-/// need STORAGE usage.
+/// The activation pipelines: bind a forward or backward pass over views of buffers
+/// (STORAGE usage, offsets multiples of [`VIEW_ALIGN`](super::VIEW_ALIGN)), in place or
+/// not, then encode it.
 #[derive(Debug)]
 pub struct ActivationKernel {
-    /// 0 x, 1 dy (read-only; a placeholder in forward), 2 output (read-write), 3 params.
+    /// 0 x, 1 dy (read-only; a placeholder where a pass does not read it), 2 output (read-write;
+    /// in place, the operand), 3 params.
     pub layout: wgpu::BindGroupLayout,
     forward: wgpu::ComputePipeline,
+    forward_in_place: wgpu::ComputePipeline,
     backward: wgpu::ComputePipeline,
+    backward_in_place: wgpu::ComputePipeline,
     placeholder: wgpu::Buffer,
 }
 
@@ -94,45 +111,74 @@ impl ActivationKernel {
         let s = &shaders::ACTIVATION;
         Ok(Self {
             forward: pipeline(device, s, "forward", &[&layout], &[])?,
+            forward_in_place: pipeline(device, s, "forward_in_place", &[&layout], &[])?,
             backward: pipeline(device, s, "backward", &[&layout], &[])?,
+            backward_in_place: pipeline(device, s, "backward_in_place", &[&layout], &[])?,
             placeholder: placeholder(device),
             layout,
         })
     }
 
-    /// Binds `y = f(x)` over the first `len` elements (`y` must not be `x`).
-    pub fn bind_forward(
+    /// Binds `y = f(x)` over `len` elements (`y` must not overlap `x`; for `x = f(x)` use
+    /// [`ActivationKernel::bind_forward_in_place`]).
+    pub fn bind_forward<'a>(
         &self,
         device: &wgpu::Device,
         activation: Activation,
         len: u64,
-        x: &wgpu::Buffer,
-        y: &wgpu::Buffer,
+        x: impl Into<View<'a>>,
+        y: impl Into<View<'a>>,
     ) -> Result<ActivationBinding> {
-        self.bind(device, activation, len, x, None, y)
+        self.bind(device, activation, len, Pass::Forward, Some(x.into()), None, y.into())
+    }
+
+    /// Binds `x = f(x)` over `len` elements, in place.
+    pub fn bind_forward_in_place<'a>(
+        &self,
+        device: &wgpu::Device,
+        activation: Activation,
+        len: u64,
+        x: impl Into<View<'a>>,
+    ) -> Result<ActivationBinding> {
+        self.bind(device, activation, len, Pass::ForwardInPlace, None, None, x.into())
     }
 
     /// Binds `dx = dy·f'(x)` from the forward input `x`.
-    pub fn bind_backward(
+    pub fn bind_backward<'a>(
         &self,
         device: &wgpu::Device,
         activation: Activation,
         len: u64,
-        x: &wgpu::Buffer,
-        dy: &wgpu::Buffer,
-        dx: &wgpu::Buffer,
+        x: impl Into<View<'a>>,
+        dy: impl Into<View<'a>>,
+        dx: impl Into<View<'a>>,
     ) -> Result<ActivationBinding> {
-        self.bind(device, activation, len, x, Some(dy), dx)
+        self.bind(device, activation, len, Pass::Backward, Some(x.into()), Some(dy.into()), dx.into())
     }
 
-    fn bind(
+    /// Binds `dy = dy·f'(x)` from the forward input `x`: the gradient overwrites the
+    /// upstream gradient. `x` must be the forward's input, so not after an in-place forward.
+    pub fn bind_backward_in_place<'a>(
         &self,
         device: &wgpu::Device,
         activation: Activation,
         len: u64,
-        x: &wgpu::Buffer,
-        dy: Option<&wgpu::Buffer>,
-        out: &wgpu::Buffer,
+        x: impl Into<View<'a>>,
+        dy: impl Into<View<'a>>,
+    ) -> Result<ActivationBinding> {
+        self.bind(device, activation, len, Pass::BackwardInPlace, Some(x.into()), None, dy.into())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn bind<'a>(
+        &'a self,
+        device: &wgpu::Device,
+        activation: Activation,
+        len: u64,
+        pass: Pass,
+        x: Option<View<'a>>,
+        dy: Option<View<'a>>,
+        out: View<'a>,
     ) -> Result<ActivationBinding> {
         let (kind, slope) = activation.code();
         if !slope.is_finite() {
@@ -141,27 +187,39 @@ impl ActivationKernel {
         if len == 0 {
             return Err(Error::Invalid("activation: zero elements".into()));
         }
-        let len = index_range("activation", len)?;
-        let mut buffers = vec![("activation input", x, false), ("activation output", out, true)];
-        buffers.extend(dy.map(|dy| ("activation upstream gradient", dy, false)));
-        check_distinct(&buffers)?;
-        let params = uniform(device, "activation params", &[len, kind, slope.to_bits(), 0])?;
+        let words = index_range("activation", len)?;
+        let out_name = match pass {
+            Pass::ForwardInPlace => "activation operand (in place)",
+            Pass::BackwardInPlace => "activation upstream gradient (overwritten)",
+            _ => "activation output",
+        };
+        let mut views = vec![(out_name, out, len, true)];
+        views.extend(x.map(|x| ("activation input", x, len, false)));
+        views.extend(dy.map(|dy| ("activation upstream gradient", dy, len, false)));
+        check_disjoint(&views)?;
+        let optional = |name, view: Option<View<'a>>| match view {
+            Some(v) => storage_view(name, v, len),
+            None => Ok(self.placeholder.as_entire_binding()),
+        };
+        let params = uniform(device, "activation params", &[words, kind, slope.to_bits(), 0])?;
         let resources = vec![
-            storage_words("activation input", x, len as u64)?,
-            match dy {
-                Some(dy) => storage_words("activation upstream gradient", dy, len as u64)?,
-                None => self.placeholder.as_entire_binding(),
-            },
-            storage_words("activation output", out, len as u64)?,
+            optional("activation input", x)?,
+            optional("activation upstream gradient", dy)?,
+            storage_view(out_name, out, len)?,
             params.as_entire_binding(),
         ];
         let group = bind_group(device, &self.layout, "activation", resources)?;
-        Ok(ActivationBinding { group, backward: dy.is_some(), len })
+        Ok(ActivationBinding { group, pass, len: words })
     }
 
     /// Records `binding`'s dispatch into `pass`.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, binding: &ActivationBinding) {
-        let pipeline = if binding.backward { &self.backward } else { &self.forward };
+        let pipeline = match binding.pass {
+            Pass::Forward => &self.forward,
+            Pass::ForwardInPlace => &self.forward_in_place,
+            Pass::Backward => &self.backward,
+            Pass::BackwardInPlace => &self.backward_in_place,
+        };
         dispatch(pass, pipeline, &binding.group, binding.len.div_ceil(256));
     }
 }

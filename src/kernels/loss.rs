@@ -2,8 +2,8 @@
 //! one pass plus a fixed-order mean.
 
 use super::{
-    bind_group, check_distinct, dispatch, index_range, layout, pipeline, storage_entry, storage_words, uniform,
-    uniform_entry,
+    bind_group, check_disjoint, dispatch, index_range, layout, pipeline, storage_entry, storage_view, uniform,
+    uniform_entry, View,
 };
 use crate::error::{Error, Result};
 use crate::shaders;
@@ -55,62 +55,54 @@ impl LossKernel {
     /// `loss[0]`, and its gradient with respect to the logits into `grad`.
     /// `logits` and `grad` are `[batch, classes]` f32, `targets` `[batch]` u32 class ids.
     #[allow(clippy::too_many_arguments)]
-    pub fn bind_cross_entropy(
+    pub fn bind_cross_entropy<'a>(
         &self,
         device: &wgpu::Device,
         batch: u32,
         classes: u32,
-        logits: &wgpu::Buffer,
-        targets: &wgpu::Buffer,
-        grad: &wgpu::Buffer,
-        loss: &wgpu::Buffer,
+        logits: impl Into<View<'a>>,
+        targets: impl Into<View<'a>>,
+        grad: impl Into<View<'a>>,
+        loss: impl Into<View<'a>>,
     ) -> Result<LossBinding> {
         if batch == 0 || classes == 0 {
             return Err(Error::Invalid(format!("cross entropy: batch and classes must be ≥ 1, got {batch}x{classes}")));
         }
         let len = index_range("cross entropy logits", batch as u64 * classes as u64)?;
-        self.bind(device, [batch, classes, batch, batch], len, logits, targets, grad, loss, true)
+        let views = [logits.into(), targets.into(), grad.into(), loss.into()];
+        self.bind(device, [batch, classes, batch, batch], len, views, true)
     }
 
     /// `torch.nn.functional.mse_loss(pred, target)` (mean over all `len` elements) into
     /// `loss[0]`, and its gradient with respect to `pred` into `grad`.
-    pub fn bind_mse(
+    pub fn bind_mse<'a>(
         &self,
         device: &wgpu::Device,
         len: u64,
-        pred: &wgpu::Buffer,
-        target: &wgpu::Buffer,
-        grad: &wgpu::Buffer,
-        loss: &wgpu::Buffer,
+        pred: impl Into<View<'a>>,
+        target: impl Into<View<'a>>,
+        grad: impl Into<View<'a>>,
+        loss: impl Into<View<'a>>,
     ) -> Result<LossBinding> {
         if len == 0 {
             return Err(Error::Invalid("mse: zero elements".into()));
         }
         let len = index_range("mse", len)?;
         let groups = len.div_ceil(256);
-        self.bind(device, [len, 1, groups, len], len, pred, target, grad, loss, false)
+        self.bind(device, [len, 1, groups, len], len, [pred.into(), target.into(), grad.into(), loss.into()], false)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn bind(
-        &self,
-        device: &wgpu::Device,
-        params: [u32; 4],
-        len: u32,
-        input: &wgpu::Buffer,
-        target: &wgpu::Buffer,
-        grad: &wgpu::Buffer,
-        loss: &wgpu::Buffer,
-        cross_entropy: bool,
-    ) -> Result<LossBinding> {
+    /// `views`: the input, the targets, the gradient and the loss value.
+    fn bind(&self, device: &wgpu::Device, params: [u32; 4], len: u32, views: [View<'_>; 4], cross_entropy: bool) -> Result<LossBinding> {
         let [rows, _, partial_count, _] = params;
-        check_distinct(&[
-            ("loss input", input, false),
-            ("loss target", target, false),
-            ("loss gradient", grad, true),
-            ("loss value", loss, true),
-        ])?;
+        let [input, target, grad, loss] = views;
         let targets = if cross_entropy { rows } else { len };
+        check_disjoint(&[
+            ("loss input", input, len as u64, false),
+            ("loss target", target, targets as u64, false),
+            ("loss gradient", grad, len as u64, true),
+            ("loss value", loss, 1, true),
+        ])?;
         let partials = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("gradguard loss partials"),
             size: 4 * partial_count as u64,
@@ -119,11 +111,11 @@ impl LossKernel {
         });
         let uniform = uniform(device, "loss params", &params)?;
         let resources = vec![
-            storage_words("loss input", input, len as u64)?,
-            storage_words("loss target", target, targets as u64)?,
-            storage_words("loss gradient", grad, len as u64)?,
+            storage_view("loss input", input, len as u64)?,
+            storage_view("loss target", target, targets as u64)?,
+            storage_view("loss gradient", grad, len as u64)?,
             partials.as_entire_binding(),
-            storage_words("loss value", loss, 1)?,
+            storage_view("loss value", loss, 1)?,
             uniform.as_entire_binding(),
         ];
         let group = bind_group(device, &self.layout, "loss", resources)?;
