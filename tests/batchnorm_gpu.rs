@@ -53,27 +53,27 @@ fn train_eval_backward_match_twin() {
         let (gdx, gdgamma, gdbeta, gy_eval) =
             (upload(&vec![0.0; len]), upload(&vec![0.0; nf]), upload(&vec![0.0; nf]), upload(&vec![0.0; len]));
         let train = BatchNormTrain {
-            x: &gx,
+            x: (&gx).into(),
             gamma: (&ggamma).into(),
             beta: (&gbeta).into(),
-            y: &gy,
-            saved: &gsaved,
-            running_mean: &grm,
-            running_var: &grv,
+            y: (&gy).into(),
+            saved: (&gsaved).into(),
+            running_mean: (&grm).into(),
+            running_var: (&grv).into(),
         };
         run(&kernel, &kernel.bind_train(device, &bn, train).unwrap());
         let back = BatchNormBackward {
-            x: &gx,
+            x: (&gx).into(),
             gamma: (&ggamma).into(),
-            saved: &gsaved,
-            dy: &gdy,
-            dx: &gdx,
+            saved: (&gsaved).into(),
+            dy: (&gdy).into(),
+            dx: (&gdx).into(),
             dgamma: (&gdgamma).into(),
             dbeta: (&gdbeta).into(),
         };
         run(&kernel, &kernel.bind_backward(device, &bn, back).unwrap());
         let eval =
-            BatchNormEval { x: &gx, gamma: (&ggamma).into(), beta: (&gbeta).into(), y: &gy_eval, running_mean: &grm, running_var: &grv };
+            BatchNormEval { x: (&gx).into(), gamma: (&ggamma).into(), beta: (&gbeta).into(), y: (&gy_eval).into(), running_mean: (&grm).into(), running_var: (&grv).into() };
         run(&kernel, &kernel.bind_eval(device, &bn, eval).unwrap());
 
         let (mut rm, mut rv) = (widen(&rm0), widen(&rv0));
@@ -106,13 +106,13 @@ fn running_stats_after_one_step() {
     let (gx, ggamma, gbeta) = (upload(&[1.0, 2.0, 3.0, 4.0]), upload(&[1.0]), upload(&[0.0]));
     let (gy, gsaved, grm, grv) = (upload(&[0.0; 4]), upload(&[0.0; 2]), upload(&[0.0]), upload(&[1.0]));
     let train = BatchNormTrain {
-        x: &gx,
+        x: (&gx).into(),
         gamma: (&ggamma).into(),
         beta: (&gbeta).into(),
-        y: &gy,
-        saved: &gsaved,
-        running_mean: &grm,
-        running_var: &grv,
+        y: (&gy).into(),
+        saved: (&gsaved).into(),
+        running_mean: (&grm).into(),
+        running_var: (&grv).into(),
     };
     run(&kernel, &kernel.bind_train(device, &bn, train).unwrap());
     let inv_std = 1.0 / (1.25f64 + 1e-5).sqrt();
@@ -174,26 +174,26 @@ fn bad_input_is_a_typed_error() {
         mapped_at_creation: false,
     });
     let train =
-        BatchNormTrain { x: &x, gamma: (&f1).into(), beta: (&f2).into(), y: &y, saved: &saved, running_mean: &f3, running_var: &f4 };
+        BatchNormTrain { x: (&x).into(), gamma: (&f1).into(), beta: (&f2).into(), y: (&y).into(), saved: (&saved).into(), running_mean: (&f3).into(), running_var: (&f4).into() };
     assert!(kernel.bind_train(device, &BatchNorm::new(2, 4), train).is_ok());
     assert!(matches!(kernel.bind_train(device, &BatchNorm::new(1, 4), train), Err(Error::Invalid(_))));
     assert!(matches!(kernel.bind_train(device, &BatchNorm::new(0, 4), train), Err(Error::Invalid(_))));
     assert!(matches!(kernel.bind_train(device, &BatchNorm::new(4, 4), train), Err(Error::LengthMismatch { .. })));
     assert!(matches!(
-        kernel.bind_train(device, &BatchNorm::new(2, 4), BatchNormTrain { y: &x, ..train }),
+        kernel.bind_train(device, &BatchNorm::new(2, 4), BatchNormTrain { y: (&x).into(), ..train }),
         Err(Error::Invalid(_))
     ));
     assert!(matches!(
-        kernel.bind_train(device, &BatchNorm::new(2, 4), BatchNormTrain { x: &no_storage, ..train }),
+        kernel.bind_train(device, &BatchNorm::new(2, 4), BatchNormTrain { x: (&no_storage).into(), ..train }),
         Err(Error::MissingBufferUsage { .. })
     ));
     assert!(matches!(
         kernel.bind_train(device, &BatchNorm { eps: 0.0, ..BatchNorm::new(2, 4) }, train),
         Err(Error::Invalid(_))
     ));
-    let eval = BatchNormEval { x: &x, gamma: (&f1).into(), beta: (&f2).into(), y: &y, running_mean: &f3, running_var: &f4 };
+    let eval = BatchNormEval { x: (&x).into(), gamma: (&f1).into(), beta: (&f2).into(), y: (&y).into(), running_mean: (&f3).into(), running_var: (&f4).into() };
     assert!(kernel.bind_eval(device, &BatchNorm::new(1, 4), eval).is_ok(), "eval works on a batch of one");
-    let back = BatchNormBackward { x: &x, gamma: (&f1).into(), saved: &saved, dy: &y, dx: &no_storage, dgamma: (&f3).into(), dbeta: (&f4).into() };
+    let back = BatchNormBackward { x: (&x).into(), gamma: (&f1).into(), saved: (&saved).into(), dy: (&y).into(), dx: (&no_storage).into(), dgamma: (&f3).into(), dbeta: (&f4).into() };
     assert!(matches!(kernel.bind_backward(device, &BatchNorm::new(2, 4), back), Err(Error::MissingBufferUsage { .. })));
 }
 
@@ -214,19 +214,19 @@ fn deferred_running_update_obeys_the_skip_flag() {
 
     // Immediate, for reference.
     let (gy, gsaved, grm, grv) = (upload(&vec![0.0; x.len()]), upload(&vec![0.0; 2 * f]), upload(&rm0), upload(&rv0));
-    let train = BatchNormTrain { x: &gx, gamma: (&ggamma).into(), beta: (&gbeta).into(), y: &gy, saved: &gsaved, running_mean: &grm, running_var: &grv };
+    let train = BatchNormTrain { x: (&gx).into(), gamma: (&ggamma).into(), beta: (&gbeta).into(), y: (&gy).into(), saved: (&gsaved).into(), running_mean: (&grm).into(), running_var: (&grv).into() };
     run(&kernel, &kernel.bind_train(device, &bn, train).unwrap());
 
     for skip in [0u32, 1] {
         let (dy, dsaved, drm, drv) = (upload(&vec![0.0; x.len()]), upload(&vec![0.0; 3 * f]), upload(&rm0), upload(&rv0));
         let stats = upload(&[0.0, 0.0, f32::from_bits(skip), 0.0]);
-        let train = BatchNormTrain { x: &gx, gamma: (&ggamma).into(), beta: (&gbeta).into(), y: &dy, saved: &dsaved, running_mean: &drm, running_var: &drv };
+        let train = BatchNormTrain { x: (&gx).into(), gamma: (&ggamma).into(), beta: (&gbeta).into(), y: (&dy).into(), saved: (&dsaved).into(), running_mean: (&drm).into(), running_var: (&drv).into() };
         run(&kernel, &kernel.bind_train_deferred(device, &bn, train).unwrap());
         assert_eq!(read(&drm), rm0, "the deferred forward leaves the running mean alone");
         assert_eq!(read(&drv), rv0);
         assert_close("deferred y", &read(&dy), &widen(&read(&gy)), 1e-7);
         assert_close("deferred saved", &read(&dsaved)[..2 * f], &widen(&read(&gsaved)), 1e-7);
-        let running = BatchNormRunning { saved: &dsaved, running_mean: &drm, running_var: &drv, norm_stats: &stats };
+        let running = BatchNormRunning { saved: (&dsaved).into(), running_mean: (&drm).into(), running_var: (&drv).into(), norm_stats: (&stats).into() };
         run(&kernel, &kernel.bind_running(device, &bn, running).unwrap());
         if skip == 0 {
             assert_close("deferred running mean", &read(&drm), &widen(&read(&grm)), 1e-6);
@@ -247,12 +247,12 @@ fn deferred_running_update_obeys_the_skip_flag() {
     // Bad input: a saved buffer without the third row, a stats buffer without the flag.
     let (short_saved, rm, rv) = (upload(&vec![0.0; 2 * f]), upload(&rm0), upload(&rv0));
     let stats = upload(&[0.0; 4]);
-    let bad = BatchNormRunning { saved: &short_saved, running_mean: &rm, running_var: &rv, norm_stats: &stats };
+    let bad = BatchNormRunning { saved: (&short_saved).into(), running_mean: (&rm).into(), running_var: (&rv).into(), norm_stats: (&stats).into() };
     assert!(matches!(kernel.bind_running(device, &bn, bad), Err(Error::LengthMismatch { .. })));
     let (saved, tiny) = (upload(&vec![0.0; 3 * f]), upload(&[0.0; 2]));
-    let bad = BatchNormRunning { saved: &saved, running_mean: &rm, running_var: &rv, norm_stats: &tiny };
+    let bad = BatchNormRunning { saved: (&saved).into(), running_mean: (&rm).into(), running_var: (&rv).into(), norm_stats: (&tiny).into() };
     assert!(matches!(kernel.bind_running(device, &bn, bad), Err(Error::LengthMismatch { .. })));
-    let bad = BatchNormRunning { saved: &saved, running_mean: &rm, running_var: &rm, norm_stats: &stats };
+    let bad = BatchNormRunning { saved: (&saved).into(), running_mean: (&rm).into(), running_var: (&rm).into(), norm_stats: (&stats).into() };
     assert!(matches!(kernel.bind_running(device, &bn, bad), Err(Error::Invalid(_))));
 }
 

@@ -3,8 +3,8 @@
 //! forward and backward.
 
 use super::{
-    bind_group, check_disjoint, check_distinct, dispatch, index_range, layout, pipeline, placeholder, storage_entry,
-    storage_view, storage_words, uniform, uniform_entry, View,
+    bind_group, check_disjoint, dispatch, index_range, layout, pipeline, placeholder, storage_entry, storage_view,
+    uniform, uniform_entry, View,
 };
 use crate::error::{Error, Result};
 use crate::shaders;
@@ -69,74 +69,74 @@ pub struct RunningStats {
     pub var: wgpu::Buffer,
 }
 
-/// Buffers of the training forward. `saved` (2·features f32: mean, then inv_std) is what
+/// Views of the training forward. `saved` (2·features f32: mean, then inv_std) is what
 /// the backward reads; the running stats (features f32 each) are updated in place.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchNormTrain<'a> {
     /// Input, `batch·features` f32.
-    pub x: &'a wgpu::Buffer,
+    pub x: View<'a>,
     /// Scale γ, `features` f32.
     pub gamma: View<'a>,
     /// Shift β, `features` f32.
     pub beta: View<'a>,
     /// Output, `batch·features` f32, overwritten.
-    pub y: &'a wgpu::Buffer,
+    pub y: View<'a>,
     /// Batch statistics for the backward: 2·features f32 (3·features for
     /// [`BatchNormKernel::bind_train_deferred`]), overwritten.
-    pub saved: &'a wgpu::Buffer,
+    pub saved: View<'a>,
     /// Running mean, `features` f32, updated in place (left alone when deferred).
-    pub running_mean: &'a wgpu::Buffer,
+    pub running_mean: View<'a>,
     /// Running unbiased variance, `features` f32, updated in place (left alone when deferred).
-    pub running_var: &'a wgpu::Buffer,
+    pub running_var: View<'a>,
 }
 
-/// Buffers of the deferred running-stat update ([`BatchNormKernel::bind_running`]):
+/// Views of the deferred running-stat update ([`BatchNormKernel::bind_running`]):
 /// `saved` as the deferred training forward writes it (3·features f32: mean, inv_std,
 /// biased variance), the running stats it moves, and a `GradNorm`'s stats buffer whose
 /// skip flag (word 2) stops it.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchNormRunning<'a> {
     /// 3·features f32 written by the deferred training forward.
-    pub saved: &'a wgpu::Buffer,
+    pub saved: View<'a>,
     /// Running mean, `features` f32, updated in place.
-    pub running_mean: &'a wgpu::Buffer,
+    pub running_mean: View<'a>,
     /// Running unbiased variance, `features` f32, updated in place.
-    pub running_var: &'a wgpu::Buffer,
+    pub running_var: View<'a>,
     /// A [`GradNorm`](crate::GradNorm) stats buffer; its skip flag cancels the update.
-    pub norm_stats: &'a wgpu::Buffer,
+    pub norm_stats: View<'a>,
 }
 
-/// Buffers of the evaluation forward, from the running stats.
+/// Views of the evaluation forward, from the running stats.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchNormEval<'a> {
     /// Input, `batch·features` f32.
-    pub x: &'a wgpu::Buffer,
+    pub x: View<'a>,
     /// Scale γ, `features` f32.
     pub gamma: View<'a>,
     /// Shift β, `features` f32.
     pub beta: View<'a>,
     /// Output, `batch·features` f32, overwritten.
-    pub y: &'a wgpu::Buffer,
+    pub y: View<'a>,
     /// Running mean, `features` f32 (read only, though bound writable).
-    pub running_mean: &'a wgpu::Buffer,
+    pub running_mean: View<'a>,
     /// Running variance, `features` f32 (read only, though bound writable).
-    pub running_var: &'a wgpu::Buffer,
+    pub running_var: View<'a>,
 }
 
-/// Buffers of the backward: the forward's input and `saved`, the upstream `dy`, and the
+/// Views of the backward: the forward's input and `saved`, the upstream `dy`, and the
 /// gradients it writes (overwriting).
 #[derive(Clone, Copy, Debug)]
 pub struct BatchNormBackward<'a> {
     /// The forward's input, `batch·features` f32.
-    pub x: &'a wgpu::Buffer,
+    pub x: View<'a>,
     /// Scale γ, `features` f32.
     pub gamma: View<'a>,
     /// The training forward's `saved` (mean, inv_std).
-    pub saved: &'a wgpu::Buffer,
+    pub saved: View<'a>,
     /// Gradient of the loss with respect to the output, `batch·features` f32.
-    pub dy: &'a wgpu::Buffer,
+    pub dy: View<'a>,
     /// Gradient with respect to the input, `batch·features` f32, overwritten.
-    pub dx: &'a wgpu::Buffer,
+    pub dx: View<'a>,
     /// Gradient with respect to γ, `features` f32, overwritten.
     pub dgamma: View<'a>,
     /// Gradient with respect to β, `features` f32, overwritten.
@@ -208,13 +208,13 @@ impl BatchNormKernel {
     pub fn bind_train(&self, device: &wgpu::Device, bn: &BatchNorm, b: BatchNormTrain<'_>) -> Result<BatchNormBinding> {
         let (len, f) = (bn.len(), bn.features as u64);
         let slots = [
-            ("batch norm x", Some(b.x.into()), len, false),
+            ("batch norm x", Some(b.x), len, false),
             ("batch norm gamma", Some(b.gamma), f, false),
             ("batch norm beta", Some(b.beta), f, false),
-            ("batch norm y", Some(b.y.into()), len, true),
-            ("batch norm saved stats", Some(b.saved.into()), 2 * f, true),
-            ("batch norm running mean", Some(b.running_mean.into()), f, true),
-            ("batch norm running var", Some(b.running_var.into()), f, true),
+            ("batch norm y", Some(b.y), len, true),
+            ("batch norm saved stats", Some(b.saved), 2 * f, true),
+            ("batch norm running mean", Some(b.running_mean), f, true),
+            ("batch norm running var", Some(b.running_var), f, true),
         ];
         self.bind(device, bn, Entry::Train, 2, slots)
     }
@@ -226,13 +226,13 @@ impl BatchNormKernel {
     pub fn bind_train_deferred(&self, device: &wgpu::Device, bn: &BatchNorm, b: BatchNormTrain<'_>) -> Result<BatchNormBinding> {
         let (len, f) = (bn.len(), bn.features as u64);
         let slots = [
-            ("batch norm x", Some(b.x.into()), len, false),
+            ("batch norm x", Some(b.x), len, false),
             ("batch norm gamma", Some(b.gamma), f, false),
             ("batch norm beta", Some(b.beta), f, false),
-            ("batch norm y", Some(b.y.into()), len, true),
-            ("batch norm saved stats (deferred)", Some(b.saved.into()), 3 * f, true),
-            ("batch norm running mean", Some(b.running_mean.into()), f, true),
-            ("batch norm running var", Some(b.running_var.into()), f, true),
+            ("batch norm y", Some(b.y), len, true),
+            ("batch norm saved stats (deferred)", Some(b.saved), 3 * f, true),
+            ("batch norm running mean", Some(b.running_mean), f, true),
+            ("batch norm running var", Some(b.running_var), f, true),
         ];
         self.bind(device, bn, Entry::TrainDeferred, 2, slots)
     }
@@ -242,19 +242,19 @@ impl BatchNormKernel {
     pub fn bind_running(&self, device: &wgpu::Device, bn: &BatchNorm, b: BatchNormRunning<'_>) -> Result<BatchNormBinding> {
         let params = uniform(device, "batch norm params", &bn.params(2)?)?;
         let f = bn.features as u64;
-        check_distinct(&[
-            ("batch norm saved stats (deferred)", b.saved, true),
-            ("batch norm running mean", b.running_mean, true),
-            ("batch norm running var", b.running_var, true),
-            ("gradient norm stats", b.norm_stats, false),
-        ])?;
         let skip_words = super::norm::STATS_SKIP_OFFSET / 4 + 1;
+        check_disjoint(&[
+            ("batch norm saved stats (deferred)", b.saved, 3 * f, true),
+            ("batch norm running mean", b.running_mean, f, true),
+            ("batch norm running var", b.running_var, f, true),
+            ("gradient norm stats", b.norm_stats, skip_words, false),
+        ])?;
         let resources = [
-            (4, storage_words("batch norm saved stats (deferred)", b.saved, 3 * f)?),
-            (5, storage_words("batch norm running mean", b.running_mean, f)?),
-            (6, storage_words("batch norm running var", b.running_var, f)?),
+            (4, storage_view("batch norm saved stats (deferred)", b.saved, 3 * f)?),
+            (5, storage_view("batch norm running mean", b.running_mean, f)?),
+            (6, storage_view("batch norm running var", b.running_var, f)?),
             (7, params.as_entire_binding()),
-            (8, storage_words("gradient norm stats", b.norm_stats, skip_words)?),
+            (8, storage_view("gradient norm stats", b.norm_stats, skip_words)?),
         ];
         let entries: Vec<_> =
             resources.into_iter().map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource }).collect();
@@ -272,13 +272,13 @@ impl BatchNormKernel {
     pub fn bind_eval(&self, device: &wgpu::Device, bn: &BatchNorm, b: BatchNormEval<'_>) -> Result<BatchNormBinding> {
         let (len, f) = (bn.len(), bn.features as u64);
         let slots = [
-            ("batch norm x", Some(b.x.into()), len, false),
+            ("batch norm x", Some(b.x), len, false),
             ("batch norm gamma", Some(b.gamma), f, false),
             ("batch norm beta", Some(b.beta), f, false),
-            ("batch norm y", Some(b.y.into()), len, true),
+            ("batch norm y", Some(b.y), len, true),
             ("unused", None, 0, true),
-            ("batch norm running mean", Some(b.running_mean.into()), f, true),
-            ("batch norm running var", Some(b.running_var.into()), f, true),
+            ("batch norm running mean", Some(b.running_mean), f, true),
+            ("batch norm running var", Some(b.running_var), f, true),
         ];
         self.bind(device, bn, Entry::Eval, 1, slots)
     }
@@ -292,11 +292,11 @@ impl BatchNormKernel {
     ) -> Result<BatchNormBinding> {
         let (len, f) = (bn.len(), bn.features as u64);
         let slots = [
-            ("batch norm x", Some(b.x.into()), len, false),
+            ("batch norm x", Some(b.x), len, false),
             ("batch norm gamma", Some(b.gamma), f, false),
-            ("batch norm dy", Some(b.dy.into()), len, false),
-            ("batch norm dx", Some(b.dx.into()), len, true),
-            ("batch norm saved stats", Some(b.saved.into()), 2 * f, true),
+            ("batch norm dy", Some(b.dy), len, false),
+            ("batch norm dx", Some(b.dx), len, true),
+            ("batch norm saved stats", Some(b.saved), 2 * f, true),
             ("batch norm dgamma", Some(b.dgamma), f, true),
             ("batch norm dbeta", Some(b.dbeta), f, true),
         ];

@@ -284,10 +284,11 @@ impl GpuModel {
                     let crate::kernels::batchnorm::RunningStats { mean, var } = spec_bn.running_stats(device, USAGE)?;
                     alloc.activation_bytes += mean.size() + var.size();
                     let (gamma, beta) = (w(p), w(p + 1));
-                    let train = BatchNormTrain { x, gamma, beta, y, saved: &saved, running_mean: &mean, running_var: &var };
+                    let (x, y, saved_view) = (View::from(x), View::from(y), View::from(&saved));
+                    let train = BatchNormTrain { x, gamma, beta, y, saved: saved_view, running_mean: (&mean).into(), running_var: (&var).into() };
                     forward.push(Op::BatchNorm(bn.bind_train_deferred(device, &spec_bn, train)?));
                     let dx = dacts[i].as_ref().expect("batch norm always gets an input gradient");
-                    let bwd = BatchNormBackward { x, gamma, saved: &saved, dy, dx, dgamma: g(p), dbeta: g(p + 1) };
+                    let bwd = BatchNormBackward { x, gamma, saved: saved_view, dy: dy.into(), dx: dx.into(), dgamma: g(p), dbeta: g(p + 1) };
                     back.push(Op::BatchNorm(bn.bind_backward(device, &spec_bn, bwd)?));
                     running.extend([mean, var]);
                     batch_stats.push((spec_bn, saved));
@@ -432,7 +433,7 @@ impl GpuModel {
             .iter()
             .zip(running.chunks(2))
             .map(|((bn, saved), pair)| {
-                let b = BatchNormRunning { saved, running_mean: &pair[0], running_var: &pair[1], norm_stats };
+                let b = BatchNormRunning { saved: saved.into(), running_mean: (&pair[0]).into(), running_var: (&pair[1]).into(), norm_stats: norm_stats.into() };
                 kernels.batchnorm.bind_running(device, bn, b)
             })
             .collect()
