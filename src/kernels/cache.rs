@@ -28,6 +28,19 @@ struct PipelineKey {
     layouts: Vec<wgpu::BindGroupLayout>,
 }
 
+/// One compiled pipeline, as [`KernelCache::variants`] lists it.
+#[derive(Clone, Debug)]
+pub struct PipelineVariant {
+    /// The shader's name in [`crate::shaders::ALL`].
+    pub shader: &'static str,
+    /// The entry point.
+    pub entry: String,
+    /// The override constants it was built with.
+    pub constants: Vec<(String, f64)>,
+    /// The entries of each bind-group layout, by group.
+    pub layouts: Vec<Vec<wgpu::BindGroupLayoutEntry>>,
+}
+
 /// The shared objects of one device.
 #[derive(Debug, Default)]
 pub struct KernelCache {
@@ -134,6 +147,25 @@ impl KernelCache {
     /// constants, layouts) once, however many objects use it.
     pub fn compiled_pipelines(&self) -> usize {
         *lock(&self.compiled)
+    }
+
+    /// Every pipeline compiled so far on this device, as what it was built from: for tests
+    /// that check each variant against its shader (naga validation with the constants
+    /// applied, the layouts against the entry point's bindings).
+    pub fn variants(&self) -> Vec<PipelineVariant> {
+        let layouts = lock(&self.layouts);
+        let entries_of = |layout: &wgpu::BindGroupLayout| {
+            layouts.iter().find(|(_, l)| *l == layout).map(|(entries, _)| entries.clone()).unwrap_or_default()
+        };
+        lock(&self.pipelines)
+            .keys()
+            .map(|k| PipelineVariant {
+                shader: k.shader,
+                entry: k.entry.clone(),
+                constants: k.constants.iter().map(|(name, bits)| (name.clone(), f64::from_bits(*bits))).collect(),
+                layouts: k.layouts.iter().map(entries_of).collect(),
+            })
+            .collect()
     }
 
     /// The bind-group layout with `entries` (the label of the first request names it).
