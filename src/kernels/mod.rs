@@ -2,6 +2,33 @@
 //! and `encode_*` functions that record into the caller's encoder, and the operands they take
 //! (`grad_set`, `View`). Nothing here submits or waits, and nothing here imports from above
 //! it: only `error` and `shaders`.
+//!
+//! # How a kernel takes its parameters
+//!
+//! One rule, by what a value is and who changes it:
+//!
+//! 1. **Override constants** choose the code: workgroup sizes, transposes and vector loads
+//!    (matmul, rnn), a mode or policy branch fixed for a binding's life (clip, optimizer,
+//!    batch norm's deferred running stats). One pipeline per combination, compiled once per
+//!    device by the [`KernelCache`]; `tests/pipeline_variants.rs` validates every one used.
+//! 2. **A uniform block**, written when the binding is made, holds the sizes and counts that
+//!    steer loops and branches around barriers (norm, batch norm, loss, and alike activation
+//!    and optimizer): WGSL's uniformity analysis accepts a barrier only under control flow
+//!    that depends on uniform values, which a uniform buffer's are and a storage buffer's are
+//!    not.
+//! 3. **Read-only storage** holds the shape of a kernel whose shapes differ from dispatch to
+//!    dispatch and steer loops without a barrier under them (matmul's `Shape`): lavapipe
+//!    (Mesa 22.3) compiled a new shader variant per dispatch for such uniform values, leaking
+//!    ~650 KB a dispatch (`shaders/matmul.wgsl`, BENCHMARKS.md). Kernels of rule 2 are bound
+//!    once with fixed values and have not shown it.
+//! 4. **Storage words** hold what changes between steps without a new pipeline, or what the
+//!    device itself computes: the learning rate ([`optimizer::lr_buffer`]), the clip
+//!    coefficient, skip flag and halt word of the norm's stats ([`norm::StatsHeader`]), an
+//!    adaptive clip's threshold and state, a norm's `max_norm` (a uniform rewritten by
+//!    `GradNorm::set_max_norm`).
+//!
+//! Known exceptions: the value clip's `clip_value` and AGC's `clipping` and `eps` are
+//! override constants, so a new value means a new pipeline (the cache keeps one per value).
 
 pub mod activation;
 pub mod adaptive;
