@@ -36,7 +36,15 @@ pub enum ClipPolicy {
     },
     /// optax `adaptive_grad_clip`: unit-wise against the parameter norm. `params` mirrors
     /// the gradient set; `unit_lens[i]` (which must divide segment i's length) is the
-    /// length of one unit of segment i: a row of a row-major weight, or the whole bias.
+    /// length of one unit of segment i, and a unit is always a contiguous run of elements.
+    ///
+    /// The unit axis, against optax: optax's `unitwise_norm` reduces a 2-D parameter over
+    /// axis 0 of JAX's `[in, out]` kernel layout, one norm per output unit. A PyTorch-layout
+    /// weight `[out, in]`, row-major, holds each output unit as a contiguous row: there
+    /// `unit_len = in` gives optax's result. A weight stored `[in, out]` row-major (JAX's
+    /// layout) has its output units strided: give it transposed, since rows of it would be
+    /// input units, another function (a relative error of 2.0 against optax on random data).
+    /// A bias or any 1-D parameter is one unit (`unit_len = len`), as in optax.
     Agc {
         /// Largest ratio of a unit's gradient norm to `max(its parameter norm, eps)`
         /// (finite, > 0; optax's `clipping`).
