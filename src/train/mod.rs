@@ -8,6 +8,8 @@
 pub mod args;
 pub mod checkpoint;
 pub mod config;
+mod controller;
+mod faults;
 mod output;
 pub mod replicas;
 
@@ -20,7 +22,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::kernels::buffer_init;
 
 use crate::adaptive::{AdaptiveClip, AdaptivePolicy};
 use crate::clip::{ClipPolicy, GradClip};
@@ -28,15 +29,15 @@ use crate::collective::Collective;
 use crate::data::{BatchOrder, Dataset, Score, Split};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::matmul::{MatmulBinding, MatmulOp, MatmulOperands};
 use crate::kernels::optimizer::{lr_buffer, set_lr, GradScale, OptimizerBinding, OptimizerBuffers, OptimizerState};
-use crate::kernels::View;
 use crate::monitor::{Detector, Explosion, GradMonitor};
 use crate::nn::cpu::CpuModel;
 use crate::nn::{GpuModel, ModelSpec, TrainKernels};
 use crate::norm::{GradNorm, NonFinitePolicy, NormConfig, NormStats};
 use crate::readback::{read_f32s, ReadbackRing};
 use checkpoint::{DeviceTensor, HostState, InFlight};
+use controller::Controller;
+use faults::FaultDrill;
 use replicas::Replicas;
 
 /// Steps between a step's submission and the host reading its record.
@@ -131,14 +132,6 @@ pub struct StepCounters {
     pub record_seconds: f64,
 }
 
-/// A fault bound once, recorded at its step, on the tensor at byte `offset` of the packed
-/// gradients.
-enum FaultOp {
-    /// Copy 4 bytes from `source` over the tensor's first element.
-    Overwrite { source: wgpu::Buffer, offset: u64 },
-    /// `scratch = grad · factor` (a k = 1 product), then copied back.
-    Scale { product: MatmulBinding, scratch: wgpu::Buffer, offset: u64 },
-}
 
 /// How a step clips: by scaling the gradients as the optimizer reads them (global and
 /// per-tensor norm clipping: no pass over the gradients, no second norm), or in place
@@ -260,14 +253,11 @@ pub struct Trainer<'g> {
     optimizer_state: OptimizerState,
     lr_buffer: wgpu::Buffer,
     written_lr: f32,
-    lr_scale: f32,
-    /// The step whose record last cut the learning rate.
-    last_lr_drop: Option<u64>,
     order: BatchOrder,
     /// Each step's `[NormStats words…, loss, norm after clipping]`, read `LAG` steps later.
     ring: ReadbackRing,
     monitor: GradMonitor,
-    faults: Vec<(u64, FaultOp)>,
+    faults: FaultDrill,
     /// The learning rate each submitted step still in the ring ran with.
     pending_lr: VecDeque<f32>,
     /// Records of steps before a resume that the stopped run had not read yet; they are
@@ -287,7 +277,8 @@ pub struct Trainer<'g> {
     records: Vec<StepRecord>,
     /// The periodic checks on the validation set so far.
     checks: Vec<Check>,
-    stopped: Option<String>,
+    /// The responses to what the records say: learning-rate cuts, stops.
+    controller: Controller,
     submits: u64,
     record_time: Duration,
     started: Instant,
@@ -409,7 +400,7 @@ impl<'g> Trainer<'g> {
             tensors.iter().map(|t| layers.iter().position(|(l, _)| *l == t.layer).unwrap_or(0)).collect();
         let monitor = GradMonitor::new(config.monitor.clone(), layers.into_iter().map(|l| l.1).collect(), segment_layer)?;
         let ours = config.faults.iter().filter(|f| f.rank.is_none_or(|r| r as usize == rank)).cloned().collect::<Vec<_>>();
-        let faults = Self::bind_faults(gpu, &kernels, &spec, &model, &ours)?;
+        let faults = FaultDrill::bind(gpu, &kernels, &spec, &model, &ours)?;
         let order = BatchOrder::new(split.train.len(), config.batch as usize, config.seed)?;
         // LAG + 1 slots: steps k - LAG … k are in flight when step k's copy is recorded.
         let record_bytes = clipping.record_sources(model.loss_buffer()).iter().map(|(_, size)| size).sum::<u64>()
@@ -426,8 +417,6 @@ impl<'g> Trainer<'g> {
             optimizer_state,
             lr_buffer: lr_buf,
             written_lr: lr,
-            lr_scale: 1.0,
-            last_lr_drop: None,
             order,
             ring,
             monitor,
@@ -442,7 +431,7 @@ impl<'g> Trainer<'g> {
             next_read: 0,
             records: Vec::new(),
             checks: Vec::new(),
-            stopped: None,
+            controller: Controller::new(config.responses, config.on_nonfinite),
             submits: 0,
             record_time: Duration::ZERO,
             started: Instant::now(),
@@ -451,42 +440,6 @@ impl<'g> Trainer<'g> {
         })
     }
 
-    fn bind_faults(gpu: &Gpu, kernels: &TrainKernels, spec: &ModelSpec, model: &GpuModel, faults: &[Fault]) -> Result<Vec<(u64, FaultOp)>> {
-        let device = &gpu.device;
-        let tensors = spec.tensors();
-        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
-        faults
-            .iter()
-            .map(|f| {
-                let layers = spec.param_layers();
-                let layer = layers.iter().find(|(_, name)| *name == f.layer).ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "no layer `{}` to inject a fault into; layers: {}",
-                        f.layer,
-                        layers.iter().map(|l| l.1.as_str()).collect::<Vec<_>>().join(", ")
-                    ))
-                })?;
-                let t = tensors.iter().position(|t| t.layer == layer.0).expect("a parameter layer owns a tensor");
-                let grad = model.arena().view(model.grads(), t);
-                let offset = grad.offset;
-                let init = |label: &str, contents: &[f32]| buffer_init(device, label, bytemuck::cast_slice(contents), usage);
-                let op = match f.kind {
-                    FaultKind::Nan => FaultOp::Overwrite { source: init("fault NaN", &[f32::NAN])?, offset },
-                    FaultKind::Inf => FaultOp::Overwrite { source: init("fault inf", &[f32::INFINITY])?, offset },
-                    FaultKind::Scale(factor) => {
-                        let len = tensors[t].len() as u32;
-                        let scratch = init("fault scratch", &vec![0.0; len as usize])?;
-                        let factor = init("fault factor", &[factor])?;
-                        let op = MatmulOp { m: len, n: 1, k: 1, ..MatmulOp::default() };
-                        let v = MatmulOperands { a: grad, b: View::from(&factor), bias: None, c: View::from(&scratch), aux: None };
-                        let product = kernels.matmul.bind_views(device, &op, v)?;
-                        FaultOp::Scale { product, scratch, offset }
-                    }
-                };
-                Ok((f.step, op))
-            })
-            .collect()
-    }
 
     /// The run's configuration.
     pub fn config(&self) -> &TrainConfig {
@@ -521,7 +474,7 @@ impl<'g> Trainer<'g> {
     /// Why the run stopped early (an explosion under `stop_on_explosion`, or non-finite
     /// gradients under `NonFinitePolicy::Error`); None while it runs on.
     pub fn stopped(&self) -> Option<&str> {
-        self.stopped.as_deref()
+        self.controller.stopped()
     }
 
     /// The optimizer's state (every tensor's slots and the step count, packed).
@@ -563,7 +516,7 @@ impl<'g> Trainer<'g> {
     /// Records and submits one step, then reads the record of step `k - LAG`.
     pub fn step(&mut self) -> Result<()> {
         let k = self.next_step;
-        let lr = self.config.lr * self.config.schedule.factor(k, self.config.steps) * self.lr_scale;
+        let lr = self.config.lr * self.config.schedule.factor(k, self.config.steps) * self.controller.lr_scale;
         if lr != self.written_lr {
             set_lr(&self.gpu.queue, &self.lr_buffer, lr)?;
             self.written_lr = lr;
@@ -578,15 +531,7 @@ impl<'g> Trainer<'g> {
         let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradguard train step") });
         self.model.encode(&self.kernels, &mut encoder);
         let grads = self.model.grads();
-        for (_, fault) in self.faults.iter().filter(|(s, _)| *s == k) {
-            match fault {
-                FaultOp::Overwrite { source, offset } => encoder.copy_buffer_to_buffer(source, 0, grads, *offset, 4),
-                FaultOp::Scale { product, scratch, offset } => {
-                    self.kernels.matmul.encode(&mut encoder.begin_compute_pass(&Default::default()), product);
-                    encoder.copy_buffer_to_buffer(scratch, 0, grads, *offset, scratch.size());
-                }
-            }
-        }
+        self.faults.encode(k, &self.kernels, &mut encoder, grads);
         if let Some(replicas) = &mut self.replicas {
             // The norm needs every rank's gradients: the step's first submission ends here.
             replicas.encode_stage(&mut encoder, grads, self.model.loss_buffer());
@@ -659,33 +604,9 @@ impl<'g> Trainer<'g> {
             (names.and_then(|n| n.get(first as usize)).map_or("?", |n| n.as_str()), count)
         });
         let events = self.monitor.observe(j, &stats, loss, applied_norm, forward_layer);
-        let responses = self.config.responses;
-        if let Some(drop) = responses.lr_drop {
-            let cooled = self.last_lr_drop.is_none_or(|last| j >= last + drop.cooldown);
-            if cooled && events.iter().any(|e| LrDrop::reacts_to(e.detector)) && self.lr_scale > drop.min_scale {
-                self.lr_scale = (self.lr_scale * drop.factor).max(drop.min_scale);
-                self.last_lr_drop = Some(j);
-            }
-        }
-        if self.stopped.is_none() {
-            if let Some(e) = events.iter().find(|e| responses.stop_on_explosion && e.detector.is_explosion()) {
-                self.stopped = Some(format!("stopped at step {} after an explosion: {e}", self.next_step));
-            } else if stats.skipped && self.config.on_nonfinite == NonFinitePolicy::Error {
-                // A skipped step has non-finite gradients; a tampered checkpoint's record may
-                // say otherwise, and is reported as it is.
-                let why = match stats.check_finite() {
-                    // Named as the events and checkpoints name it, not by segment index.
-                    Err(Error::NonFinite { segment, nan, inf }) => {
-                        let tensor = self.spec.tensors().get(segment as usize).map_or("?".into(), |t| t.name.clone());
-                        format!("non-finite gradient: {nan} NaN and {inf} inf elements, first in {tensor}")
-                    }
-                    Err(e) => e.to_string(),
-                    Ok(()) => "skipped with finite gradients (an inconsistent record)".into(),
-                };
-                let after = self.next_step - j - 1;
-                self.stopped = Some(format!("stopped at step {j}: {why} (the device halted there: the {after} steps submitted after it were skipped)"));
-            }
-        }
+        let spec = &self.spec;
+        let tensor = |segment: u32| spec.tensors().get(segment as usize).map_or("?".into(), |t| t.name.clone());
+        self.controller.respond(j, self.next_step, &events, &stats, tensor);
         self.records.push(StepRecord {
             step: j,
             loss,
@@ -731,13 +652,13 @@ impl<'g> Trainer<'g> {
     /// the events it fired; an error from `on_record` ends the run with that error.
     pub fn run(&mut self, mut on_record: impl FnMut(&StepRecord, &[Explosion]) -> Result<()>) -> Result<TrainSummary> {
         self.started = Instant::now();
-        while self.next_step < self.config.steps && self.stopped.is_none() {
+        while self.next_step < self.config.steps && self.controller.stopped().is_none() {
             let before = self.records.len();
             self.step()?;
             self.emit(before, &mut on_record)?;
             let signal = self.stop_requested();
             if signal != 0 {
-                self.stopped = Some(format!("interrupted by signal {signal} after step {}", self.next_step));
+                self.controller.stop(format!("interrupted by signal {signal} after step {}", self.next_step));
                 break;
             }
             if self.config.eval_every > 0 && self.next_step.is_multiple_of(self.config.eval_every) {
@@ -843,8 +764,8 @@ impl<'g> Trainer<'g> {
             in_flight.push(InFlight { step: j, words, loss, applied_norm, lr, forward });
         }
         let host = HostState {
-            lr_scale: self.lr_scale,
-            last_lr_drop: self.last_lr_drop,
+            lr_scale: self.controller.lr_scale,
+            last_lr_drop: self.controller.last_lr_drop,
             monitor: self.monitor.state(),
             records: self.records.clone(),
             checks: self.checks.clone(),
@@ -876,7 +797,7 @@ impl<'g> Trainer<'g> {
         self.next_read = host.in_flight.first().map_or(step, |r| r.step);
         self.preloaded = host.in_flight.into();
         self.next_step = step;
-        (self.lr_scale, self.last_lr_drop) = (host.lr_scale, host.last_lr_drop);
+        (self.controller.lr_scale, self.controller.last_lr_drop) = (host.lr_scale, host.last_lr_drop);
         (self.records, self.checks) = (host.records, host.checks);
         Ok(())
     }
@@ -933,7 +854,7 @@ impl<'g> Trainer<'g> {
             steps_run: self.next_step,
             exploded: first_explosion.is_some(),
             first_explosion,
-            stopped: self.stopped.clone(),
+            stopped: self.controller.stopped().map(String::from),
             skipped_steps: self.records.iter().filter(|r| r.skipped).count() as u64,
             final_loss: tail.iter().map(|r| r.loss as f64).sum::<f64>() / tail.len().max(1) as f64,
             test,
