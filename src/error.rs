@@ -210,6 +210,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// Two settings that cannot go together.
+    #[error("{setting} cannot go with {other}: {why}")]
+    Incompatible {
+        /// The setting refused, by its name in the configuration.
+        setting: &'static str,
+        /// What it conflicts with.
+        other: String,
+        /// Why, and what to do instead.
+        why: &'static str,
+    },
+
     /// Data-parallel ranks that should hold the same weights do not.
     #[error("data-parallel rank {rank}'s weights differ from rank 0's after the same steps: a device or the collective broke replication")]
     ReplicasDiverged {
@@ -222,6 +233,20 @@ pub enum Error {
 /// form `BufferUsages(STORAGE)`.
 fn usage_names(usages: &wgpu::BufferUsages, prefix: &str) -> String {
     usages.iter_names().map(|(name, _)| format!("{prefix}{name}")).collect::<Vec<_>>().join(" | ")
+}
+
+impl Error {
+    /// The error with each setting it names (`what` of `OutOfRange` and `NotPositive`,
+    /// `setting` of `Incompatible`) renamed by `name`: how a front end (the CLI) speaks of
+    /// the settings in its own words, flags for instance.
+    pub fn renamed(self, name: impl Fn(&'static str) -> &'static str) -> Self {
+        match self {
+            Self::OutOfRange { what, value, expected } => Self::OutOfRange { what: name(what), value, expected },
+            Self::NotPositive { what, value } => Self::NotPositive { what: name(what), value },
+            Self::Incompatible { setting, other, why } => Self::Incompatible { setting: name(setting), other, why },
+            other => other,
+        }
+    }
 }
 
 /// `Error::NotPositive` unless `value` is finite and > 0.

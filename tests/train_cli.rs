@@ -40,10 +40,10 @@ fn task_model_mismatch_is_refused_before_writing() {
     let dir = out_dir("mismatch");
     let (ok, stderr) = train(&["--model", "rnn", "--task", "wine", "--steps", "2", "--out", dir.to_str().unwrap()]);
     assert!(!ok);
-    assert!(stderr.contains("tabular") && stderr.contains("--model mlp"), "{stderr}");
+    assert!(stderr.contains("--model cannot go with the wine task: a tabular task needs the MLP"), "{stderr}");
     let (ok, stderr) = train(&["--model", "mlp", "--task", "adding", "--steps", "2", "--out", dir.to_str().unwrap()]);
     assert!(!ok);
-    assert!(stderr.contains("--model rnn"), "{stderr}");
+    assert!(stderr.contains("--model cannot go with the adding (T=50) task: a sequence task needs the RNN"), "{stderr}");
     let (ok, stderr) = train(&["--inject-nan", "3:linear99", "--steps", "4", "--out", dir.to_str().unwrap()]);
     assert!(!ok);
     assert!(stderr.contains("linear99") && stderr.contains("linear1"), "{stderr}");
@@ -384,6 +384,12 @@ fn ignored_flags_are_refused_and_messages_read_as_words() {
         (vec!["--batch", "100000"], "batch size 100000 is larger than the training set (1279 samples)"),
         (vec!["--model", "rnn", "--task", "adding", "--hidden", "100000"], "tensor rnn.weight_hh (100000 × 100000) needs 40000000000 bytes"),
         (vec!["--model", "rnn", "--task", "adding", "--seq-len", "10000000"], "more than the host budget for generated sequences"),
+        // The library names its settings; the command line speaks of flags.
+        (vec!["--steps", "0"], "--steps must be at least 1, got 0"),
+        (vec!["--lr", "nan"], "--lr must be finite and ≥ 0, got NaN"),
+        (vec!["--weight-decay=-1"], "--weight-decay must be finite and ≥ 0, got -1"),
+        (vec!["--optimizer", "adamw", "--l2", "0.1"], "--l2 cannot go with AdamW: coupled L2 is for SGD"),
+        (vec!["--model", "rnn"], "--model cannot go with the wine task: a tabular task needs the MLP"),
     ] {
         let (ok, stderr) = train(&args);
         assert!(!ok, "{args:?} was accepted");

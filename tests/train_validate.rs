@@ -169,3 +169,16 @@ fn a_failed_write_leaves_no_temporary_file() {
     assert!(!temp_path(&target).exists(), "the temporary file was left behind");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Library errors name the configuration's settings, never the command line's flags.
+#[test]
+fn train_config_errors_name_settings_not_flags() {
+    let mut config = gradguard::lab::exploding_mlp(0, 0);
+    let e = config.validate().unwrap_err().to_string();
+    assert_eq!(e, "steps must be at least 1, got 0");
+    config.steps = 5;
+    config.lr = f32::NAN;
+    assert_eq!(config.validate().unwrap_err().to_string(), "lr must be finite and ≥ 0, got NaN");
+    let renamed = config.validate().unwrap_err().renamed(|s| if s == "lr" { "--lr" } else { s });
+    assert_eq!(renamed.to_string(), "--lr must be finite and ≥ 0, got NaN");
+}

@@ -225,8 +225,22 @@ impl TrainArgs {
             eval_every: self.eval_every,
             watch_forward: self.watch_forward,
         };
-        config.validate()?;
+        config.validate().map_err(|e| e.renamed(flag))?;
         Ok(config)
+    }
+}
+
+/// The flag of a [`TrainConfig`] setting: errors from the library name settings, the
+/// command line speaks of flags.
+fn flag(setting: &'static str) -> &'static str {
+    match setting {
+        "steps" => "--steps",
+        "batch" => "--batch",
+        "lr" => "--lr",
+        "weight_decay" => "--weight-decay",
+        "l2" => "--l2",
+        "model" => "--model",
+        other => other,
     }
 }
 
@@ -281,7 +295,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs, collective: Option<&dyn Collective>) -> 
         (Some(_), None) => None,
         (None, path) => path.map(CheckpointPlan::when_stopped),
     };
-    let mut trainer = Trainer::with_collective(gpu, config, collective)?;
+    let mut trainer = Trainer::with_collective(gpu, config, collective).map_err(|e| e.renamed(flag))?;
     if let Some(path) = &args.resume {
         trainer.load_checkpoint(path, ResumeOptions { allow_nonfinite: args.resume_nonfinite })?;
     }

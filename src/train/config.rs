@@ -260,14 +260,16 @@ impl TrainConfig {
             (ModelChoice::Rnn { hidden, activation }, Some((steps, inputs))) => {
                 ModelSpec::rnn(&RnnSpec { inputs, steps, hidden, outputs, activation, init: self.init })
             }
-            (ModelChoice::Mlp { .. }, Some(_)) => Err(Error::Invalid(format!(
-                "the {} task is a sequence task: use --model rnn",
-                self.task.name()
-            ))),
-            (ModelChoice::Rnn { .. }, None) => Err(Error::Invalid(format!(
-                "the {} task is tabular: use --model mlp",
-                self.task.name()
-            ))),
+            (ModelChoice::Mlp { .. }, Some(_)) => Err(Error::Incompatible {
+                setting: "model",
+                other: format!("the {} task", self.task.name()),
+                why: "a sequence task needs the RNN",
+            }),
+            (ModelChoice::Rnn { .. }, None) => Err(Error::Incompatible {
+                setting: "model",
+                other: format!("the {} task", self.task.name()),
+                why: "a tabular task needs the MLP",
+            }),
         }
     }
 
@@ -282,16 +284,13 @@ impl TrainConfig {
 
     /// The device optimizer with its regularization.
     pub fn optimizer_kernel_config(&self) -> Result<Optimizer> {
-        let finite = |what: &str, v: f32| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(())
-            } else {
-                Err(Error::Invalid(format!("{what} must be finite and ≥ 0, got {v}")))
-            }
+        let finite = |what: &'static str, v: f32| match v.is_finite() && v >= 0.0 {
+            true => Ok(()),
+            false => Err(Error::OutOfRange { what, value: v as f64, expected: "finite and ≥ 0" }),
         };
-        finite("--weight-decay", self.weight_decay)?;
-        finite("--l2", self.l2)?;
-        finite("--lr", self.lr)?;
+        finite("weight_decay", self.weight_decay)?;
+        finite("l2", self.l2)?;
+        finite("lr", self.lr)?;
         match self.optimizer {
             OptimizerChoice::Sgd { momentum } => Ok(Optimizer::Sgd(Sgd {
                 momentum,
@@ -299,9 +298,11 @@ impl TrainConfig {
                 weight_decay: self.weight_decay + self.l2,
                 nesterov: false,
             })),
-            OptimizerChoice::AdamW if self.l2 > 0.0 => Err(Error::Invalid(
-                "--l2 (coupled) is for SGD; AdamW's weight decay is decoupled: use --weight-decay".into(),
-            )),
+            OptimizerChoice::AdamW if self.l2 > 0.0 => Err(Error::Incompatible {
+                setting: "l2",
+                other: "AdamW".into(),
+                why: "coupled L2 is for SGD; AdamW's weight decay is decoupled: use weight_decay",
+            }),
             OptimizerChoice::AdamW => Ok(Optimizer::AdamW(AdamW { weight_decay: self.weight_decay, ..AdamW::default() })),
         }
     }
@@ -309,18 +310,18 @@ impl TrainConfig {
     /// Checks what a run needs before anything is built or written.
     pub fn validate(&self) -> Result<()> {
         if self.steps == 0 {
-            return Err(Error::Invalid("--steps must be ≥ 1".into()));
+            return Err(Error::OutOfRange { what: "steps", value: 0.0, expected: "at least 1" });
         }
         if self.batch < 2 {
-            return Err(Error::Invalid(format!("--batch must be ≥ 2 (batch norm needs 2 samples), got {}", self.batch)));
+            return Err(Error::OutOfRange { what: "batch", value: self.batch as f64, expected: "at least 2 (batch norm needs 2 samples)" });
         }
         self.optimizer_kernel_config()?;
         if self.steps > crate::kernels::optimizer::MAX_STEPS {
-            return Err(Error::Invalid(format!(
-                "--steps {} is past the {} steps the device's step counter counts exactly",
-                self.steps,
-                crate::kernels::optimizer::MAX_STEPS
-            )));
+            return Err(Error::OutOfRange {
+                what: "steps",
+                value: self.steps as f64,
+                expected: "at most 2^24, what the device's step counter (an f32) counts exactly",
+            });
         }
         if let Schedule::Step { every, factor } = self.schedule {
             if every == 0 || !(factor.is_finite() && factor > 0.0) {
