@@ -67,12 +67,31 @@ fn preference(backend: wgpu::Backend) -> u8 {
     }
 }
 
+/// Discrete GPUs first, CPU implementations last.
+fn type_preference(device_type: wgpu::DeviceType) -> u8 {
+    match device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu | wgpu::DeviceType::Other => 2,
+        wgpu::DeviceType::Cpu => 3,
+    }
+}
+
 impl Gpu {
     /// Opens the best adapter: `WGPU_ADAPTER_NAME` (a case-insensitive substring) if set,
-    /// else the first native one (Vulkan, Metal, DX12), else GL. `WGPU_BACKEND` restricts
-    /// the backends searched. The device gets the adapter's own limits, so large bindings
-    /// work, and the optional features gradguard can use (timestamps, subgroups).
+    /// else the first native one (Vulkan, Metal, DX12), else GL, discrete GPUs before
+    /// integrated ones before CPU implementations. `WGPU_BACKEND` restricts the backends
+    /// searched. The device gets the adapter's own limits, so large bindings work, and the
+    /// optional features gradguard can use (timestamps, subgroups).
     pub fn new() -> Result<Self> {
+        Self::for_local_rank(0)
+    }
+
+    /// For one process of several on a machine (an MPI job's local rank): the adapters
+    /// [`Gpu::new`] would choose among that share the best one's backend and type (the
+    /// machine's GPUs), taken in turn, `local_rank` modulo their count. One GPU, or one
+    /// CPU implementation, serves every rank.
+    pub fn for_local_rank(local_rank: usize) -> Result<Self> {
         let instance = instance()?;
         let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
         let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
@@ -84,8 +103,13 @@ impl Gpu {
                 None => true,
             })
             .collect();
-        candidates.sort_by_key(|a| preference(a.get_info().backend));
-        let adapter = candidates.into_iter().next().ok_or_else(|| Error::NoAdapter {
+        let rank_of = |a: &wgpu::Adapter| (preference(a.get_info().backend), type_preference(a.get_info().device_type));
+        candidates.sort_by_key(rank_of);
+        let best: Vec<_> = match candidates.first().map(rank_of) {
+            Some(top) => candidates.into_iter().filter(|a| rank_of(a) == top).collect(),
+            None => Vec::new(),
+        };
+        let adapter = best.get(local_rank % best.len().max(1)).ok_or_else(|| Error::NoAdapter {
             detail: match (&wanted, std::env::var("WGPU_BACKEND")) {
                 (Some(name), _) if !names.is_empty() => format!(
                     " whose name contains `{name}` (WGPU_ADAPTER_NAME); the adapters are: {}",
@@ -96,7 +120,7 @@ impl Gpu {
                 (None, _) => String::new(),
             },
         })?;
-        Self::open(&adapter)
+        Self::open(adapter)
     }
 
     fn open(adapter: &wgpu::Adapter) -> Result<Self> {

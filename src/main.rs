@@ -115,8 +115,14 @@ fn pipeline_cache_dir() -> Option<std::path::PathBuf> {
 }
 
 /// The device, compiling through the on-disk pipeline cache where the driver keeps one.
+/// One process of several on a machine (an MPI job's ranks, as the launcher numbers them
+/// on the machine) takes its own GPU where there are several.
 fn open_gpu() -> gradguard::Result<Gpu> {
-    let gpu = Gpu::new()?;
+    let local_rank = ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(0);
+    let gpu = Gpu::for_local_rank(local_rank)?;
     if let Some(dir) = pipeline_cache_dir() {
         gradguard::kernels::KernelCache::of(&gpu.device).use_disk_cache(&gpu.device, &dir);
     }

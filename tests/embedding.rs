@@ -65,3 +65,13 @@ fn exposes_what_embedders_need() {
         assert!(!shader.source.is_empty() && !shader.entry_points.is_empty());
     }
 }
+
+/// Processes of one machine take its adapters in turn by local rank; with one adapter of
+/// the best kind (here: one CPU implementation per backend), every rank gets that one.
+#[test]
+fn local_ranks_take_the_best_adapters_in_turn() {
+    let first = Gpu::for_local_rank(0).unwrap();
+    let fourth = Gpu::for_local_rank(3).unwrap();
+    assert_eq!(first.info.name, gpu().info.name, "rank 0 takes what Gpu::new takes");
+    assert_eq!((fourth.info.backend, fourth.info.device_type), (first.info.backend, first.info.device_type));
+}
