@@ -231,6 +231,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut bad = Vec::new();
     let mut check = |what: &str, got: &[f32], want: &[f32], rel: f32| {
         let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        // Negated so that a NaN counts as wrong.
         let wrong = got.iter().zip(want).filter(|(g, w)| !((*g - *w).abs() <= rel * scale)).count();
         if wrong > 0 || got.len() != want.len() {
             bad.push(format!("{what}: {wrong} of {} differ (gpu {:?}…, twin {:?}…)", want.len(), &got[..got.len().min(3)], &want[..want.len().min(3)]));

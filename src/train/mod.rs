@@ -9,6 +9,7 @@ pub mod args;
 pub mod checkpoint;
 pub mod config;
 mod controller;
+mod evaluation;
 mod faults;
 mod output;
 pub mod replicas;
@@ -37,6 +38,8 @@ use crate::norm::{GradNorm, NonFinitePolicy, NormConfig, NormStats};
 use crate::readback::{read_f32s, ReadbackRing};
 use checkpoint::{DeviceTensor, HostState, InFlight};
 use controller::Controller;
+use evaluation::Evaluation;
+pub use evaluation::Check;
 use faults::FaultDrill;
 use replicas::Replicas;
 
@@ -112,14 +115,6 @@ pub struct TrainSummary {
     pub replicas: Option<replicas::ReduceCounters>,
 }
 
-/// A periodic check of the weights on the validation set.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
-pub struct Check {
-    /// Steps done when the weights were checked.
-    pub step: u64,
-    /// The fraction of validation samples wrong.
-    pub error_rate: f64,
-}
 
 /// What the steps so far cost the host: for benchmarks and the run summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
@@ -242,7 +237,10 @@ impl Clipping {
 pub struct Trainer<'g> {
     gpu: &'g Gpu,
     config: TrainConfig,
-    split: Split,
+    /// The training rows.
+    train: Dataset,
+    /// The validation checks and the test score.
+    evaluation: Evaluation,
     spec: ModelSpec,
     kernels: TrainKernels,
     model: GpuModel,
@@ -275,8 +273,6 @@ pub struct Trainer<'g> {
     /// The first step whose record the host has not read.
     next_read: u64,
     records: Vec<StepRecord>,
-    /// The periodic checks on the validation set so far.
-    checks: Vec<Check>,
     /// The responses to what the records say: learning-rate cuts, stops.
     controller: Controller,
     submits: u64,
@@ -408,7 +404,8 @@ impl<'g> Trainer<'g> {
         let ring = ReadbackRing::new(device, record_bytes, LAG as usize + 1)?;
         Ok(Self {
             gpu,
-            split,
+            evaluation: Evaluation::new(split.validation, split.test, &split.train),
+            train: split.train,
             spec,
             kernels,
             clipping,
@@ -430,7 +427,6 @@ impl<'g> Trainer<'g> {
             next_step: 0,
             next_read: 0,
             records: Vec::new(),
-            checks: Vec::new(),
             controller: Controller::new(config.responses, config.on_nonfinite),
             submits: 0,
             record_time: Duration::ZERO,
@@ -525,7 +521,7 @@ impl<'g> Trainer<'g> {
         if let Some(r) = &self.replicas {
             rows = rows[r.rows()].to_vec();
         }
-        self.model.write_batch(&self.gpu.queue, &self.split.train, &rows)?;
+        self.model.write_batch(&self.gpu.queue, &self.train, &rows)?;
 
         let mut t0 = Instant::now();
         let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradguard train step") });
@@ -662,7 +658,8 @@ impl<'g> Trainer<'g> {
                 break;
             }
             if self.config.eval_every > 0 && self.next_step.is_multiple_of(self.config.eval_every) {
-                self.check(&self.cpu_model()?);
+                let model = self.cpu_model()?;
+                self.evaluation.check(self.next_step, &model);
                 if self.config.responses.stop_when_solved && self.solved_at().is_some() {
                     break;
                 }
@@ -675,8 +672,8 @@ impl<'g> Trainer<'g> {
         self.emit(before, &mut on_record)?;
         // One read of the final weights serves the last check and the test score.
         let model = self.cpu_model()?;
-        if self.checks.last().is_none_or(|c| c.step != self.next_step) {
-            self.check(&model);
+        if self.evaluation.checks().last().is_none_or(|c| c.step != self.next_step) {
+            self.evaluation.check(self.next_step, &model);
         }
         if let Some(replicas) = &self.replicas {
             check_replicas_agree(replicas.collective(), &self.read_params()?)?;
@@ -768,7 +765,7 @@ impl<'g> Trainer<'g> {
             last_lr_drop: self.controller.last_lr_drop,
             monitor: self.monitor.state(),
             records: self.records.clone(),
-            checks: self.checks.clone(),
+            checks: self.evaluation.checks().to_vec(),
             in_flight,
         };
         checkpoint::save(path, self.gpu, &self.config, self.next_step, &self.device_tensors(), &host)
@@ -798,7 +795,8 @@ impl<'g> Trainer<'g> {
         self.preloaded = host.in_flight.into();
         self.next_step = step;
         (self.controller.lr_scale, self.controller.last_lr_drop) = (host.lr_scale, host.last_lr_drop);
-        (self.records, self.checks) = (host.records, host.checks);
+        self.records = host.records;
+        self.evaluation.restore(host.checks);
         Ok(())
     }
 
@@ -822,20 +820,14 @@ impl<'g> Trainer<'g> {
         CpuModel::new(&self.spec, &self.read_params()?, &self.read_running()?)
     }
 
-    /// Checks `model` (the current weights) on the validation set and keeps the result.
-    fn check(&mut self, model: &CpuModel) {
-        let score = self.split.validation.score(&model.predict(&self.split.validation));
-        self.checks.push(Check { step: self.next_step, error_rate: score.error_rate });
-    }
-
     /// The first periodic check that found the task solved.
     pub fn solved_at(&self) -> Option<u64> {
-        self.checks.iter().find(|c| c.error_rate < crate::data::SOLVED_BELOW).map(|c| c.step)
+        self.evaluation.solved_at()
     }
 
     /// The periodic checks so far.
     pub fn checks(&self) -> &[Check] {
-        &self.checks
+        self.evaluation.checks()
     }
 
     /// The run so far, evaluated.
@@ -845,7 +837,7 @@ impl<'g> Trainer<'g> {
 
     /// The summary, with `model` (the current weights) scored on the test set.
     fn summary_of(&self, model: &CpuModel) -> Result<TrainSummary> {
-        let test = self.split.test.score(&model.predict(&self.split.test));
+        let test = self.evaluation.test_score(model);
         let tail = &self.records[self.records.len().saturating_sub(10)..];
         let first_explosion = self.monitor.events().iter().find(|e| e.detector.is_explosion()).cloned();
         let counters = self.counters();
@@ -858,10 +850,10 @@ impl<'g> Trainer<'g> {
             skipped_steps: self.records.iter().filter(|r| r.skipped).count() as u64,
             final_loss: tail.iter().map(|r| r.loss as f64).sum::<f64>() / tail.len().max(1) as f64,
             test,
-            trivial: self.split.test.trivial_score(&self.split.train),
+            trivial: self.evaluation.trivial(),
             solved: test.solved(),
             solved_at: self.solved_at(),
-            checks: self.checks.clone(),
+            checks: self.evaluation.checks().to_vec(),
             seconds: self.started.elapsed().as_secs_f64(),
             submits: counters.submits,
             blocking_waits: counters.blocking_waits,
