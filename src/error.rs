@@ -210,6 +210,34 @@ pub enum Error {
         reason: String,
     },
 
+    /// Two bindings of one dispatch on one buffer where one is written: WebGPU lets no
+    /// dispatch bind a buffer both read-only and writable, nor two overlapping writable ranges.
+    #[error("{first} and {second} are the same buffer, and one of them is written: use separate buffers")]
+    Aliased {
+        /// The first binding's name.
+        first: String,
+        /// The second binding's name.
+        second: String,
+    },
+
+    /// An operand of no elements.
+    #[error("{what}: no elements (an operand needs at least one)")]
+    Empty {
+        /// The operand.
+        what: String,
+    },
+
+    /// An operand's offset not on the alignment storage bindings need.
+    #[error("{what}: offset {offset} is not a multiple of {align} bytes")]
+    Misaligned {
+        /// The operand.
+        what: String,
+        /// Its byte offset.
+        offset: u64,
+        /// The alignment required.
+        align: u64,
+    },
+
     /// Two settings that cannot go together.
     #[error("{setting} cannot go with {other}: {why}")]
     Incompatible {

@@ -176,12 +176,12 @@ fn bad_input_is_a_typed_error() {
     let train =
         BatchNormTrain { x: (&x).into(), gamma: (&f1).into(), beta: (&f2).into(), y: (&y).into(), saved: (&saved).into(), running_mean: (&f3).into(), running_var: (&f4).into() };
     assert!(kernel.bind_train(device, &BatchNorm::new(2, 4), train).is_ok());
-    assert!(matches!(kernel.bind_train(device, &BatchNorm::new(1, 4), train), Err(Error::Invalid(_))));
-    assert!(matches!(kernel.bind_train(device, &BatchNorm::new(0, 4), train), Err(Error::Invalid(_))));
+    assert!(matches!(kernel.bind_train(device, &BatchNorm::new(1, 4), train), Err(Error::OutOfRange { what: "batch norm batch", .. })));
+    assert!(matches!(kernel.bind_train(device, &BatchNorm::new(0, 4), train), Err(Error::OutOfRange { what: "batch norm batch", .. })));
     assert!(matches!(kernel.bind_train(device, &BatchNorm::new(4, 4), train), Err(Error::LengthMismatch { .. })));
     assert!(matches!(
         kernel.bind_train(device, &BatchNorm::new(2, 4), BatchNormTrain { y: (&x).into(), ..train }),
-        Err(Error::Invalid(_))
+        Err(Error::Aliased { .. })
     ));
     assert!(matches!(
         kernel.bind_train(device, &BatchNorm::new(2, 4), BatchNormTrain { x: (&no_storage).into(), ..train }),
@@ -189,7 +189,7 @@ fn bad_input_is_a_typed_error() {
     ));
     assert!(matches!(
         kernel.bind_train(device, &BatchNorm { eps: 0.0, ..BatchNorm::new(2, 4) }, train),
-        Err(Error::Invalid(_))
+        Err(Error::NotPositive { what: "batch norm eps", .. })
     ));
     let eval = BatchNormEval { x: (&x).into(), gamma: (&f1).into(), beta: (&f2).into(), y: (&y).into(), running_mean: (&f3).into(), running_var: (&f4).into() };
     assert!(kernel.bind_eval(device, &BatchNorm::new(1, 4), eval).is_ok(), "eval works on a batch of one");
@@ -253,7 +253,7 @@ fn deferred_running_update_obeys_the_skip_flag() {
     let bad = BatchNormRunning { saved: (&saved).into(), running_mean: (&rm).into(), running_var: (&rv).into(), norm_stats: (&tiny).into() };
     assert!(matches!(kernel.bind_running(device, &bn, bad), Err(Error::LengthMismatch { .. })));
     let bad = BatchNormRunning { saved: (&saved).into(), running_mean: (&rm).into(), running_var: (&rm).into(), norm_stats: (&stats).into() };
-    assert!(matches!(kernel.bind_running(device, &bn, bad), Err(Error::Invalid(_))));
+    assert!(matches!(kernel.bind_running(device, &bn, bad), Err(Error::Aliased { .. })));
 }
 
 #[test]

@@ -327,7 +327,7 @@ fn bad_input_is_a_typed_error() {
     assert!(matches!(bind(&sgd, OptimizerBuffers { tensors: &[(0, 9)], ..buffers }), Err(Error::LengthMismatch { .. })));
     assert!(matches!(bind(&momentum, buffers), Err(Error::LengthMismatch { .. })));
     assert!(matches!(bind(&momentum, OptimizerBuffers { state: &small_state, ..buffers }), Err(Error::LengthMismatch { .. })));
-    assert!(matches!(bind(&sgd, OptimizerBuffers { grads: &p, ..buffers }), Err(Error::Invalid(_))));
+    assert!(matches!(bind(&sgd, OptimizerBuffers { grads: &p, ..buffers }), Err(Error::Aliased { .. })));
     assert!(matches!(bind(&sgd, OptimizerBuffers { grads: &no_storage, ..buffers }), Err(Error::MissingBufferUsage { .. })));
     assert!(matches!(
         bind(&sgd, OptimizerBuffers { stats: Some(&no_storage), ..buffers }),

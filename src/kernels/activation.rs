@@ -182,10 +182,10 @@ impl ActivationKernel {
     ) -> Result<ActivationBinding> {
         let (kind, slope) = activation.code();
         if !slope.is_finite() {
-            return Err(Error::Invalid(format!("leaky relu slope must be finite, got {slope}")));
+            return Err(Error::OutOfRange { what: "leaky relu slope", value: slope as f64, expected: "finite" });
         }
         if len == 0 {
-            return Err(Error::Invalid("activation: zero elements".into()));
+            return Err(Error::Empty { what: "activation".into() });
         }
         let words = index_range("activation", len)?;
         let out_name = match pass {

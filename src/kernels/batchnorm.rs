@@ -38,22 +38,28 @@ impl BatchNorm {
     /// `features` f32 each, with `usage` (STORAGE at least, for the kernels).
     pub fn running_stats(&self, device: &wgpu::Device, usage: wgpu::BufferUsages) -> Result<RunningStats> {
         if self.features == 0 {
-            return Err(Error::Invalid("batch norm running statistics: at least 1 feature".into()));
+            return Err(Error::Empty { what: "batch norm running statistics".into() });
         }
         let init = |label, value: f32| super::buffer_init(device, label, bytemuck::cast_slice(&vec![value; self.features as usize]), usage);
         Ok(RunningStats { mean: init("batch norm running mean", 0.0)?, var: init("batch norm running var", 1.0)? })
     }
 
     fn params(&self, min_batch: u32) -> Result<[u32; 4]> {
-        if self.batch < min_batch || self.features == 0 {
-            return Err(Error::Invalid(format!(
-                "batch norm needs a batch of at least {min_batch} (torch: more than 1 value per channel when \
-                 training) and at least 1 feature, got {}x{}",
-                self.batch, self.features
-            )));
+        if self.features == 0 {
+            return Err(Error::Empty { what: "batch norm features".into() });
         }
-        if !((0.0..=1.0).contains(&self.momentum) && self.eps.is_finite() && self.eps > 0.0) {
-            return Err(Error::Invalid(format!("batch norm needs momentum in [0, 1] and eps > 0, got {self:?}")));
+        if self.batch < min_batch {
+            let expected = match min_batch {
+                2 => "at least 2 to train (torch: more than 1 value per channel)",
+                _ => "at least 1",
+            };
+            return Err(Error::OutOfRange { what: "batch norm batch", value: self.batch as f64, expected });
+        }
+        if !(0.0..=1.0).contains(&self.momentum) {
+            return Err(Error::OutOfRange { what: "batch norm momentum", value: self.momentum as f64, expected: "in [0, 1]" });
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(Error::NotPositive { what: "batch norm eps", value: self.eps as f64 });
         }
         index_range("batch norm input", self.len())?;
         Ok([self.batch, self.features, self.momentum.to_bits(), self.eps.to_bits()])
@@ -162,7 +168,7 @@ pub struct BatchNormBinding {
 }
 
 /// The batch-norm pipelines. Every buffer needs STORAGE usage; a buffer bound twice where
-/// one binding is written is refused with `Error::Invalid`.
+/// one binding is written is refused with `Error::Aliased`.
 #[derive(Debug)]
 pub struct BatchNormKernel {
     /// 0 x, 1 γ, 2 β or dy (read-only), 3 y or dx, 4 saved, 5 running mean or dγ,

@@ -66,7 +66,7 @@ impl LossKernel {
         loss: impl Into<View<'a>>,
     ) -> Result<LossBinding> {
         if batch == 0 || classes == 0 {
-            return Err(Error::Invalid(format!("cross entropy: batch and classes must be ≥ 1, got {batch}x{classes}")));
+            return Err(Error::Empty { what: format!("cross entropy logits ({batch}x{classes})") });
         }
         let len = index_range("cross entropy logits", batch as u64 * classes as u64)?;
         let views = [logits.into(), targets.into(), grad.into(), loss.into()];
@@ -85,7 +85,7 @@ impl LossKernel {
         loss: impl Into<View<'a>>,
     ) -> Result<LossBinding> {
         if len == 0 {
-            return Err(Error::Invalid("mse: zero elements".into()));
+            return Err(Error::Empty { what: "mse".into() });
         }
         let len = index_range("mse", len)?;
         let groups = len.div_ceil(256);

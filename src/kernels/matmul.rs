@@ -242,7 +242,7 @@ impl Variant {
 }
 
 /// The GEMM pipelines. Operands need STORAGE usage; C and the epilogue's operand may not
-/// overlap A, B or the bias (`Error::Invalid`).
+/// overlap A, B or the bias (`Error::Aliased`).
 #[derive(Debug)]
 pub struct MatmulKernel {
     /// 0 A, 1 B, 2 bias (read-only), 3 C (read-write), 4 shape, 5 A and 6 B again as vec4

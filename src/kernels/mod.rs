@@ -198,10 +198,10 @@ pub(crate) fn storage_view<'a>(what: &str, view: View<'a>, words: u64) -> Result
         return Err(Error::MissingBufferUsage { what: what.to_owned(), missing: wgpu::BufferUsages::STORAGE });
     }
     if words == 0 {
-        return Err(Error::Invalid(format!("{what}: binding zero elements")));
+        return Err(Error::Empty { what: what.to_owned() });
     }
     if !view.offset.is_multiple_of(VIEW_ALIGN) {
-        return Err(Error::Invalid(format!("{what}: offset {} is not a multiple of {VIEW_ALIGN} bytes", view.offset)));
+        return Err(Error::Misaligned { what: what.to_owned(), offset: view.offset, align: VIEW_ALIGN });
     }
     let bytes = words * 4;
     if buffer.size() < view.offset + bytes {
@@ -233,9 +233,7 @@ pub(crate) fn check_disjoint(bindings: &[(&str, View<'_>, u64, bool)]) -> Result
             }
             let disjoint = view.offset + 4 * len <= other_view.offset || other_view.offset + 4 * other_len <= view.offset;
             if !(*writable && *other_writable && disjoint) {
-                return Err(Error::Invalid(format!(
-                    "{name} and {other} are the same buffer, and one of them is written: use separate buffers"
-                )));
+                return Err(Error::Aliased { first: (*name).to_owned(), second: (*other).to_owned() });
             }
         }
     }
