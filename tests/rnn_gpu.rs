@@ -160,7 +160,7 @@ fn bad_input_is_a_typed_error() {
         assert!(matches!(kernel.bind_forward(device, &bad, good), Err(Error::Invalid(_))), "{bad:?}");
     }
     let aliased = RnnForward { pre: (&hs).into(), ..good };
-    assert!(matches!(kernel.bind_forward(device, &shape, aliased), Err(Error::Invalid(_))));
+    assert!(matches!(kernel.bind_forward(device, &shape, aliased), Err(Error::Aliased { .. })));
     let short = upload(&[0.0; 3]);
     let b = RnnForward { last: (&short).into(), ..good };
     assert!(matches!(kernel.bind_forward(device, &shape, b), Err(Error::LengthMismatch { .. })));
