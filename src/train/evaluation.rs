@@ -18,15 +18,13 @@ pub struct Check {
 pub(super) struct Evaluation {
     validation: Dataset,
     test: Dataset,
-    trivial: Score,
     checks: Vec<Check>,
 }
 
 impl Evaluation {
-    /// Checks on `validation`, scores on `test`; the trivial answer is learnt from `train`.
-    pub(super) fn new(validation: Dataset, test: Dataset, train: &Dataset) -> Self {
-        let trivial = test.trivial_score(train);
-        Self { validation, test, trivial, checks: Vec::new() }
+    /// Checks on `validation`, scores on `test`.
+    pub(super) fn new(validation: Dataset, test: Dataset) -> Self {
+        Self { validation, test, checks: Vec::new() }
     }
 
     /// Checks `model` (the weights after `step` steps) on the validation set.
@@ -55,8 +53,9 @@ impl Evaluation {
         self.test.score(&model.predict(&self.test))
     }
 
-    /// The trivial answer's score on the test set: the majority class, or the mean target.
-    pub(super) fn trivial(&self) -> Score {
-        self.trivial
+    /// The trivial answer learnt from `train` (the majority class, or the mean target),
+    /// scored on the test set: at the end of a run, not at start-up.
+    pub(super) fn trivial(&self, train: &Dataset) -> Score {
+        self.test.trivial_score(train)
     }
 }

@@ -404,7 +404,7 @@ impl<'g> Trainer<'g> {
         let ring = ReadbackRing::new(device, record_bytes, LAG as usize + 1)?;
         Ok(Self {
             gpu,
-            evaluation: Evaluation::new(split.validation, split.test, &split.train),
+            evaluation: Evaluation::new(split.validation, split.test),
             train: split.train,
             spec,
             kernels,
@@ -850,7 +850,7 @@ impl<'g> Trainer<'g> {
             skipped_steps: self.records.iter().filter(|r| r.skipped).count() as u64,
             final_loss: tail.iter().map(|r| r.loss as f64).sum::<f64>() / tail.len().max(1) as f64,
             test,
-            trivial: self.evaluation.trivial(),
+            trivial: self.evaluation.trivial(&self.train),
             solved: test.solved(),
             solved_at: self.solved_at(),
             checks: self.evaluation.checks().to_vec(),
