@@ -9,6 +9,9 @@ use crate::kernels::placeholder;
 use crate::error::check_positive;
 use crate::norm::{bind_windows, GradNorm, NonFinitePolicy, NormConfig, NormKind};
 
+/// optax `adaptive_grad_clip`'s default floor of the parameter norm.
+pub const AGC_EPS: f32 = 1e-3;
+
 /// How gradients are clipped. Every policy reports the pre-clip norms in `NormStats`.
 #[derive(Clone, Debug)]
 pub enum ClipPolicy {

@@ -286,5 +286,14 @@ pub(crate) fn check_positive(what: &'static str, value: f32) -> Result<()> {
     }
 }
 
+/// `Error::OutOfRange` unless `value` is finite and ≥ 0.
+pub(crate) fn check_non_negative(what: &'static str, value: f32) -> Result<()> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::OutOfRange { what, value: value as f64, expected: "finite and ≥ 0" })
+    }
+}
+
 /// `std::result::Result` with gradguard's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

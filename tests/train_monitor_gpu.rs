@@ -126,6 +126,7 @@ fn healthy_runs_raise_no_explosion() {
     mlp.init = InitScheme::Kaiming;
     let mut rnn = gradguard::lab::exploding_rnn(1500, 50, 0);
     rnn.init = InitScheme::Identity { gain: 1.0 };
+    rnn.lr = 0.005;
     rnn.clip = ClipSetting::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 };
     rnn.responses.stop_when_solved = false;
     for config in [mlp, rnn] {

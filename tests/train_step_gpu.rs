@@ -185,15 +185,15 @@ fn write_batch_refuses_bad_rows_and_short_data() {
 #[test]
 fn every_clip_and_nonfinite_policy_step_matches_twin() {
     use gradguard::train::{ClipSetting, Fault, FaultKind};
-    use gradguard::{ClipPolicy, NonFinitePolicy, NormKind};
+    use gradguard::{NonFinitePolicy, NormKind};
     let clips = [
         ClipSetting::None,
-        ClipSetting::Value(0.01),
+        ClipSetting::Value { clip_value: 0.01 },
         ClipSetting::GlobalNorm { max_norm: 0.5, kind: NormKind::L2 },
         ClipSetting::GlobalNorm { max_norm: 0.05, kind: NormKind::Inf },
-        ClipSetting::PerTensor { max_norm: 0.2, kind: NormKind::L2 },
-        ClipSetting::PerTensor { max_norm: 1.0, kind: NormKind::L1 },
-        ClipSetting::Agc { clipping: 0.01 },
+        ClipSetting::PerSegmentNorm { max_norm: 0.2, kind: NormKind::L2 },
+        ClipSetting::PerSegmentNorm { max_norm: 1.0, kind: NormKind::L1 },
+        ClipSetting::Agc { clipping: 0.01, eps: gradguard::clip::AGC_EPS },
     ];
     let policies = [NonFinitePolicy::Propagate, NonFinitePolicy::Error, NonFinitePolicy::SkipStep, NonFinitePolicy::ZeroNonFinite];
     for clip in clips {
@@ -221,19 +221,8 @@ fn every_clip_and_nonfinite_policy_step_matches_twin() {
                 }
 
                 let mut trainer = Trainer::new(gpu(), config.clone()).unwrap();
-                let policy = match clip {
-                    ClipSetting::None => ClipPolicy::None,
-                    ClipSetting::Value(v) => ClipPolicy::Value { clip_value: v },
-                    ClipSetting::GlobalNorm { max_norm, kind } => ClipPolicy::GlobalNorm { max_norm, kind },
-                    ClipSetting::PerTensor { max_norm, kind } => ClipPolicy::PerSegmentNorm { max_norm, kind },
-                    ClipSetting::Agc { clipping } => ClipPolicy::Agc {
-                        clipping,
-                        eps: 1e-3,
-                        params: trainer.model().param_set(),
-                        unit_lens: spec.tensors().iter().map(|t| t.unit_len()).collect(),
-                    },
-                    ClipSetting::Adaptive(_) => unreachable!("host-side history: not in this matrix"),
-                };
+                let units = || (trainer.model().param_set(), spec.tensors().iter().map(|t| t.unit_len()).collect());
+                let policy = clip.policy(units);
                 let stats = gradguard::cpu::clip::clip(&mut grads, &policy, Some(&params), nonfinite);
                 trainer.step().unwrap();
                 trainer.flush().unwrap();

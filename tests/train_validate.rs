@@ -87,10 +87,11 @@ fn train_config_refuses_bad_monitor_and_adaptive_settings() {
         ClipSetting::Adaptive(AdaptivePolicy::ZClip(ZClip { z: f32::NAN, ..ZClip::default() })),
         ClipSetting::Adaptive(AdaptivePolicy::ZClip(ZClip { warmup: 0, ..ZClip::default() })),
         ClipSetting::Adaptive(AdaptivePolicy::ZClip(ZClip { max_norm: Some(f32::INFINITY), ..ZClip::default() })),
-        ClipSetting::Value(-1.0),
+        ClipSetting::Value { clip_value: -1.0 },
         ClipSetting::GlobalNorm { max_norm: f32::NAN, kind: gradguard::NormKind::L2 },
-        ClipSetting::PerTensor { max_norm: 0.0, kind: gradguard::NormKind::L2 },
-        ClipSetting::Agc { clipping: f32::INFINITY },
+        ClipSetting::PerSegmentNorm { max_norm: 0.0, kind: gradguard::NormKind::L2 },
+        ClipSetting::Agc { clipping: f32::INFINITY, eps: 1e-3 },
+        ClipSetting::Agc { clipping: 0.01, eps: -1.0 },
     ] {
         assert!(matches!(clip(bad), Err(Error::OutOfRange { .. })), "{bad:?}: {:?}", clip(bad));
     }

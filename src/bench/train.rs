@@ -13,7 +13,7 @@ use crate::collective::Collective;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::lab::{exploding_mlp, exploding_rnn};
-use crate::nn::{LayerSpec, LossKind, ModelSpec};
+use crate::nn::{InitScheme, LayerSpec, LossKind, ModelSpec};
 use crate::norm::NormKind;
 use crate::train::{ClipSetting, OptimizerChoice, TrainConfig, Trainer};
 
@@ -291,8 +291,10 @@ pub fn measure(
 pub fn run(gpu: &Gpu, config: &TrainBenchConfig, collective: Option<&dyn Collective>) -> Result<BenchReport<TrainBenchResult>> {
     // `measure` sets the step count.
     // Trained as the peer trains: SGD with momentum (the lab's RNN runs AdamW), clipped by
-    // the global norm, the coefficient applied as the optimizer reads.
+    // the global norm, the coefficient applied as the optimizer reads. Both start from the
+    // lab MLP's N(0, 0.3²): a step's cost must not depend on where the lab's RNN starts.
     let clipped = |c: TrainConfig| TrainConfig {
+        init: InitScheme::Normal { std: 0.3 },
         clip: ClipSetting::GlobalNorm { max_norm: 1.0, kind: NormKind::L2 },
         optimizer: OptimizerChoice::Sgd { momentum: 0.9 },
         ..c

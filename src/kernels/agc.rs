@@ -33,7 +33,7 @@ impl AgcPlan {
     /// Validates and binds AGC over `grads` (clipped in place) against `params`, reading the
     /// skip flag from `stats` (a [`GradNorm`](crate::GradNorm) stats buffer) and binding at
     /// most `chunk_bytes` at once. Errors: `Error::NotPositive` for `clipping`,
-    /// `Error::Invalid` for `eps`, a unit length that does not divide its segment, or a
+    /// `Error::OutOfRange` for `eps`; `Error::Invalid` for a unit length that does not divide its segment, or a
     /// parameter buffer that is also a gradient buffer; `Error::LengthMismatch` for shapes
     /// that differ; the set errors of [`GradSet::validate`](crate::GradSet::validate).
     #[allow(clippy::too_many_arguments)]
@@ -50,9 +50,7 @@ impl AgcPlan {
         workgroup_size: u32,
     ) -> Result<Self> {
         crate::error::check_positive("AGC clipping", clipping)?;
-        if !(eps.is_finite() && eps >= 0.0) {
-            return Err(Error::Invalid(format!("AGC eps must be finite and ≥ 0, got {eps}")));
-        }
+        crate::error::check_non_negative("AGC eps", eps)?;
         params.validate(wgpu::BufferUsages::STORAGE)?;
         grads.check_same_shape(params, "AGC parameters")?;
         // Gradients are written while parameters are read: they may not share a buffer.

@@ -1,6 +1,7 @@
 //! What a training run is: data, model, optimizer, remedies and responses.
 
 use crate::adaptive::{AdaptivePolicy, AutoClip, ZClip};
+use crate::clip::{ClipPolicy, AGC_EPS};
 use crate::data::{Dataset, Task};
 use crate::error::{Error, Result};
 use crate::kernels::activation::Activation;
@@ -8,6 +9,7 @@ use crate::kernels::optimizer::{AdamW, Optimizer, Sgd};
 use crate::monitor::{positive, MonitorConfig};
 use crate::nn::{InitScheme, LossKind, MlpSpec, ModelSpec, RnnSpec};
 use crate::norm::{NonFinitePolicy, NormKind};
+use crate::GradSet;
 
 /// The network, sized to the task's data when built.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -80,8 +82,11 @@ pub const AUTOCLIP_CAPACITY: u32 = 100_000;
 pub enum ClipSetting {
     /// No clipping.
     None,
-    /// Every element clamped to `[-v, v]` (`clip_grad_value_`).
-    Value(f32),
+    /// Every element clamped to `[-clip_value, clip_value]` (`clip_grad_value_`).
+    Value {
+        /// Largest magnitude kept (> 0).
+        clip_value: f32,
+    },
     /// All gradients scaled together by their global norm (`clip_grad_norm_`).
     GlobalNorm {
         /// Norm above which to scale down (> 0).
@@ -89,17 +94,21 @@ pub enum ClipSetting {
         /// The norm measured.
         kind: NormKind,
     },
-    /// Each parameter tensor (a layer's weight, its bias) by its own norm (Keras `clipnorm`).
-    PerTensor {
+    /// Each parameter tensor (a layer's weight, its bias: a segment of the packed gradients)
+    /// by its own norm (Keras `clipnorm`).
+    PerSegmentNorm {
         /// Norm above which a tensor is scaled down (> 0).
         max_norm: f32,
         /// The norm measured.
         kind: NormKind,
     },
-    /// Unit-wise against the parameter norm (optax `adaptive_grad_clip`, eps 1e-3).
+    /// Unit-wise against the parameter norm (optax `adaptive_grad_clip`), each output unit
+    /// of a weight (a row of its `[out, in]`) and each bias whole.
     Agc {
         /// Largest allowed ratio of a unit's gradient norm to its parameter norm (> 0).
         clipping: f32,
+        /// Floor of the parameter norm (≥ 0; optax's default [`AGC_EPS`]).
+        eps: f32,
     },
     /// A global L2 norm clip whose threshold a device kernel folds from the norm history
     /// (ZClip, AutoClip), from step 0.
@@ -348,15 +357,34 @@ impl TrainConfig {
 }
 
 impl ClipSetting {
+    /// The core's [`ClipPolicy`] for this setting, the same names and values; AGC's
+    /// parameters and unit lengths come from `agc_units`, called for AGC only.
+    pub fn policy(self, agc_units: impl FnOnce() -> (GradSet, Vec<u64>)) -> ClipPolicy {
+        match self {
+            Self::None => ClipPolicy::None,
+            Self::Value { clip_value } => ClipPolicy::Value { clip_value },
+            Self::GlobalNorm { max_norm, kind } => ClipPolicy::GlobalNorm { max_norm, kind },
+            Self::PerSegmentNorm { max_norm, kind } => ClipPolicy::PerSegmentNorm { max_norm, kind },
+            Self::Agc { clipping, eps } => {
+                let (params, unit_lens) = agc_units();
+                ClipPolicy::Agc { clipping, eps, params, unit_lens }
+            }
+            Self::Adaptive(policy) => ClipPolicy::Adaptive(policy),
+        }
+    }
+
     /// Checks thresholds a library caller may have built by hand (the `--clip` parser
     /// already refuses bad ones).
     pub fn validate(&self) -> Result<()> {
         let threshold = |what: &'static str, v: f32| positive(what, v as f64, false);
         match *self {
             Self::None => Ok(()),
-            Self::Value(v) => threshold("clip value", v),
-            Self::GlobalNorm { max_norm, .. } | Self::PerTensor { max_norm, .. } => threshold("clip max_norm", max_norm),
-            Self::Agc { clipping } => threshold("AGC clipping", clipping),
+            Self::Value { clip_value } => threshold("clip_value", clip_value),
+            Self::GlobalNorm { max_norm, .. } | Self::PerSegmentNorm { max_norm, .. } => threshold("clip max_norm", max_norm),
+            Self::Agc { clipping, eps } => {
+                threshold("AGC clipping", clipping)?;
+                crate::error::check_non_negative("AGC eps", eps)
+            }
             Self::Adaptive(adaptive) => adaptive.validate(),
         }
     }
@@ -417,12 +445,12 @@ impl std::str::FromStr for ClipSetting {
         };
         Ok(match parts[0] {
             "none" if parts.len() == 1 => Self::None,
-            "value" if parts.len() == 2 => Self::Value(positive(1)?),
+            "value" if parts.len() == 2 => Self::Value { clip_value: positive(1)? },
             "norm" if parts.len() <= 3 => Self::GlobalNorm { max_norm: positive(1)?, kind: norm_kind("--clip", s, parts.get(2).copied())? },
             "per-layer" if parts.len() <= 3 => {
-                Self::PerTensor { max_norm: positive(1)?, kind: norm_kind("--clip", s, parts.get(2).copied())? }
+                Self::PerSegmentNorm { max_norm: positive(1)?, kind: norm_kind("--clip", s, parts.get(2).copied())? }
             }
-            "agc" if parts.len() == 2 => Self::Agc { clipping: positive(1)? },
+            "agc" if parts.len() == 2 => Self::Agc { clipping: positive(1)?, eps: AGC_EPS },
             "zclip" if parts.len() <= 3 => {
                 let d = ZClip::default();
                 let z = if parts.len() >= 2 { positive(1)? } else { d.z };
