@@ -238,6 +238,27 @@ pub enum Error {
         align: u64,
     },
 
+    /// An index or count at or past the limit it must stay below (a batch row past the
+    /// data, a class label past the classes, a rank past the group).
+    #[error("{what} must be below {limit}, got {value}")]
+    NotBelow {
+        /// The index or count, by its name.
+        what: &'static str,
+        /// The value given.
+        value: u64,
+        /// The limit it must stay below.
+        limit: u64,
+    },
+    /// A count above the most there can be (a batch larger than the training set).
+    #[error("{what} must be at most {max}, got {value}")]
+    AboveMax {
+        /// The count, by its name.
+        what: &'static str,
+        /// The value given.
+        value: u64,
+        /// The most allowed.
+        max: u64,
+    },
     /// Two settings that cannot go together.
     #[error("{setting} cannot go with {other}: {why}")]
     Incompatible {
@@ -264,7 +285,8 @@ fn usage_names(usages: &wgpu::BufferUsages, prefix: &str) -> String {
 }
 
 impl Error {
-    /// The error with each setting it names (`what` of `OutOfRange` and `NotPositive`,
+    /// The error with each setting it names (`what` of `OutOfRange`, `NotPositive`,
+    /// `NotBelow` and `AboveMax`,
     /// `setting` of `Incompatible`) renamed by `name`: how a front end (the CLI) speaks of
     /// the settings in its own words, flags for instance.
     pub fn renamed(self, name: impl Fn(&'static str) -> &'static str) -> Self {
@@ -272,6 +294,8 @@ impl Error {
             Self::OutOfRange { what, value, expected } => Self::OutOfRange { what: name(what), value, expected },
             Self::NotPositive { what, value } => Self::NotPositive { what: name(what), value },
             Self::Incompatible { setting, other, why } => Self::Incompatible { setting: name(setting), other, why },
+            Self::NotBelow { what, value, limit } => Self::NotBelow { what: name(what), value, limit },
+            Self::AboveMax { what, value, max } => Self::AboveMax { what: name(what), value, max },
             other => other,
         }
     }
@@ -283,6 +307,14 @@ pub(crate) fn check_positive(what: &'static str, value: f32) -> Result<()> {
         Ok(())
     } else {
         Err(Error::NotPositive { what, value: value as f64 })
+    }
+}
+
+/// `Error::OutOfRange` for the first of `sizes` that is 0.
+pub(crate) fn check_sizes(sizes: &[(&'static str, u32)]) -> Result<()> {
+    match sizes.iter().find(|(_, n)| *n == 0) {
+        Some(&(what, _)) => Err(Error::OutOfRange { what, value: 0.0, expected: "≥ 1" }),
+        None => Ok(()),
     }
 }
 

@@ -386,11 +386,8 @@ impl GradMonitor {
     /// does not exist.
     pub fn new(config: MonitorConfig, layers: Vec<String>, segment_layer: Vec<usize>) -> Result<Self> {
         config.validate()?;
-        if let Some((s, &l)) = segment_layer.iter().enumerate().find(|(_, &l)| l >= layers.len()) {
-            return Err(Error::Invalid(format!(
-                "gradient segment {s} belongs to layer {l}, but the monitor has {} layers",
-                layers.len()
-            )));
+        if let Some(&l) = segment_layer.iter().find(|&&l| l >= layers.len()) {
+            return Err(Error::NotBelow { what: "a gradient segment's layer", value: l as u64, limit: layers.len() as u64 });
         }
         Ok(Self {
             history: NormHistory::new(config.percentile),

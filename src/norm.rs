@@ -157,12 +157,10 @@ impl GradNorm {
         if let Some(m) = config.max_norm {
             check_positive("max_norm", m)?;
         }
-        if !(config.eps >= 0.0 && config.eps.is_finite()) {
-            return Err(Error::Invalid(format!("eps must be finite and ≥ 0, got {}", config.eps)));
-        }
+        crate::error::check_non_negative("eps", config.eps)?;
         let workgroup_size = config.workgroup_size.unwrap_or_else(|| default_workgroup_size(device));
         if !(1..=256).contains(&workgroup_size) {
-            return Err(Error::Invalid(format!("workgroup_size must be in 1..=256, got {workgroup_size}")));
+            return Err(Error::OutOfRange { what: "workgroup_size", value: workgroup_size as f64, expected: "in 1..=256" });
         }
         let tile_layout = config.tile_layout.unwrap_or_else(|| TileLayout::for_device(device));
         let (default_tile, max_tile) = match tile_layout {
@@ -181,7 +179,7 @@ impl GradNorm {
         // u32 element indices in the shaders cap a binding at 4 GiB.
         let chunk = config.max_binding_bytes.unwrap_or(device_max).min(device_max).min(1 << 32) / 256 * 256;
         if chunk < 4096 {
-            return Err(Error::Invalid(format!("max_binding_bytes must be at least 4096, got {chunk}")));
+            return Err(Error::OutOfRange { what: "max_binding_bytes", value: chunk as f64, expected: "at least 4096" });
         }
         let tile_align = (limits.min_storage_buffer_offset_alignment as u64 / 16).max(1);
         let plan = TilePlan::new(set, tile_elems, chunk, tile_align)?;

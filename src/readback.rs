@@ -124,7 +124,7 @@ impl ReadbackRing {
     /// device cannot hold them.
     pub fn new(device: &wgpu::Device, record_bytes: u64, depth: usize) -> Result<Self> {
         if record_bytes == 0 || !record_bytes.is_multiple_of(4) {
-            return Err(Error::Invalid(format!("a record must be a positive multiple of 4 bytes, got {record_bytes}")));
+            return Err(Error::OutOfRange { what: "record bytes", value: record_bytes as f64, expected: "a positive multiple of 4" });
         }
         let buffers = crate::kernels::scoped(device, "allocating readback slots", || {
             (0..depth.max(1)).map(|_| staging(device, record_bytes)).collect::<Vec<_>>()

@@ -95,11 +95,13 @@ fn bad_tiling_config() {
             tile_layout: Some(TileLayout::Workgroup),
             ..Default::default()
         },
-        NormConfig { max_binding_bytes: Some(100), ..Default::default() },
-        NormConfig { eps: -1.0, ..Default::default() },
     ] {
         assert!(matches!(norm_err(&set, &config), Error::Invalid(_)));
     }
+    let small = NormConfig { max_binding_bytes: Some(100), ..Default::default() };
+    assert!(matches!(norm_err(&set, &small), Error::OutOfRange { what: "max_binding_bytes", .. }));
+    let eps = NormConfig { eps: -1.0, ..Default::default() };
+    assert!(matches!(norm_err(&set, &eps), Error::OutOfRange { what: "eps", .. }));
 }
 
 #[test]

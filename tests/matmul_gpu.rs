@@ -242,7 +242,7 @@ fn bad_input_is_a_typed_error() {
         mapped_at_creation: false,
     });
     let zero = MatmulOp { m: 0, ..op };
-    assert!(matches!(kernel.bind(device, &zero, &buf, &buf, None, &small), Err(gradguard::Error::Invalid(_))));
+    assert!(matches!(kernel.bind(device, &zero, &buf, &buf, None, &small), Err(gradguard::Error::OutOfRange { what: "matmul m", .. })));
     assert!(matches!(kernel.bind(device, &op, &buf, &small, None, &out), Err(gradguard::Error::LengthMismatch { .. })));
     assert!(matches!(
         kernel.bind(device, &op, &buf, &buf, None, &no_storage),

@@ -381,7 +381,7 @@ fn ignored_flags_are_refused_and_messages_read_as_words() {
         (vec!["--width", "0"], "MLP width must be at least 1, got 0"),
         (vec!["--model", "rnn", "--task", "adding", "--hidden", "0"], "RNN hidden size must be at least 1, got 0"),
         (vec!["--momentum", "nan"], "SGD momentum must be finite and ≥ 0, got NaN"),
-        (vec!["--batch", "100000"], "batch size 100000 is larger than the training set (1279 samples)"),
+        (vec!["--batch", "100000"], "--batch must be at most 1279, got 100000"),
         (vec!["--model", "rnn", "--task", "adding", "--hidden", "100000"], "tensor rnn.weight_hh (100000 × 100000) needs 40000000000 bytes"),
         (vec!["--model", "rnn", "--task", "adding", "--seq-len", "10000000"], "more than the host budget for generated sequences"),
         // The library names its settings; the command line speaks of flags.

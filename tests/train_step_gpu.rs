@@ -159,9 +159,9 @@ fn write_batch_refuses_bad_rows_and_short_data() {
     model.write_batch(queue, data, &good).unwrap();
     let mut past = good.clone();
     past[batch - 1] = data.len();
-    assert!(matches!(model.write_batch(queue, data, &past), Err(gradguard::Error::Invalid(_))));
+    assert!(matches!(model.write_batch(queue, data, &past), Err(gradguard::Error::NotBelow { what: "batch row", .. })));
     past[batch - 1] = usize::MAX;
-    assert!(matches!(model.write_batch(queue, data, &past), Err(gradguard::Error::Invalid(_))));
+    assert!(matches!(model.write_batch(queue, data, &past), Err(gradguard::Error::NotBelow { what: "batch row", .. })));
     let mut short = data.clone();
     short.inputs.truncate(short.inputs.len() - 1);
     let rows: Vec<usize> = (short.len() - batch..short.len()).collect();
@@ -175,7 +175,7 @@ fn write_batch_refuses_bad_rows_and_short_data() {
     if let gradguard::data::Targets::Classes { labels, classes } = &mut bad_label.targets {
         labels[0] = *classes;
     }
-    assert!(matches!(model.write_batch(queue, &bad_label, &good), Err(gradguard::Error::Invalid(_))));
+    assert!(matches!(model.write_batch(queue, &bad_label, &good), Err(gradguard::Error::NotBelow { what: "class label", .. })));
 }
 
 /// One step under every clip setting the trainer scales on read or clips in place, and

@@ -103,7 +103,7 @@ fn train_config_refuses_bad_monitor_and_adaptive_settings() {
 fn monitor_refuses_a_segment_of_no_layer() {
     let layers = vec!["linear1".to_string(), "linear2".to_string()];
     assert!(GradMonitor::new(MonitorConfig::default(), layers.clone(), vec![0, 0, 1, 1]).is_ok());
-    assert!(matches!(GradMonitor::new(MonitorConfig::default(), layers.clone(), vec![0, 2]), Err(Error::Invalid(_))));
+    assert!(matches!(GradMonitor::new(MonitorConfig::default(), layers.clone(), vec![0, 2]), Err(Error::NotBelow { value: 2, .. })));
     let bad = MonitorConfig { percentile: 200.0, ..MonitorConfig::default() };
     assert!(matches!(GradMonitor::new(bad, layers, vec![0]), Err(Error::OutOfRange { .. })));
 }

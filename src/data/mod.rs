@@ -196,7 +196,7 @@ pub struct Split {
 /// Shuffles `data` with `seed` and puts `test_fraction` of it aside.
 pub fn split(data: &Dataset, test_fraction: f64, seed: u64) -> Result<Split> {
     if !(0.0..1.0).contains(&test_fraction) {
-        return Err(Error::Invalid(format!("test fraction must lie in [0, 1), got {test_fraction}")));
+        return Err(Error::OutOfRange { what: "test fraction", value: test_fraction, expected: "in [0, 1)" });
     }
     let mut rows: Vec<usize> = (0..data.len()).collect();
     rows.shuffle(&mut rng(seed));
@@ -320,7 +320,7 @@ impl BatchOrder {
             return Err(Error::OutOfRange { what: "batch size", value: 0.0, expected: "at least 1" });
         }
         if batch > len {
-            return Err(Error::Invalid(format!("batch size {batch} is larger than the training set ({len} samples)")));
+            return Err(Error::AboveMax { what: "batch size", value: batch as u64, max: len as u64 });
         }
         Ok(Self { len, batch, seed, epoch: None })
     }

@@ -95,12 +95,7 @@ impl MatmulOp {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.m == 0 || self.n == 0 || self.k == 0 {
-            return Err(Error::Invalid(format!(
-                "matmul: m, n and k must be ≥ 1, got {}x{}x{}",
-                self.m, self.n, self.k
-            )));
-        }
+        crate::error::check_sizes(&[("matmul m", self.m), ("matmul n", self.n), ("matmul k", self.k)])?;
         for (what, len) in [("matmul A", self.a_len()), ("matmul B", self.b_len()), ("matmul C", self.c_len())] {
             index_range(what, len)?;
         }

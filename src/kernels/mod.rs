@@ -305,6 +305,7 @@ pub(crate) fn dispatch(
 }
 
 /// `n` as a u32 element count the shaders can index, or an error naming `what`.
-pub(crate) fn index_range(what: &str, n: u64) -> Result<u32> {
-    u32::try_from(n).map_err(|_| Error::Invalid(format!("{what}: {n} elements exceed the u32 indices of the shaders")))
+pub(crate) fn index_range(what: &'static str, n: u64) -> Result<u32> {
+    // The shaders index elements with u32.
+    u32::try_from(n).map_err(|_| Error::NotBelow { what, value: n, limit: 1 << 32 })
 }

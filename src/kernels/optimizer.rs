@@ -92,7 +92,8 @@ impl Optimizer {
                 nonnegative("SGD dampening", s.dampening)?;
                 nonnegative("SGD weight_decay", s.weight_decay)?;
                 if s.nesterov && (s.momentum == 0.0 || s.dampening != 0.0) {
-                    return Err(Error::Invalid("Nesterov momentum requires a momentum and zero dampening".into()));
+                    let other = format!("momentum {} and dampening {}", s.momentum, s.dampening);
+                    return Err(Error::Incompatible { setting: "SGD nesterov", other, why: "Nesterov momentum needs a momentum > 0 and zero dampening" });
                 }
                 (s.nesterov as u32, s.momentum, s.dampening, s.weight_decay, 0.0, 0.0, 0.0)
             }
@@ -209,9 +210,7 @@ pub fn lr_buffer(device: &wgpu::Device, lr: f32) -> Result<wgpu::Buffer> {
 
 /// Schedules the learning rate of later submissions (a queue write, no new pipeline).
 pub fn set_lr(queue: &wgpu::Queue, buffer: &wgpu::Buffer, lr: f32) -> Result<()> {
-    if !(lr.is_finite() && lr >= 0.0) {
-        return Err(Error::Invalid(format!("learning rate must be finite and ≥ 0, got {lr}")));
-    }
+    crate::error::check_non_negative("learning rate", lr)?;
     queue.write_buffer(buffer, 0, bytemuck::bytes_of(&lr));
     Ok(())
 }
@@ -253,7 +252,7 @@ impl OptimizerKernel {
     pub fn bind(&self, device: &wgpu::Device, optimizer: &Optimizer, buffers: OptimizerBuffers<'_>) -> Result<OptimizerBinding> {
         let state = buffers.state;
         if buffers.tensors.iter().all(|&(_, len)| len == 0) {
-            return Err(Error::Invalid("optimizer: zero parameters".into()));
+            return Err(Error::Empty { what: "optimizer parameters".into() });
         }
         if state.slots != optimizer.state_buffers() {
             return Err(Error::LengthMismatch {

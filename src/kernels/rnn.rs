@@ -56,12 +56,11 @@ impl RnnShape {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.batch == 0 || self.hidden == 0 || self.steps == 0 || self.inputs == 0 {
-            return Err(Error::Invalid(format!("rnn: batch, inputs, hidden and steps must be ≥ 1, got {self:?}")));
-        }
+        let sizes = [("rnn batch", self.batch), ("rnn inputs", self.inputs), ("rnn hidden", self.hidden), ("rnn steps", self.steps)];
+        crate::error::check_sizes(&sizes)?;
         let (_, slope) = self.activation.code();
         if !slope.is_finite() {
-            return Err(Error::Invalid(format!("leaky relu slope must be finite, got {slope}")));
+            return Err(Error::OutOfRange { what: "leaky relu slope", value: slope as f64, expected: "finite" });
         }
         super::index_range("rnn hidden states", self.hs_len())?;
         super::index_range("rnn inputs", self.x_len())?;

@@ -170,9 +170,7 @@ impl GpuModel {
                 tensors.iter().map(|t| t.len()).collect::<Vec<_>>()
             )));
         }
-        if batch == 0 {
-            return Err(Error::Invalid("batch size must be ≥ 1".into()));
-        }
+        crate::error::check_sizes(&[("batch size", batch)])?;
         let mut alloc = Alloc { device, activation_bytes: 0 };
         let arena = ParamArena::new(&tensors);
         let param_buffer = alloc.data("parameters (packed)", &arena.pack(params))?;
@@ -507,7 +505,7 @@ impl GpuModel {
     fn check_batch(data: &Dataset, rows: &[usize], sample_len: usize) -> Result<()> {
         let samples = data.len();
         if let Some(&r) = rows.iter().find(|&&r| r >= samples) {
-            return Err(Error::Invalid(format!("batch row {r} is past the data's {samples} samples")));
+            return Err(Error::NotBelow { what: "batch row", value: r as u64, limit: samples as u64 });
         }
         if data.inputs.len() != samples * sample_len {
             return Err(Error::LengthMismatch {
@@ -519,7 +517,7 @@ impl GpuModel {
         let (what, expected, actual) = match &data.targets {
             Targets::Classes { labels, classes } => {
                 if let Some(&l) = rows.iter().map(|&r| labels.get(r)).find_map(|l| l.filter(|&&l| l >= *classes)) {
-                    return Err(Error::Invalid(format!("class label {l} is not below the {classes} classes")));
+                    return Err(Error::NotBelow { what: "class label", value: l as u64, limit: *classes as u64 });
                 }
                 ("class labels (one per sample)", samples, labels.len())
             }

@@ -235,11 +235,14 @@ impl TrainArgs {
 fn flag(setting: &'static str) -> &'static str {
     match setting {
         "steps" => "--steps",
-        "batch" => "--batch",
+        "batch" | "batch size" => "--batch",
         "lr" => "--lr",
         "weight_decay" => "--weight-decay",
         "l2" => "--l2",
         "model" => "--model",
+        "watch_forward" => "--watch-forward",
+        "schedule every" | "schedule factor" => "--schedule",
+        "init std" => "--init",
         other => other,
     }
 }

@@ -333,17 +333,16 @@ impl TrainConfig {
             });
         }
         if let Schedule::Step { every, factor } = self.schedule {
-            if every == 0 || !(factor.is_finite() && factor > 0.0) {
-                return Err(Error::Invalid(format!("a step schedule needs every ≥ 1 and factor > 0, got {every}, {factor}")));
+            if every == 0 {
+                return Err(Error::OutOfRange { what: "schedule every", value: 0.0, expected: "≥ 1" });
             }
+            crate::error::check_positive("schedule factor", factor)?;
         }
         if let Some(drop) = self.responses.lr_drop {
             drop.validate()?;
         }
         if let InitScheme::Normal { std } = self.init {
-            if !(std.is_finite() && std > 0.0) {
-                return Err(Error::Invalid(format!("init std must be > 0, got {std}")));
-            }
+            crate::error::check_positive("init std", std)?;
         }
         if let Some(late) = self.faults.iter().find(|f| f.step >= self.steps) {
             return Err(Error::Invalid(format!(

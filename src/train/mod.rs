@@ -184,15 +184,12 @@ impl<'g> Trainer<'g> {
         spec.check_fits(config.batch, &gpu.device.limits())?;
         let ranks = collective.map_or(1, |c| c.size());
         if ranks > 1 && spec.layers.iter().any(|l| matches!(l, crate::nn::LayerSpec::BatchNorm { .. })) {
-            return Err(Error::Invalid(format!(
-                "batch norm over {ranks} data-parallel ranks is not supported: each rank would normalise its own rows"
-            )));
+            let why = "each rank would normalise its own rows: batch and running statistics would differ between ranks";
+            return Err(Error::Incompatible { setting: "model", other: format!("batch norm over {ranks} data-parallel ranks"), why });
         }
         if ranks > 1 && config.watch_forward {
-            return Err(Error::Invalid(format!(
-                "the forward watch over {ranks} data-parallel ranks is not supported: each rank would see only its own \
-                 rows' outputs, and the ranks could respond differently"
-            )));
+            let why = "each rank would see only its own rows' outputs, and the ranks could respond differently";
+            return Err(Error::Incompatible { setting: "watch_forward", other: format!("{ranks} data-parallel ranks"), why });
         }
         let params = spec.init_params(config.seed)?;
         Self::with_params(gpu, config, split, spec, &params, collective)
@@ -210,7 +207,7 @@ impl<'g> Trainer<'g> {
         let kernels = TrainKernels::new(device)?;
         let (rank, ranks) = collective.map_or((0, 1), |c| (c.rank(), c.size()));
         if let Some(f) = config.faults.iter().find(|f| f.rank.is_some_and(|r| r as usize >= ranks)) {
-            return Err(Error::Invalid(format!("a fault at step {} names rank {}, but there are {ranks} ranks", f.step, f.rank.unwrap_or(0))));
+            return Err(Error::NotBelow { what: "a fault's rank", value: f.rank.unwrap_or(0) as u64, limit: ranks as u64 });
         }
         let rows = replicas::shard(config.batch as usize, ranks, rank).len() as u32;
         let mut model = GpuModel::new(device, &kernels, &spec, rows.max(1), config.loss_kind(), params)?;
