@@ -120,7 +120,8 @@ impl AdaptiveClip {
     pub fn new(device: &wgpu::Device, policy: &AdaptivePolicy, norm: &GradNorm) -> Result<Self> {
         policy.validate()?;
         if norm.kind() != crate::NormKind::L2 {
-            return Err(Error::Invalid(format!("adaptive clipping follows the L2 norm, not {:?}", norm.kind())));
+            let other = format!("a {:?} norm", norm.kind());
+            return Err(Error::Incompatible { setting: "adaptive clipping", other, why: "ZClip and AutoClip follow the L2 norm" });
         }
         let (zclip, autoclip) = match policy {
             AdaptivePolicy::ZClip(c) => (*c, None),

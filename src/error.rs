@@ -284,9 +284,12 @@ fn usage_names(usages: &wgpu::BufferUsages, prefix: &str) -> String {
     usages.iter_names().map(|(name, _)| format!("{prefix}{name}")).collect::<Vec<_>>().join(" | ")
 }
 
+/// The settings a checkpoint's refusal may name, in backticks.
+const SETTINGS_IN_REASONS: &[&str] = &["steps", "allow_nonfinite"];
+
 impl Error {
     /// The error with each setting it names (`what` of `OutOfRange`, `NotPositive`,
-    /// `NotBelow` and `AboveMax`,
+    /// `NotBelow` and `AboveMax`, and the settings a `Checkpoint` refusal names in backticks,
     /// `setting` of `Incompatible`) renamed by `name`: how a front end (the CLI) speaks of
     /// the settings in its own words, flags for instance.
     pub fn renamed(self, name: impl Fn(&'static str) -> &'static str) -> Self {
@@ -296,6 +299,12 @@ impl Error {
             Self::Incompatible { setting, other, why } => Self::Incompatible { setting: name(setting), other, why },
             Self::NotBelow { what, value, limit } => Self::NotBelow { what: name(what), value, limit },
             Self::AboveMax { what, value, max } => Self::AboveMax { what: name(what), value, max },
+            Self::Checkpoint { path, mut reason } => {
+                for setting in SETTINGS_IN_REASONS {
+                    reason = reason.replace(&format!("`{setting}`"), name(setting));
+                }
+                Self::Checkpoint { path, reason }
+            }
             other => other,
         }
     }

@@ -61,7 +61,7 @@ pub enum FanMode {
 /// `(fan_in, fan_out)` of a weight shape, as torch's `_calculate_fan_in_and_fan_out`.
 pub fn fans(shape: &[usize]) -> Result<(usize, usize)> {
     if shape.len() < 2 {
-        return Err(Error::Invalid(format!("fans need a shape of 2 or more dimensions, got {shape:?}")));
+        return Err(Error::OutOfRange { what: "a fan's shape dimensions", value: shape.len() as f64, expected: "≥ 2" });
     }
     let receptive: usize = shape[2..].iter().product();
     Ok((shape[1] * receptive, shape[0] * receptive))
@@ -71,7 +71,7 @@ fn check_gain(gain: f64) -> Result<()> {
     if gain.is_finite() {
         Ok(())
     } else {
-        Err(Error::Invalid(format!("gain must be finite, got {gain}")))
+        Err(Error::OutOfRange { what: "gain", value: gain, expected: "finite" })
     }
 }
 
@@ -89,8 +89,11 @@ fn uniform(rng: &mut impl Rng, len: usize, bound: f64) -> Vec<f32> {
 
 /// `torch.nn.init.normal_`: `len` samples of N(mean, std²).
 pub fn normal(rng: &mut impl Rng, len: usize, mean: f64, std: f64) -> Result<Vec<f32>> {
-    if !(mean.is_finite() && std.is_finite() && std >= 0.0) {
-        return Err(Error::Invalid(format!("normal init needs a finite mean and std ≥ 0, got {mean}, {std}")));
+    if !mean.is_finite() {
+        return Err(Error::OutOfRange { what: "normal init mean", value: mean, expected: "finite" });
+    }
+    if !(std.is_finite() && std >= 0.0) {
+        return Err(Error::OutOfRange { what: "normal init std", value: std, expected: "finite and ≥ 0" });
     }
     Ok((0..len).map(|_| (mean + std * standard_normal(rng)) as f32).collect())
 }
@@ -181,8 +184,11 @@ pub fn spectral_radius(w: &[f64], n: usize, iterations: usize) -> f64 {
 /// Sutskever et al. 2013): an `n × n` matrix from N(0, 0.01²) keeping `nonzero` random
 /// entries in each row, scaled so that its spectral radius is `radius`.
 pub fn sparse_spectral(rng: &mut impl Rng, n: usize, nonzero: usize, radius: f64) -> Result<Vec<f32>> {
-    if !(radius.is_finite() && radius > 0.0) || nonzero == 0 {
-        return Err(Error::Invalid(format!("sparse init needs a radius > 0 and ≥ 1 non-zero a row, got {radius}, {nonzero}")));
+    if !(radius.is_finite() && radius > 0.0) {
+        return Err(Error::NotPositive { what: "sparse init radius", value: radius });
+    }
+    if nonzero == 0 {
+        return Err(Error::OutOfRange { what: "sparse init non-zeros a row", value: 0.0, expected: "≥ 1" });
     }
     let mut w = vec![0.0f64; n * n];
     for row in w.chunks_mut(n) {
@@ -207,7 +213,7 @@ pub fn sparse_spectral(rng: &mut impl Rng, n: usize, nonzero: usize, radius: f64
 pub fn orthogonal(rng: &mut impl Rng, shape: &[usize], gain: f64) -> Result<Vec<f32>> {
     check_gain(gain)?;
     if shape.len() < 2 {
-        return Err(Error::Invalid(format!("orthogonal init needs 2 or more dimensions, got {shape:?}")));
+        return Err(Error::OutOfRange { what: "orthogonal init's shape dimensions", value: shape.len() as f64, expected: "≥ 2" });
     }
     let (rows, cols) = (shape[0], shape[1..].iter().product::<usize>());
     if rows * cols == 0 {

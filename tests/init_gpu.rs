@@ -32,7 +32,7 @@ fn assert_moments(what: &str, v: &[f32], std: f64, bound: Option<f64>) {
 fn fans_and_gains_follow_torch() {
     assert_eq!(init::fans(&[30, 20]).unwrap(), (20, 30));
     assert_eq!(init::fans(&[8, 3, 5, 5]).unwrap(), (75, 200));
-    assert!(matches!(init::fans(&[4]), Err(gradguard::Error::Invalid(_))));
+    assert!(matches!(init::fans(&[4]), Err(gradguard::Error::OutOfRange { expected: "≥ 2", .. })));
     assert_eq!(Nonlinearity::Linear.gain(), 1.0);
     assert_eq!(Nonlinearity::Sigmoid.gain(), 1.0);
     assert_eq!(Nonlinearity::Tanh.gain(), 5.0 / 3.0);

@@ -188,3 +188,22 @@ fn a_resume_may_change_the_remedies() {
         assert!(err.to_string().contains("batch"), "{err}");
     }
 }
+
+/// A refusal speaks of the configuration's settings, never of the command line's flags;
+/// `Error::renamed` turns them into a front end's words.
+#[test]
+fn a_refused_checkpoint_names_settings_not_flags() {
+    let mut config = exploding_mlp(6, 3);
+    let path = checkpoint_path("settings");
+    let mut first = Trainer::new(gpu(), config.clone()).unwrap();
+    for _ in 0..6 {
+        first.step().unwrap();
+    }
+    first.save_checkpoint(&path).unwrap();
+    config.steps = 4;
+    let err = Trainer::resume(gpu(), config, &path, ResumeOptions::default()).err().expect("past its steps");
+    let text = err.to_string();
+    assert!(text.contains("past `steps` 4") && !text.contains("--"), "{text}");
+    let renamed = err.renamed(|s| if s == "steps" { "--steps" } else { s }).to_string();
+    assert!(renamed.contains("past --steps 4"), "{renamed}");
+}

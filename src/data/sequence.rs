@@ -25,9 +25,9 @@ pub(super) const SYMBOLS: u32 = 6;
 /// The shortest sequence the tasks accept: a tenth of it must hold at least one step.
 pub const MIN_STEPS: u32 = 10;
 
-fn check_steps(task: &str, steps: u32) -> Result<usize> {
+fn check_steps(steps: u32) -> Result<usize> {
     if steps < MIN_STEPS {
-        return Err(Error::Invalid(format!("the {task} task needs a sequence of at least {MIN_STEPS} steps, got {steps}")));
+        return Err(Error::OutOfRange { what: "sequence steps", value: steps as f64, expected: "at least MIN_STEPS (10)" });
     }
     Ok(steps as usize)
 }
@@ -41,8 +41,8 @@ fn marked_pair(r: &mut impl Rng, t: usize) -> (usize, usize) {
 
 /// Each step carries `[marker, value ~ U(0, 1)]` (the code's channels 0 and 1); two steps
 /// are marked ([`marked_pair`]) and `combine` of their values is the target.
-fn marked_values(task: &str, steps: u32, samples: usize, seed: u64, combine: fn(f32, f32) -> f32) -> Result<Dataset> {
-    let t = check_steps(task, steps)?;
+fn marked_values(steps: u32, samples: usize, seed: u64, combine: fn(f32, f32) -> f32) -> Result<Dataset> {
+    let t = check_steps(steps)?;
     let mut r = rng(seed);
     let mut inputs = Vec::with_capacity(samples * t * 2);
     let mut values = Vec::with_capacity(samples);
@@ -61,20 +61,20 @@ fn marked_values(task: &str, steps: u32, samples: usize, seed: u64, combine: fn(
 /// The adding problem: the target is the **mean** `(x₁ + x₂) / 2` of the two marked values
 /// (`addition.py`). Predicting 0.5 leaves a squared error above 0.04 on 36% of sequences.
 pub fn adding_problem(steps: u32, samples: usize, seed: u64) -> Result<Dataset> {
-    marked_values("adding", steps, samples, seed, |a, b| (a + b) / 2.0)
+    marked_values(steps, samples, seed, |a, b| (a + b) / 2.0)
 }
 
 /// The multiplication problem: the target is the product `x₁ · x₂` of the two marked values
 /// (`multiplication.py`).
 pub fn multiplication_problem(steps: u32, samples: usize, seed: u64) -> Result<Dataset> {
-    marked_values("multiplication", steps, samples, seed, |a, b| a * b)
+    marked_values(steps, samples, seed, |a, b| a * b)
 }
 
 /// Temporal order with `windows.len()` relevant symbols: every step is a distractor c–f
 /// except one A-or-B in each window `[T·w/10, T·w/10 + T/10)`; the class is
 /// `Σ vᵢ·2ⁱ` over the relevant symbols' bits (A = 0, B = 1).
-fn ordered_symbols(task: &str, steps: u32, samples: usize, seed: u64, windows: &[usize]) -> Result<Dataset> {
-    let (t, k) = (check_steps(task, steps)?, SYMBOLS as usize);
+fn ordered_symbols(steps: u32, samples: usize, seed: u64, windows: &[usize]) -> Result<Dataset> {
+    let (t, k) = (check_steps(steps)?, SYMBOLS as usize);
     let mut r = rng(seed);
     let mut inputs = Vec::with_capacity(samples * t * k);
     let mut labels = Vec::with_capacity(samples);
@@ -93,11 +93,11 @@ fn ordered_symbols(task: &str, steps: u32, samples: usize, seed: u64, windows: &
 /// Temporal order (`tempOrder.py`): A or B once in `[T/10, 2T/10)` and once in
 /// `[5T/10, 6T/10)`; four classes (AA, BA, AB, BB as `v₀ + 2·v₁`). Chance is 25%.
 pub fn temporal_order(steps: u32, samples: usize, seed: u64) -> Result<Dataset> {
-    ordered_symbols("temporal order", steps, samples, seed, &[1, 5])
+    ordered_symbols(steps, samples, seed, &[1, 5])
 }
 
 /// 3-bit temporal order (`tempOrder3bit.py`): relevant symbols in `[T/10, 2T/10)`,
 /// `[3T/10, 4T/10)` and `[6T/10, 7T/10)`; eight classes. Chance is 12.5%.
 pub fn temporal_order_3bit(steps: u32, samples: usize, seed: u64) -> Result<Dataset> {
-    ordered_symbols("3-bit temporal order", steps, samples, seed, &[1, 3, 6])
+    ordered_symbols(steps, samples, seed, &[1, 3, 6])
 }

@@ -35,7 +35,7 @@ impl CopyKernel {
     /// in as many chunks as the device's `max_storage_buffer_binding_size` needs.
     pub fn bind(&self, device: &wgpu::Device, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) -> Result<CopyBinding> {
         if bytes == 0 || !bytes.is_multiple_of(16) {
-            return Err(Error::Invalid(format!("copy: {bytes} bytes is not a positive multiple of 16 (whole vec4s)")));
+            return Err(Error::OutOfRange { what: "copy bytes", value: bytes as f64, expected: "a positive multiple of 16 (whole vec4s)" });
         }
         // Chunks start at multiples of VIEW_ALIGN and hold whole workgroups' blocks.
         let block = VIEW_ALIGN.max(16 * VEC4S_PER_GROUP as u64);

@@ -64,7 +64,7 @@ impl GradSet {
             return Err(Error::EmptySet);
         }
         if self.views.len() > u32::MAX as usize / 2 {
-            return Err(Error::Invalid(format!("{} segments is more than a u32 can index", self.views.len())));
+            return Err(Error::NotBelow { what: "segments", value: self.views.len() as u64, limit: u32::MAX as u64 / 2 + 1 });
         }
         for (segment, v) in self.views.iter().enumerate() {
             if v.offset % 4 != 0 {

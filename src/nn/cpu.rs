@@ -35,7 +35,9 @@ impl CpuModel {
         spec.validate()?;
         let tensors = spec.tensors();
         if params.len() != tensors.len() || params.iter().zip(&tensors).any(|(p, t)| p.len() != t.len()) {
-            return Err(Error::Invalid("parameters do not fit the model".into()));
+            let actual = params.iter().map(Vec::len).sum::<usize>() as u64;
+            let expected = tensors.iter().map(|t| t.len()).sum::<usize>() as u64;
+            return Err(Error::LengthMismatch { what: format!("parameters ({} tensors expected, {} given)", tensors.len(), params.len()), expected, actual });
         }
         Ok(Self { spec: spec.clone(), params: widen(params), running: widen(running) })
     }

@@ -240,6 +240,8 @@ fn flag(setting: &'static str) -> &'static str {
         "weight_decay" => "--weight-decay",
         "l2" => "--l2",
         "model" => "--model",
+        "allow_nonfinite" => "--resume-nonfinite",
+        "sequence steps" => "--seq-len",
         "watch_forward" => "--watch-forward",
         "schedule every" | "schedule factor" => "--schedule",
         "init std" => "--init",
@@ -300,7 +302,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs, collective: Option<&dyn Collective>) -> 
     };
     let mut trainer = Trainer::with_collective(gpu, config, collective).map_err(|e| e.renamed(flag))?;
     if let Some(path) = &args.resume {
-        trainer.load_checkpoint(path, ResumeOptions { allow_nonfinite: args.resume_nonfinite })?;
+        trainer.load_checkpoint(path, ResumeOptions { allow_nonfinite: args.resume_nonfinite }).map_err(|e| e.renamed(flag))?;
     }
     let layers = trainer.monitor().layers().to_vec();
     let mut stream = match out {

@@ -353,7 +353,7 @@ pub(super) fn load(
     let parsed = parse(path, &bytes)?;
     let changed = check_config(path, &parsed.metadata["config"], config)?;
     if parsed.step > config.steps {
-        return Err(refuse(path, format!("it is at step {}, past --steps {}: ask for more steps", parsed.step, config.steps)));
+        return Err(refuse(path, format!("it is at step {}, past `steps` {}: ask for more steps", parsed.step, config.steps)));
     }
     let saved: SavedHost =
         serde_json::from_str(&parsed.metadata["host"]).map_err(|e| refuse(path, format!("its host state: {e}")))?;
@@ -379,7 +379,7 @@ pub(super) fn load(
             if bad > 0 {
                 return Err(refuse(
                     path,
-                    format!("tensor `{}` holds {bad} NaN or infinite values (resume it anyway with --resume-nonfinite)", t.name),
+                    format!("tensor `{}` holds {bad} NaN or infinite values (resume it anyway with `allow_nonfinite`)", t.name),
                 ));
             }
         }
