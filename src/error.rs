@@ -259,6 +259,27 @@ pub enum Error {
         /// The most allowed.
         max: u64,
     },
+    /// A name that matches nothing of its kind (a fault's layer).
+    #[error("no {what} `{name}`; there are: {known}")]
+    Unknown {
+        /// The kind of thing named, e.g. `"layer"`.
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// The names there are, comma-separated.
+        known: String,
+    },
+    /// Encoding an output (JSON, a chart) failed.
+    #[error("encoding {what}: {message}")]
+    Encode {
+        /// What was being encoded, e.g. `"summary.json"`.
+        what: &'static str,
+        /// The encoder's message.
+        message: String,
+    },
+    /// An external peer process (the PyTorch benchmark peer) could not run or failed.
+    #[error("the PyTorch peer: {0}")]
+    Peer(String),
     /// Two settings that cannot go together.
     #[error("{setting} cannot go with {other}: {why}")]
     Incompatible {

@@ -234,7 +234,7 @@ pub fn svg(charts: &[Chart]) -> crate::Result<String> {
                 charts.iter().zip(&panels).try_for_each(|(c, area)| c.draw(area))?;
                 root.present().map_err(text)
             })
-            .map_err(|e| crate::Error::Invalid(format!("drawing a chart: {e}")))?;
+            .map_err(|e| crate::Error::Encode { what: "a chart", message: e.to_string() })?;
     }
     Ok(out)
 }

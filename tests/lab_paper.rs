@@ -48,5 +48,5 @@ fn a_small_sweep_runs_and_reports_every_cell() {
 fn bad_sweeps_are_refused_before_any_run() {
     let refused = |config: PaperConfig| run(gpu(), &config, |_| panic!("no run may start")).unwrap_err();
     assert!(matches!(refused(PaperConfig { lengths: vec![50, 5], ..PaperConfig::default() }), Error::OutOfRange { .. }));
-    assert!(matches!(refused(PaperConfig { lengths: vec![], ..PaperConfig::default() }), Error::Invalid(_)));
+    assert!(matches!(refused(PaperConfig { lengths: vec![], ..PaperConfig::default() }), Error::Empty { .. }));
 }

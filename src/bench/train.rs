@@ -138,20 +138,20 @@ pub fn torch_peer(device: &str) -> Result<serde_json::Value> {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| Error::Invalid(format!("the PyTorch peer needs python3: {e}")))?;
+        .map_err(|e| Error::Peer(format!("it needs python3: {e}")))?;
     child
         .stdin
         .take()
         .expect("piped")
         .write_all(PEER_SCRIPT.as_bytes())
-        .map_err(|e| Error::Invalid(format!("starting the PyTorch peer: {e}")))?;
-    let out = child.wait_with_output().map_err(|e| Error::Invalid(format!("the PyTorch peer: {e}")))?;
+        .map_err(|e| Error::Peer(format!("starting it: {e}")))?;
+    let out = child.wait_with_output().map_err(|e| Error::Peer(e.to_string()))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
-        return Err(Error::Invalid(format!("the PyTorch peer failed ({}): {last}", out.status)));
+        return Err(Error::Peer(format!("it failed ({}): {last}", out.status)));
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| Error::Invalid(format!("the PyTorch peer's report: {e}")))
+    serde_json::from_slice(&out.stdout).map_err(|e| Error::Peer(format!("its report: {e}")))
 }
 
 /// Ours over the peer's steps per second, for every peer result naming one of our models.

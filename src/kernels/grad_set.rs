@@ -182,7 +182,7 @@ impl TilePlan {
                     });
                     partial = partial
                         .checked_add(1)
-                        .ok_or_else(|| Error::Invalid("more than 2^32 tiles: raise tile_elems".into()))?;
+                        .ok_or(Error::NotBelow { what: "tiles (raise tile_elems)", value: 1 << 32, limit: 1 << 32 })?;
                     e += count * 4;
                 }
                 byte = piece_end;

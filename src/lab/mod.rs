@@ -297,6 +297,6 @@ pub fn write(dir: &Path, runs: &[LabRun]) -> Result<()> {
         .iter()
         .map(|r| serde_json::json!({ "model": r.model, "remedy": r.remedy, "summary": r.summary }))
         .collect();
-    let text = serde_json::to_string_pretty(&summaries).map_err(|e| crate::Error::Invalid(e.to_string()))?;
+    let text = serde_json::to_string_pretty(&summaries).map_err(|e| crate::Error::Encode { what: "summary.json", message: e.to_string() })?;
     crate::train::write_file(&dir.join("summary.json"), text.as_bytes())
 }

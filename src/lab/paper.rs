@@ -47,8 +47,11 @@ impl Default for PaperConfig {
 impl PaperConfig {
     /// Refuses a sweep before its first run, not when the sweep reaches the bad cell.
     pub fn validate(&self) -> Result<()> {
-        if self.lengths.is_empty() || self.seeds == 0 {
-            return Err(Error::Invalid("the paper's sweep needs at least one sequence length and one seed".into()));
+        if self.lengths.is_empty() {
+            return Err(Error::Empty { what: "the paper's sweep lengths".into() });
+        }
+        if self.seeds == 0 {
+            return Err(Error::OutOfRange { what: "the paper's sweep seeds", value: 0.0, expected: "≥ 1" });
         }
         if let Some(&short) = self.lengths.iter().find(|&&t| t < crate::data::MIN_STEPS) {
             let expected = "at least 10 (the paper's markers sit in the first tenth and the first half)";
@@ -185,6 +188,6 @@ pub fn write(dir: &Path, runs: &[PaperRun], updates: u64) -> Result<()> {
     crate::train::create_dir(dir)?;
     crate::train::write_file(&dir.join("paper.txt"), table(runs).as_bytes())?;
     crate::train::write_file(&dir.join("paper.svg"), plot(runs, updates)?.as_bytes())?;
-    let text = serde_json::to_string_pretty(runs).map_err(|e| crate::Error::Invalid(e.to_string()))?;
+    let text = serde_json::to_string_pretty(runs).map_err(|e| crate::Error::Encode { what: "paper.json", message: e.to_string() })?;
     crate::train::write_file(&dir.join("paper.json"), text.as_bytes())
 }

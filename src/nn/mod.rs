@@ -240,7 +240,7 @@ impl ModelSpec {
     /// comes first.
     pub fn validate(&self) -> Result<()> {
         if !self.layers.iter().any(|l| matches!(l, LayerSpec::Linear { .. } | LayerSpec::Rnn { .. })) {
-            return Err(Error::Invalid("a model needs at least one Linear or RNN layer".into()));
+            return Err(Error::Empty { what: "the model's Linear and RNN layers".into() });
         }
         for (i, l) in self.layers.iter().enumerate() {
             let sizes: &[(&'static str, u32)] = match l {
@@ -266,12 +266,14 @@ impl ModelSpec {
                 LayerSpec::BatchNorm { features } => Some(features),
                 LayerSpec::Rnn { inputs, .. } if i == 0 => Some(inputs),
                 LayerSpec::Rnn { .. } => {
-                    return Err(Error::Invalid(format!("layer {i}: an RNN layer must come first")));
+                    let other = format!("layer {i}");
+                    return Err(Error::Incompatible { setting: "an RNN layer", other, why: "an RNN layer must come first" });
                 }
                 LayerSpec::Activation(_) => None,
             };
-            if matches!(expected, Some(e) if e != features || e == 0) {
-                return Err(Error::Invalid(format!("layer {i} ({l:?}) gets {features} features")));
+            if let Some(e) = expected.filter(|&e| e != features || e == 0) {
+                let what = format!("layer {i} ({l:?}): the features it takes against those it gets");
+                return Err(Error::LengthMismatch { what, expected: e as u64, actual: features as u64 });
             }
             features = l.outputs(features);
         }

@@ -36,11 +36,8 @@ impl FaultDrill {
             .map(|f| {
                 let layers = spec.param_layers();
                 let layer = layers.iter().find(|(_, name)| *name == f.layer).ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "no layer `{}` to inject a fault into; layers: {}",
-                        f.layer,
-                        layers.iter().map(|l| l.1.as_str()).collect::<Vec<_>>().join(", ")
-                    ))
+                    let known = layers.iter().map(|l| l.1.as_str()).collect::<Vec<_>>().join(", ");
+                    Error::Unknown { what: "layer to inject a fault into", name: f.layer.clone(), known }
                 })?;
                 let t = tensors.iter().position(|t| t.layer == layer.0).expect("a parameter layer owns a tensor");
                 let grad = model.arena().view(model.grads(), t);

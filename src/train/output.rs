@@ -75,7 +75,7 @@ pub fn metrics_csv(records: &[StepRecord], layers: &[String]) -> String {
 }
 
 fn event_line(e: &Explosion) -> Result<String> {
-    serde_json::to_string(e).map(|line| line + "\n").map_err(|e| Error::Invalid(e.to_string()))
+    serde_json::to_string(e).map(|line| line + "\n").map_err(|e| Error::Encode { what: "an event", message: e.to_string() })
 }
 
 /// metrics.csv and events.jsonl in `--out`, written as the run goes and flushed at every
@@ -170,7 +170,7 @@ pub fn write_summary(dir: &Path, trainer: &Trainer, summary: &TrainSummary) -> R
     create_dir(dir)?;
     let (config, layers, events) = (trainer.config(), trainer.monitor().layers(), trainer.monitor().events());
     let summary_json = serde_json::json!({ "config": config, "layers": layers, "summary": summary });
-    let text = serde_json::to_string_pretty(&summary_json).map_err(|e| Error::Invalid(e.to_string()))?;
+    let text = serde_json::to_string_pretty(&summary_json).map_err(|e| Error::Encode { what: "summary.json", message: e.to_string() })?;
     write_atomic(&dir.join("summary.json"), text.as_bytes())?;
     write_atomic(&dir.join("plot.svg"), run_plot(&config.task.name(), trainer.records(), events, layers)?.as_bytes())
 }
