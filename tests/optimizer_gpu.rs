@@ -333,8 +333,8 @@ fn bad_input_is_a_typed_error() {
         bind(&sgd, OptimizerBuffers { stats: Some(&no_storage), ..buffers }),
         Err(Error::MissingBufferUsage { .. })
     ));
-    assert!(matches!(bind(&sgd, OptimizerBuffers { scale: GradScale::Global, ..buffers }), Err(Error::Invalid(_))));
-    assert!(matches!(bind(&sgd, OptimizerBuffers { scale: GradScale::PerSegment, stats: Some(&g), ..buffers }), Err(Error::Invalid(_))));
+    assert!(matches!(bind(&sgd, OptimizerBuffers { scale: GradScale::Global, ..buffers }), Err(Error::Incompatible { setting: "optimizer scale", .. })));
+    assert!(matches!(bind(&sgd, OptimizerBuffers { scale: GradScale::PerSegment, stats: Some(&g), ..buffers }), Err(Error::Incompatible { setting: "optimizer scale", .. })));
     let nesterov = Optimizer::Sgd(Sgd { nesterov: true, ..Default::default() });
     assert!(matches!(bind(&nesterov, buffers), Err(Error::Incompatible { setting: "SGD nesterov", .. })));
     let adamw = Optimizer::AdamW(AdamW { betas: (0.9, 1.0), ..Default::default() });

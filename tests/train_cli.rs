@@ -376,7 +376,7 @@ fn ignored_flags_are_refused_and_messages_read_as_words() {
         (vec!["--hidden", "16"], "--hidden applies to the RNN"),
         (vec!["--seq-len", "20"], "--seq-len applies to the sequence tasks"),
         (vec!["--optimizer", "adamw", "--momentum", "0.5"], "--momentum applies to SGD"),
-        (vec!["--steps", "10", "--inject-nan", "10:linear2"], "would never run"),
+        (vec!["--steps", "10", "--inject-nan", "10:linear2"], "a fault's step must be below 10, got 10"),
         (vec!["--keep-checkpoints", "3"], "--checkpoint-every"),
         (vec!["--width", "0"], "MLP width must be at least 1, got 0"),
         (vec!["--model", "rnn", "--task", "adding", "--hidden", "0"], "RNN hidden size must be at least 1, got 0"),

@@ -49,7 +49,7 @@ fn check_request(gpu: &Gpu, elements: u64, segment_counts: &[u32], reps: u32) ->
         return Err(Error::OutOfRange { what: "segments", value: bad as f64, expected });
     }
     if segment_counts.is_empty() {
-        return Err(Error::Invalid("bench: no segment count to measure".into()));
+        return Err(Error::Empty { what: "the bench's segment counts".into() });
     }
     if reps == 0 {
         return Err(Error::OutOfRange { what: "repetitions", value: 0.0, expected: "at least 1" });

@@ -348,11 +348,9 @@ impl MatmulKernel {
     pub fn bind_views<'a>(&'a self, device: &wgpu::Device, op: &MatmulOp, v: MatmulOperands<'a>) -> Result<MatmulBinding> {
         op.validate()?;
         if v.aux.is_some() != (op.aux_len() > 0) {
-            return Err(Error::Invalid(format!(
-                "matmul: the {:?} epilogue takes {} operand",
-                op.epilogue,
-                if op.aux_len() > 0 { "an" } else { "no" }
-            )));
+            let other = format!("the {:?} epilogue", op.epilogue);
+            let why = "an epilogue with an operand (a ReLU mask, a bias gradient) takes one, the others none";
+            return Err(Error::Incompatible { setting: "matmul epilogue operand", other, why });
         }
         let mut named = vec![("matmul A", v.a, op.a_len(), false), ("matmul B", v.b, op.b_len(), false), ("matmul C", v.c, op.c_len(), true)];
         named.extend(v.bias.map(|bias| ("matmul bias", bias, op.n as u64, false)));

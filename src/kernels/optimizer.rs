@@ -267,11 +267,9 @@ impl OptimizerKernel {
         }
         let needs_stats = buffers.scale != GradScale::None;
         if (needs_stats && buffers.stats.is_none()) || (buffers.scale == GradScale::PerSegment) != buffers.segment_coefs.is_some() {
-            return Err(Error::Invalid(format!(
-                "optimizer: {:?} scaling needs the norm's stats{}",
-                buffers.scale,
-                if buffers.scale == GradScale::PerSegment { " and per-segment coefficients" } else { "" }
-            )));
+            let other = format!("stats {}, segment coefficients {}", buffers.stats.is_some(), buffers.segment_coefs.is_some());
+            let why = "scaling on read needs the norm's stats, and per-segment scaling its segment coefficients too";
+            return Err(Error::Incompatible { setting: "optimizer scale", other, why });
         }
         let len = index_range("optimizer state elements", state.len)?;
         let hyper = uniform(device, "optimizer hyperparameters", &optimizer.hyper(len)?)?;

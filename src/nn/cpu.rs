@@ -66,7 +66,10 @@ impl CpuModel {
                 let t: Vec<f64> = rows.iter().flat_map(|&r| &values[r * o..(r + 1) * o]).map(|&v| v as f64).collect();
                 cpu::loss::mse(logits, &t)
             }
-            _ => return Err(Error::Invalid("targets do not fit the loss".into())),
+            _ => {
+                let other = format!("the {:?} loss", loss);
+                return Err(Error::Incompatible { setting: "targets", other, why: "class labels go with cross-entropy, values with MSE" });
+            }
         };
         let mut grads: Vec<Vec<f64>> = self.params.iter().map(|p| vec![0.0; p.len()]).collect();
         let widths = self.spec.widths();

@@ -345,10 +345,7 @@ impl TrainConfig {
             crate::error::check_positive("init std", std)?;
         }
         if let Some(late) = self.faults.iter().find(|f| f.step >= self.steps) {
-            return Err(Error::Invalid(format!(
-                "a fault at step {} in {} would never run: the steps are 0..{}",
-                late.step, late.layer, self.steps
-            )));
+            return Err(Error::NotBelow { what: "a fault's step", value: late.step, limit: self.steps });
         }
         self.clip.validate()?;
         self.monitor.validate()
