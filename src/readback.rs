@@ -146,10 +146,8 @@ impl ReadbackRing {
     ) -> Result<bool> {
         let total: u64 = sources.iter().map(|(_, bytes)| bytes).sum();
         if total > self.record_bytes || sources.iter().any(|(b, bytes)| *bytes > b.size() || bytes % 4 != 0) {
-            return Err(Error::Invalid(format!(
-                "a record of {total} bytes does not fit slots of {} bytes, or a source is shorter than its copy",
-                self.record_bytes
-            )));
+            let what = "a record's bytes (whole words, each source at least its copy) against its slot".into();
+            return Err(Error::LengthMismatch { what, expected: self.record_bytes, actual: total });
         }
         let Some(slot) = self.slots.iter_mut().find(|s| s.state() == FREE) else {
             self.dropped += 1;

@@ -128,18 +128,21 @@ fn each_case(mut f: impl FnMut(MatmulOp, bool)) {
 
 #[test]
 fn tiled_matches_twin_all_transposes() {
+    let _turn = common::take_turn();
     let kernel = MatmulKernel::new(&gpu().device).unwrap();
     each_case(|op, bias| check(&kernel, op, bias, Algo::Tiled, 1));
 }
 
 #[test]
 fn naive_matches_twin_all_transposes() {
+    let _turn = common::take_turn();
     let kernel = MatmulKernel::new(&gpu().device).unwrap();
     each_case(|op, bias| check(&kernel, op, bias, Algo::Naive, 2));
 }
 
 #[test]
 fn other_tilings_and_accumulation() {
+    let _turn = common::take_turn();
     let workgroup = |wg_m, wg_n, tile_k| Tiling { wg_m, wg_n, tile_k, staging: Staging::Workgroup };
     let direct = |wg_m, wg_n| Tiling { wg_m, wg_n, tile_k: 1, staging: Staging::Direct };
     // Whichever of the two `MatmulKernel::new` did not pick is tested here too.
@@ -153,6 +156,7 @@ fn other_tilings_and_accumulation() {
 /// Every fused epilogue, with each activation, on every shape and transpose.
 #[test]
 fn fused_epilogues_match_twin() {
+    let _turn = common::take_turn();
     let kernel = MatmulKernel::new(&gpu().device).unwrap();
     let acts = [Activation::Relu, Activation::LeakyRelu(0.1), Activation::Tanh, Activation::Sigmoid, Activation::GELU];
     let mut seed = 10;
@@ -175,6 +179,7 @@ fn fused_epilogues_match_twin() {
 /// of L = Σ G ⊙ (act(Z)·Wᵀ + b), computed in f64.
 #[test]
 fn fused_linear_backward_matches_finite_differences() {
+    let _turn = common::take_turn();
     let kernel = MatmulKernel::new(&gpu().device).unwrap();
     for (batch, fin, fout) in [(5u32, 4u32, 3u32), (3, 7, 1), (1, 1, 1), (64, 50, 129)] {
         let mut rng = StdRng::seed_from_u64(5 + fin as u64);
@@ -229,6 +234,7 @@ fn fused_linear_backward_matches_finite_differences() {
 
 #[test]
 fn bad_input_is_a_typed_error() {
+    let _turn = common::take_turn();
     let device = &gpu().device;
     let kernel = MatmulKernel::new(device).unwrap();
     let op = MatmulOp { m: 4, n: 4, k: 4, ..Default::default() };

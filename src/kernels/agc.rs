@@ -70,10 +70,9 @@ impl AgcPlan {
         let mut groups: Vec<Group> = Vec::new();
         for (i, ((g, p), &unit)) in grads.views().iter().zip(params.views()).zip(unit_lens).enumerate() {
             if unit == 0 || g.len % unit != 0 || unit * 4 > chunk_bytes - align {
-                return Err(Error::Invalid(format!(
-                    "AGC unit length {unit} of segment {i} must be positive, divide its length {} and fit one binding",
-                    g.len
-                )));
+                let other = format!("segment {i} of {} elements", g.len);
+                let why = "a unit length must be positive, divide its segment's length and fit one binding";
+                return Err(Error::Incompatible { setting: "AGC unit length", other, why });
             }
             for k in 0..g.len / unit {
                 let (gs, ps, bytes) = (g.offset + 4 * k * unit, p.offset + 4 * k * unit, 4 * unit);

@@ -97,7 +97,8 @@ impl<'g> Trainer<'g> {
     /// run saved by N ranks resumes on any number (each loads the same file).
     pub fn load_checkpoint(&mut self, path: &Path, options: ResumeOptions) -> Result<()> {
         if self.next_step != 0 {
-            return Err(Error::Invalid(format!("a checkpoint loads into a trainer that has not stepped; this one ran {} steps", self.next_step)));
+            let other = format!("a trainer that ran {} steps", self.next_step);
+            return Err(Error::Incompatible { setting: "load_checkpoint", other, why: "a checkpoint loads into a trainer that has not stepped" });
         }
         let (step, host) = checkpoint::load(path, self.gpu, &self.config, &self.device_tensors(), options)?;
         self.monitor.restore(host.monitor);

@@ -15,6 +15,15 @@ pub fn gpu() -> &'static Gpu {
     GPU.get_or_init(|| Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")))
 }
 
+/// Serialises the tests of a binary that holds the device for long: wgpu's GL backend
+/// panics ("Could not lock adapter context") when a thread waits more than 6 s for the GL
+/// context, which another test's long products can hold on a slow CPU device.
+pub fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding it leaves the others their turn.
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
