@@ -5,7 +5,7 @@
 use super::{LayerSpec, LossKind, ModelSpec};
 use crate::cpu;
 use crate::data::{Dataset, Targets};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernels::activation::Activation;
 use crate::kernels::batchnorm::BatchNorm;
 
@@ -33,12 +33,7 @@ impl CpuModel {
     /// `running`: as `GpuModel::running_stats` holds them (empty without batch norm).
     pub fn new(spec: &ModelSpec, params: &[Vec<f32>], running: &[Vec<f32>]) -> Result<Self> {
         spec.validate()?;
-        let tensors = spec.tensors();
-        if params.len() != tensors.len() || params.iter().zip(&tensors).any(|(p, t)| p.len() != t.len()) {
-            let actual = params.iter().map(Vec::len).sum::<usize>() as u64;
-            let expected = tensors.iter().map(|t| t.len()).sum::<usize>() as u64;
-            return Err(Error::LengthMismatch { what: format!("parameters ({} tensors expected, {} given)", tensors.len(), params.len()), expected, actual });
-        }
+        spec.check_params(params)?;
         Ok(Self { spec: spec.clone(), params: widen(params), running: widen(running) })
     }
 
@@ -67,8 +62,7 @@ impl CpuModel {
                 cpu::loss::mse(logits, &t)
             }
             _ => {
-                let other = format!("the {:?} loss", loss);
-                return Err(Error::Incompatible { setting: "targets", other, why: "class labels go with cross-entropy, values with MSE" });
+                return Err(ModelSpec::targets_mismatch(format!("the {loss:?} loss")));
             }
         };
         let mut grads: Vec<Vec<f64>> = self.params.iter().map(|p| vec![0.0; p.len()]).collect();

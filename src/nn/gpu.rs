@@ -162,12 +162,8 @@ impl GpuModel {
     ) -> Result<Self> {
         spec.validate()?;
         spec.check_fits(batch, &device.limits())?;
+        spec.check_params(params)?;
         let tensors = spec.tensors();
-        if params.len() != tensors.len() || params.iter().zip(&tensors).any(|(p, t)| p.len() != t.len()) {
-            let what = format!("parameters ({} tensors of lengths {:?})", tensors.len(), tensors.iter().map(|t| t.len()).collect::<Vec<_>>());
-            let (expected, actual) = (tensors.iter().map(|t| t.len() as u64).sum(), params.iter().map(|p| p.len() as u64).sum());
-            return Err(Error::LengthMismatch { what, expected, actual });
-        }
         crate::error::check_sizes(&[("batch size", batch)])?;
         let mut alloc = Alloc { device, activation_bytes: 0 };
         let arena = ParamArena::new(&tensors);
@@ -489,9 +485,7 @@ impl GpuModel {
                 queue.write_buffer(&self.targets, 0, bytemuck::cast_slice(&t));
             }
             _ => {
-                let other = format!("a {:?} model with {outputs} outputs", self.loss_kind);
-                let why = "class labels go with cross-entropy, values with MSE and as many outputs";
-                return Err(Error::Incompatible { setting: "targets", other, why });
+                return Err(ModelSpec::targets_mismatch(format!("a {:?} model with {outputs} outputs", self.loss_kind)));
             }
         }
         Ok(())

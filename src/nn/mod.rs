@@ -318,6 +318,23 @@ impl ModelSpec {
         Ok(())
     }
 
+    /// The refusal of targets that do not go with the loss of `model` (words on it).
+    pub(crate) fn targets_mismatch(model: String) -> Error {
+        let why = "class labels go with cross-entropy, values with MSE and as many outputs";
+        Error::Incompatible { setting: "targets", other: model, why }
+    }
+
+    /// `Error::LengthMismatch` unless `params` are this model's tensors, in order and length.
+    pub fn check_params(&self, params: &[Vec<f32>]) -> Result<()> {
+        let tensors = self.tensors();
+        if params.len() == tensors.len() && params.iter().zip(&tensors).all(|(p, t)| p.len() == t.len()) {
+            return Ok(());
+        }
+        let what = format!("parameters ({} tensors of lengths {:?})", tensors.len(), tensors.iter().map(|t| t.len()).collect::<Vec<_>>());
+        let (expected, actual) = (tensors.iter().map(|t| t.len() as u64).sum(), params.iter().map(|p| p.len() as u64).sum());
+        Err(Error::LengthMismatch { what, expected, actual })
+    }
+
     /// The parameter tensors in order: what the gradient set's segments are.
     pub fn tensors(&self) -> Vec<TensorSpec> {
         let mut out = Vec::new();
