@@ -148,9 +148,30 @@ pub enum Error {
     /// never recorded, a malformed stats record).
     Readback(String),
 
-    #[error("invalid argument: {0}")]
-    /// An argument outside what the call accepts; the message says which and why.
-    Invalid(String),
+    #[error("{0}")]
+    /// A command line the CLI cannot run; the message names the flag and why. Only the CLI's
+    /// parsing returns it: the library's refusals have the typed variants below.
+    Usage(String),
+
+    /// A kernel's result that disagrees with its CPU twin beyond the rounding bound (a
+    /// benchmark's self-check).
+    #[error("{what}: element {index} is {got}, expected {want} (tolerance {tolerance})")]
+    WrongResult {
+        /// The kernel and problem checked.
+        what: String,
+        /// The first element out of bounds.
+        index: usize,
+        /// The kernel's value.
+        got: f32,
+        /// The CPU twin's value.
+        want: f32,
+        /// The bound it exceeds.
+        tolerance: f32,
+    },
+
+    /// A process-wide runtime (MPI) initialised a second time.
+    #[error("{0} is already initialised in this process")]
+    AlreadyInitialised(&'static str),
 
     /// A setting outside the range it is meaningful in (a percentile above 100, a negative
     /// z-score limit, a NaN…).
@@ -164,14 +185,17 @@ pub enum Error {
         expected: &'static str,
     },
 
-    /// Something that would not fit: more bytes than a device limit or the host budget.
-    #[error("{what} needs {bytes} bytes, more than {limit_name} ({limit} bytes)")]
+    /// Something that would not fit: more bytes than a device limit or the host budget, more
+    /// invocations than a workgroup may have.
+    #[error("{what} needs {amount} {unit}, more than {limit_name} ({limit} {unit})")]
     TooLarge {
-        /// What was to be allocated.
+        /// What was to be allocated or launched.
         what: String,
-        /// The bytes it needs.
-        bytes: u64,
-        /// The limit it exceeds.
+        /// How much it needs, in `unit`s.
+        amount: u64,
+        /// The unit: `"bytes"`, `"invocations"`…
+        unit: &'static str,
+        /// The limit it exceeds, in `unit`s.
         limit: u64,
         /// The limit's name, e.g. "the device's max_buffer_size".
         limit_name: &'static str,

@@ -308,7 +308,7 @@ fn bench_train(gpu: &Gpu, json: bool, peer: Option<&str>) -> Result<(), Box<dyn 
     #[cfg(not(feature = "mpi"))]
     let group: Option<&dyn Collective> = None;
     if group.is_some() && peer.is_some() {
-        return Err(Box::new(gradguard::Error::Invalid("--peer runs alone, not under mpirun (the ranks would share the cores with it)".into())));
+        return Err(Box::new(gradguard::Error::Usage("--peer runs alone, not under mpirun (the ranks would share the cores with it)".into())));
     }
     let report = train::run(gpu, &Default::default(), group)?;
     if group.is_some_and(|g| g.rank() != 0) {

@@ -149,8 +149,9 @@ pub(crate) fn bind_windows<'a>(
 impl GradNorm {
     /// Validates `set` (every buffer needs `STORAGE`) and `config`, plans the tiles and chunks,
     /// and allocates scratch, pipelines and bind groups. Errors: the set's own
-    /// ([`GradSet::validate`]), `Error::NotPositive` for `max_norm`, `Error::Invalid` for `eps`,
-    /// `tile_elems`, `workgroup_size` or `max_binding_bytes` out of range, `Error::Device` if an
+    /// ([`GradSet::validate`]), `Error::NotPositive` for `max_norm`, `Error::OutOfRange` for `eps`,
+    /// `tile_elems`, `workgroup_size` or `max_binding_bytes` out of range, `Error::AboveMax` for
+    /// more `tile_elems` than a tile's invocations sum exactly in f32, `Error::Device` if an
     /// allocation or pipeline fails.
     pub fn new(device: &wgpu::Device, set: &GradSet, config: &NormConfig) -> Result<Self> {
         set.validate(wgpu::BufferUsages::STORAGE)?;
@@ -168,11 +169,12 @@ impl GradNorm {
             TileLayout::Workgroup => (8192.min(MAX_INVOCATION_ELEMS * workgroup_size), MAX_INVOCATION_ELEMS * workgroup_size),
         };
         let tile_elems = config.tile_elems.unwrap_or(default_tile);
-        if tile_elems == 0 || !tile_elems.is_multiple_of(4) || tile_elems > max_tile {
-            return Err(Error::Invalid(format!(
-                "tile_elems must be a multiple of 4 in 4..={max_tile} ({MAX_INVOCATION_ELEMS} per invocation \
-                 with {tile_layout:?} tiles of {workgroup_size} invocations), got {tile_elems}"
-            )));
+        if tile_elems == 0 || !tile_elems.is_multiple_of(4) {
+            return Err(Error::OutOfRange { what: "tile_elems", value: tile_elems as f64, expected: "a positive multiple of 4" });
+        }
+        // More per invocation and the plain f32 partial sums lose accuracy.
+        if tile_elems > max_tile {
+            return Err(Error::AboveMax { what: "tile_elems", value: tile_elems as u64, max: max_tile as u64 });
         }
         let limits = device.limits();
         let device_max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);

@@ -85,19 +85,23 @@ fn agc_parameter_mismatch() {
 fn bad_tiling_config() {
     let buffer = upload(&[1.0; 16]);
     let set = GradSet::packed(&buffer, &[16]);
-    for config in [
-        NormConfig { tile_elems: Some(0), ..Default::default() },
-        NormConfig { tile_elems: Some(6), ..Default::default() },
-        // More than 2,048 elements per invocation: the plain f32 sums would lose accuracy.
-        NormConfig { tile_elems: Some(2052), tile_layout: Some(TileLayout::Invocation), ..Default::default() },
-        NormConfig {
-            tile_elems: Some(2048 * 16 + 4),
-            workgroup_size: Some(16),
-            tile_layout: Some(TileLayout::Workgroup),
-            ..Default::default()
-        },
+    for config in [NormConfig { tile_elems: Some(0), ..Default::default() }, NormConfig { tile_elems: Some(6), ..Default::default() }] {
+        assert!(matches!(norm_err(&set, &config), Error::OutOfRange { what: "tile_elems", .. }));
+    }
+    // More than 2,048 elements per invocation: the plain f32 sums would lose accuracy.
+    for (config, most) in [
+        (NormConfig { tile_elems: Some(2052), tile_layout: Some(TileLayout::Invocation), ..Default::default() }, 2048),
+        (
+            NormConfig {
+                tile_elems: Some(2048 * 16 + 4),
+                workgroup_size: Some(16),
+                tile_layout: Some(TileLayout::Workgroup),
+                ..Default::default()
+            },
+            2048 * 16,
+        ),
     ] {
-        assert!(matches!(norm_err(&set, &config), Error::Invalid(_)));
+        assert!(matches!(norm_err(&set, &config), Error::AboveMax { what: "tile_elems", max, .. } if max == most));
     }
     let small = NormConfig { max_binding_bytes: Some(100), ..Default::default() };
     assert!(matches!(norm_err(&set, &small), Error::OutOfRange { what: "max_binding_bytes", .. }));

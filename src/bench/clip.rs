@@ -56,7 +56,7 @@ fn check_request(gpu: &Gpu, elements: u64, segment_counts: &[u32], reps: u32) ->
     }
     let limit = gpu.device.limits().max_buffer_size;
     if elements.saturating_mul(4) > limit {
-        return Err(Error::TooLarge { what: format!("{elements} f32 elements"), bytes: elements.saturating_mul(4), limit, limit_name: "the device's max_buffer_size" });
+        return Err(Error::TooLarge { what: format!("{elements} f32 elements"), amount: elements.saturating_mul(4), unit: "bytes", limit, limit_name: "the device's max_buffer_size" });
     }
     Ok(())
 }

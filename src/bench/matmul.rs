@@ -215,13 +215,8 @@ fn compare(what: &str, op: &MatmulOp, got: &[f32], want: &[f32], scale: &dyn Fn(
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let tol = (op.k as f32 + 2.0) * f32::EPSILON * scale(i);
         if !((g - w).abs() <= tol) {
-            return Err(Error::Invalid(format!(
-                "matmul bench: {what} is wrong for {}x{}x{} {}: element {i} is {g}, expected {w} (tolerance {tol})",
-                op.m,
-                op.n,
-                op.k,
-                transposes(op)
-            )));
+            let what = format!("matmul bench: {what} for {}x{}x{} {}", op.m, op.n, op.k, transposes(op));
+            return Err(Error::WrongResult { what, index: i, got: *g, want: *w, tolerance: tol });
         }
     }
     Ok(())

@@ -128,7 +128,7 @@ pub struct PeerRatio {
 }
 
 /// Runs the PyTorch peer (`python3`, on torch's `device`: `cpu` or `cuda`) and returns its
-/// JSON report. `Error::Invalid` with the peer's own message when python3 or torch is
+/// JSON report. `Error::Peer` with the peer's own message when python3 or torch is
 /// missing or the script fails.
 pub fn torch_peer(device: &str) -> Result<serde_json::Value> {
     use std::io::Write as _;

@@ -44,10 +44,10 @@ impl Watch {
 
 impl MpiCollective {
     /// Initialises MPI and starts the watchdog: a collective still waiting after `timeout`
-    /// ends the process with status [`TIMED_OUT`]. `Error::Invalid` if MPI was initialised
-    /// already in this process.
+    /// ends the process with status [`TIMED_OUT`]. `Error::AlreadyInitialised`
+    /// if MPI was initialised already in this process.
     pub fn init(timeout: Duration) -> Result<Self> {
-        let universe = mpi::initialize().ok_or_else(|| Error::Invalid("MPI is already initialised in this process".into()))?;
+        let universe = mpi::initialize().ok_or_else(|| Error::AlreadyInitialised("MPI"))?;
         let world = universe.world();
         let watch = Arc::new(Watch { origin: Instant::now(), entered: AtomicU64::new(0) });
         let (rank, size) = (world.rank(), world.size());

@@ -288,7 +288,7 @@ impl Task {
         let bytes = ((train + validation + test) as u64).saturating_mul(steps as u64 * 2 * 4);
         if bytes > SEQUENCE_BYTES {
             let what = format!("{} sequences of {}", train + validation + test, self.name());
-            return Err(Error::TooLarge { what, bytes, limit: SEQUENCE_BYTES, limit_name: "the host budget for generated sequences" });
+            return Err(Error::TooLarge { what, amount: bytes, unit: "bytes", limit: SEQUENCE_BYTES, limit_name: "the host budget for generated sequences" });
         }
         Ok(Split {
             train: generate(steps, train, seed)?,

@@ -33,8 +33,8 @@ impl AgcPlan {
     /// Validates and binds AGC over `grads` (clipped in place) against `params`, reading the
     /// skip flag from `stats` (a [`GradNorm`](crate::GradNorm) stats buffer) and binding at
     /// most `chunk_bytes` at once. Errors: `Error::NotPositive` for `clipping`,
-    /// `Error::OutOfRange` for `eps`; `Error::Invalid` for a unit length that does not divide its segment, or a
-    /// parameter buffer that is also a gradient buffer; `Error::LengthMismatch` for shapes
+    /// `Error::OutOfRange` for `eps`; `Error::Incompatible` for a unit length that does not
+    /// divide its segment; `Error::Aliased` for a parameter buffer that is also a gradient buffer; `Error::LengthMismatch` for shapes
     /// that differ; the set errors of [`GradSet::validate`](crate::GradSet::validate).
     #[allow(clippy::too_many_arguments)]
     pub fn new(

@@ -64,7 +64,7 @@ impl GradSet {
             return Err(Error::EmptySet);
         }
         if self.views.len() > u32::MAX as usize / 2 {
-            return Err(Error::NotBelow { what: "segments", value: self.views.len() as u64, limit: u32::MAX as u64 / 2 + 1 });
+            return Err(Error::AboveMax { what: "segments", value: self.views.len() as u64, max: u32::MAX as u64 / 2 });
         }
         for (segment, v) in self.views.iter().enumerate() {
             if v.offset % 4 != 0 {
@@ -182,7 +182,13 @@ impl TilePlan {
                     });
                     partial = partial
                         .checked_add(1)
-                        .ok_or(Error::NotBelow { what: "tiles (raise tile_elems)", value: 1 << 32, limit: 1 << 32 })?;
+                        .ok_or_else(|| Error::TooLarge {
+                            what: "the set's tile plan (raise tile_elems)".into(),
+                            amount: 1 << 32,
+                            unit: "tiles",
+                            limit: u32::MAX as u64,
+                            limit_name: "what a u32 tile index counts",
+                        })?;
                     e += count * 4;
                 }
                 byte = piece_end;

@@ -287,7 +287,7 @@ impl ModelSpec {
     pub fn check_fits(&self, batch: u32, limits: &wgpu::Limits) -> Result<()> {
         let bytes = |elements: u64| elements.saturating_mul(4);
         let binding = limits.max_storage_buffer_binding_size;
-        let too_large = |what: String, bytes: u64, limit, limit_name| Err(Error::TooLarge { what, bytes, limit, limit_name });
+        let too_large = |what: String, amount: u64, limit, limit_name| Err(Error::TooLarge { what, amount, unit: "bytes", limit, limit_name });
         let tensors = self.tensors();
         for t in &tensors {
             let size = bytes(t.shape.iter().map(|&d| d as u64).product());

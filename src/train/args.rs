@@ -158,12 +158,12 @@ impl TrainArgs {
             ("--momentum", self.momentum.is_some() && self.optimizer != "sgd", "SGD (--optimizer sgd)"),
         ];
         match ignored.iter().find(|(_, ignored, _)| *ignored) {
-            Some((flag, _, applies)) => Err(Error::Invalid(format!("{flag} applies to {applies} only"))),
+            Some((flag, _, applies)) => Err(Error::Usage(format!("{flag} applies to {applies} only"))),
             None => Ok(()),
         }
     }
 
-    /// The run these flags describe, validated. `Err(Error::Invalid)` names the bad flag.
+    /// The run these flags describe, validated. `Err(Error::Usage)` names the bad flag.
     pub fn config(&self) -> Result<TrainConfig> {
         self.refuse_ignored()?;
         let seq_len = self.seq_len.unwrap_or(50);
@@ -294,9 +294,9 @@ pub fn run(gpu: &Gpu, args: &TrainArgs, collective: Option<&dyn Collective>) -> 
     let out = args.out.as_ref().filter(|_| writes);
     let checkpoint_path = out.map(|dir| dir.join(super::checkpoint::FILE_NAME));
     let plan = match (args.checkpoint_every, checkpoint_path) {
-        (Some(0), _) => return Err(Error::Invalid("--checkpoint-every must be ≥ 1".into())),
+        (Some(0), _) => return Err(Error::Usage("--checkpoint-every must be ≥ 1".into())),
         (Some(every), Some(path)) => Some(CheckpointPlan::new(every, path, args.keep_checkpoints)?),
-        (Some(_), None) if writes => return Err(Error::Invalid("--checkpoint-every needs --out (where checkpoints go)".into())),
+        (Some(_), None) if writes => return Err(Error::Usage("--checkpoint-every needs --out (where checkpoints go)".into())),
         (Some(_), None) => None,
         (None, path) => path.map(CheckpointPlan::when_stopped),
     };

@@ -387,7 +387,7 @@ impl ClipSetting {
 }
 
 fn bad(flag: &str, value: &str, expected: &str) -> Error {
-    Error::Invalid(format!("{flag}: `{value}` is not {expected}"))
+    Error::Usage(format!("{flag}: `{value}` is not {expected}"))
 }
 
 fn number<T: std::str::FromStr>(flag: &str, value: &str, part: &str, expected: &str) -> Result<T> {

@@ -25,7 +25,7 @@ pub(super) struct FaultDrill {
 }
 
 impl FaultDrill {
-    /// Binds `faults` (this rank's) on `model`'s packed gradients. `Error::Invalid` names a
+    /// Binds `faults` (this rank's) on `model`'s packed gradients. `Error::Unknown` names a
     /// layer that is not one.
     pub(super) fn bind(gpu: &Gpu, kernels: &TrainKernels, spec: &ModelSpec, model: &GpuModel, faults: &[Fault]) -> Result<Self> {
         let device = &gpu.device;

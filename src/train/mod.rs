@@ -174,7 +174,7 @@ impl<'g> Trainer<'g> {
     /// [`Trainer::new`]'s, on this rank's share of every batch of `config.batch` rows, its
     /// gradients and loss summed over the ranks each step (see [`replicas`]). Every rank must
     /// call this with the same `config`. `Error::OutOfRange` when the batch has fewer rows
-    /// than there are ranks; `Error::Invalid` for batch norm or the forward watch over several
+    /// than there are ranks; `Error::Incompatible` for batch norm or the forward watch over several
     /// ranks (each rank would see its own rows only: batch statistics, running statistics and
     /// forward faults would differ between ranks).
     pub fn with_collective(gpu: &'g Gpu, config: TrainConfig, collective: Option<&'g dyn Collective>) -> Result<Self> {
