@@ -33,7 +33,7 @@ impl<'g> Trainer<'g> {
             OptimizerChoice::AdamW => &["exp_avg", "exp_avg_sq"],
         };
         let f32s = |name: String, buffer, offset, shape| DeviceTensor { name, buffer, offset, shape, dtype: safetensors::Dtype::F32 };
-        let (arena, state) = (self.model.arena(), &self.optimizer_state);
+        let (arena, state) = (self.model.arena(), self.update.state());
         let mut out = Vec::new();
         for (t, tensor) in self.spec.tensors().into_iter().enumerate() {
             let offset = 4 * arena.ranges()[t].0;

@@ -16,6 +16,7 @@ mod faults;
 mod output;
 mod recorder;
 pub mod replicas;
+mod update;
 
 pub use config::{ClipSetting, Fault, FaultKind, LrDrop, ModelChoice, OptimizerChoice, Responses, Schedule, TrainConfig};
 pub use output::{create_dir, run_plot, temp_path, write_atomic as write_file, write_run};
@@ -29,11 +30,11 @@ use crate::collective::Collective;
 use crate::data::{BatchOrder, Dataset, Score, Split};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::optimizer::{lr_buffer, set_lr, GradScale, OptimizerBinding, OptimizerBuffers, OptimizerState};
+use crate::kernels::optimizer::OptimizerState;
 use crate::monitor::{Detector, Explosion, GradMonitor};
 use crate::nn::cpu::CpuModel;
 use crate::nn::{GpuModel, ModelSpec, TrainKernels};
-use crate::norm::{GradNorm, NonFinitePolicy, NormConfig, NormStats};
+use crate::norm::{GradNorm, NormConfig, NormStats};
 use crate::readback::read_f32s;
 use checkpoint::InFlight;
 use clipping::Clipping;
@@ -43,6 +44,7 @@ pub use evaluation::Check;
 use faults::FaultDrill;
 use recorder::StepRecorder;
 use replicas::Replicas;
+use update::Update;
 
 /// Steps between a step's submission and the host reading its record.
 pub const LAG: u64 = 2;
@@ -139,10 +141,8 @@ pub struct Trainer<'g> {
     clipping: Clipping,
     /// A norm over every layer's forward output, and those layers' names.
     forward_watch: Option<(GradNorm, Vec<String>)>,
-    optimizer: OptimizerBinding,
-    optimizer_state: OptimizerState,
-    lr_buffer: wgpu::Buffer,
-    written_lr: f32,
+    /// The optimizer, its state and its learning rate.
+    update: Update,
     order: BatchOrder,
     /// Each step's record, read `LAG` steps later.
     recorder: StepRecorder,
@@ -223,26 +223,8 @@ impl<'g> Trainer<'g> {
             }
             false => None,
         };
-        let optimizer_config = config.optimizer_kernel_config()?;
         let lr = config.lr * config.schedule.factor(0, config.steps);
-        let lr_buf = lr_buffer(device, lr)?;
-        let optimizer_state = OptimizerState::new(device, &optimizer_config, model.arena().len())?;
-        let (scale, segment_coefs) = match &clipping {
-            Clipping::OnRead { scale, norm, .. } => (*scale, (*scale == GradScale::PerSegment).then(|| norm.segment_buffer())),
-            Clipping::InPlace { .. } => (GradScale::None, None),
-        };
-        let buffers = OptimizerBuffers {
-            params: model.params(),
-            grads: model.grads(),
-            tensors: model.arena().ranges(),
-            state: &optimizer_state,
-            lr: &lr_buf,
-            stats: Some(clipping.stats_buffer()),
-            segment_coefs,
-            scale,
-            zero_nonfinite: config.on_nonfinite == NonFinitePolicy::ZeroNonFinite && matches!(clipping, Clipping::OnRead { .. }),
-        };
-        let optimizer = kernels.optimizer.bind(device, &optimizer_config, buffers)?;
+        let update = Update::new(device, &kernels, &config, &model, &clipping, lr)?;
         let layers = spec.param_layers();
         let segment_layer =
             tensors.iter().map(|t| layers.iter().position(|(l, _)| *l == t.layer).unwrap_or(0)).collect();
@@ -259,10 +241,7 @@ impl<'g> Trainer<'g> {
             kernels,
             clipping,
             forward_watch,
-            optimizer,
-            optimizer_state,
-            lr_buffer: lr_buf,
-            written_lr: lr,
+            update,
             order,
             recorder,
             monitor,
@@ -320,7 +299,7 @@ impl<'g> Trainer<'g> {
 
     /// The optimizer's state (every tensor's slots and the step count, packed).
     pub fn optimizer_state(&self) -> &OptimizerState {
-        &self.optimizer_state
+        self.update.state()
     }
 
     /// What the steps so far cost the host.
@@ -330,7 +309,7 @@ impl<'g> Trainer<'g> {
 
     /// Device bytes held by the optimizer's state buffer.
     pub fn optimizer_state_bytes(&self) -> u64 {
-        self.optimizer_state.buffer().size()
+        self.update.state().buffer().size()
     }
 
     /// Compute dispatches per step: the model (with the batch-norm running-stat updates),
@@ -345,10 +324,7 @@ impl<'g> Trainer<'g> {
     pub fn step(&mut self) -> Result<()> {
         let k = self.next_step;
         let lr = self.config.lr * self.config.schedule.factor(k, self.config.steps) * self.controller.lr_scale;
-        if lr != self.written_lr {
-            set_lr(&self.gpu.queue, &self.lr_buffer, lr)?;
-            self.written_lr = lr;
-        }
+        self.update.set_lr(&self.gpu.queue, lr)?;
         let mut rows = self.order.rows(k).to_vec();
         if let Some(r) = &self.replicas {
             rows = rows[r.rows()].to_vec();
@@ -382,7 +358,7 @@ impl<'g> Trainer<'g> {
             self.clipping.encode_in_pass(&mut pass);
             // After the norm: the running statistics obey its skip flag, as the optimizer does.
             self.model.encode_running_update(&self.kernels, &mut pass);
-            self.kernels.optimizer.encode(&mut pass, &self.optimizer);
+            self.update.encode(&self.kernels, &mut pass);
             self.clipping.encode_applied(&mut pass);
         }
         let watch = self.forward_watch.as_ref().map(|(n, _)| n);
@@ -399,7 +375,7 @@ impl<'g> Trainer<'g> {
     /// Reads the records of the steps before `end` not read yet.
     fn read_until(&mut self, end: u64) -> Result<()> {
         while self.recorder.next_read() < end {
-            let record = self.recorder.take(&self.gpu.device, &self.clipping, self.written_lr)?;
+            let record = self.recorder.take(&self.gpu.device, &self.clipping, self.update.lr())?;
             self.observe(record)?;
         }
         Ok(())
