@@ -47,7 +47,7 @@ impl MpiCollective {
     /// ends the process with status [`TIMED_OUT`]. `Error::AlreadyInitialised`
     /// if MPI was initialised already in this process.
     pub fn init(timeout: Duration) -> Result<Self> {
-        let universe = mpi::initialize().ok_or_else(|| Error::AlreadyInitialised("MPI"))?;
+        let universe = mpi::initialize().ok_or(Error::AlreadyInitialised("MPI"))?;
         let world = universe.world();
         let watch = Arc::new(Watch { origin: Instant::now(), entered: AtomicU64::new(0) });
         let (rank, size) = (world.rank(), world.size());
