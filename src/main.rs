@@ -70,8 +70,8 @@ enum Command {
         /// clipping on the adding problem, over lengths and seeds (paper.txt, paper.svg).
         #[arg(long)]
         paper: bool,
-        /// --paper: SGD updates each run may take [default: 250, about 20 minutes on
-        /// lavapipe with 2 cores; the paper's runs took up to millions].
+        /// --paper: SGD updates each run may take [default: 250: 18 to 30 minutes for the 80
+        /// runs on lavapipe with 2 cores; the paper's runs took up to millions].
         #[arg(long, requires = "paper", value_parser = clap::value_parser!(u64).range(1..))]
         updates: Option<u64>,
         /// --paper: runs per length, start and method [default: 5].
