@@ -3,11 +3,11 @@
 @group(0) @binding(0) var<storage, read> src: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> dst: array<vec4<f32>>;
 
-const WG: u32 = 256u;
+override WG: u32 = 256u;
 // Each workgroup copies a contiguous block of VEC4S_PER_GROUP, as the norm's tiles do.
 override VEC4S_PER_GROUP: u32 = 2048u;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn copy(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,

@@ -1,6 +1,6 @@
 //! Pipelines of `shaders/clip.wgsl`: in-place scaling or clamping over the norm's tiles.
 
-use super::{dispatch, layout, pipeline, storage_entry};
+use super::{dispatch, layout, pipeline, storage_entry, streaming_workgroup_size};
 use crate::error::Result;
 use crate::shaders;
 
@@ -25,7 +25,9 @@ pub struct ClipKernel {
 }
 
 impl ClipKernel {
-    /// Builds the pipeline for `mode`; `zero_nonfinite` turns NaN and ±inf into 0 as it goes.
+    /// Builds the pipeline for `mode`, with workgroups of [`streaming_workgroup_size`](super::streaming_workgroup_size)
+    /// invocations (each clips one span of the norm's tiles);
+    /// `zero_nonfinite` turns NaN and ±inf into 0 as it goes.
     pub fn new(device: &wgpu::Device, mode: ClipMode, zero_nonfinite: bool) -> Result<Self> {
         let layout = layout(
             device,
@@ -47,6 +49,7 @@ impl ClipKernel {
             ("MODE", mode),
             ("ZERO_NONFINITE", if zero_nonfinite { 1.0 } else { 0.0 }),
             ("CLIP_VALUE", value),
+            ("WG", streaming_workgroup_size(device) as f64),
         ];
         let pipeline = pipeline(device, &shaders::CLIP, "clip", &[&layout], &constants)?;
         Ok(Self { layout, pipeline })

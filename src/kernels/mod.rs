@@ -49,6 +49,18 @@ use crate::error::{Error, Result};
 use crate::shaders::Shader;
 pub use cache::KernelCache;
 
+/// Invocations of a workgroup that streams a contiguous block, its invocations `WG` vec4s
+/// apart (the clip, the copy). On a GPU 256, which coalesces. On a CPU adapter (lavapipe,
+/// llvmpipe) 8: one SIMD group of 8 lanes walking its block contiguously. With 256 there,
+/// 32 groups each striding 4 KiB ran the clip over one 64 MiB segment at a third of this
+/// speed, and 16 at 0.6 of it (BENCHMARKS.md, on an AMD EPYC).
+pub fn streaming_workgroup_size(device: &wgpu::Device) -> u32 {
+    match device.adapter_info().device_type {
+        wgpu::DeviceType::Cpu => 8,
+        _ => 256,
+    }
+}
+
 /// Workgroups per dimension a dispatch may use everywhere (`Limits::default()`).
 pub const MAX_GROUPS_PER_DIM: u32 = 65_535;
 
