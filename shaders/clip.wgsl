@@ -10,6 +10,7 @@
 override MODE: u32 = 0u;
 override ZERO_NONFINITE: bool = false;
 override CLIP_VALUE: f32 = 1.0;
+// WG (common.wgsl) is set by the host: `kernels::streaming_workgroup_size`.
 
 // The window's data as two disjoint views (WebGPU forbids overlapping writable
 // bindings): data4 holds the elements below `split`, data1 those from `split` on.

@@ -3,6 +3,7 @@
 @group(0) @binding(0) var<storage, read> src: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> dst: array<vec4<f32>>;
 
+// Invocations a workgroup, set by the host (`kernels::streaming_workgroup_size`).
 override WG: u32 = 256u;
 // Each workgroup copies a contiguous block of VEC4S_PER_GROUP, as the norm's tiles do.
 override VEC4S_PER_GROUP: u32 = 2048u;

@@ -34,8 +34,8 @@ impl AgcPlan {
     /// skip flag from `stats` (a [`GradNorm`](crate::GradNorm) stats buffer) and binding at
     /// most `chunk_bytes` at once. Errors: `Error::NotPositive` for `clipping`,
     /// `Error::OutOfRange` for `eps`; `Error::Incompatible` for a unit length that does not
-    /// divide its segment; `Error::Aliased` for a parameter buffer that is also a gradient buffer; `Error::LengthMismatch` for shapes
-    /// that differ; the set errors of [`GradSet::validate`](crate::GradSet::validate).
+    /// divide its segment; `Error::Aliased` for a parameter buffer that is also a gradient
+    /// buffer; `Error::LengthMismatch` for shapes that differ; the set errors of [`GradSet::validate`](crate::GradSet::validate).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         device: &wgpu::Device,

@@ -25,9 +25,9 @@ pub struct ClipKernel {
 }
 
 impl ClipKernel {
-    /// Builds the pipeline for `mode`, with workgroups of [`streaming_workgroup_size`](super::streaming_workgroup_size)
-    /// invocations (each clips one span of the norm's tiles);
-    /// `zero_nonfinite` turns NaN and ±inf into 0 as it goes.
+    /// Builds the pipeline for `mode`, each workgroup clipping one span of the norm's tiles
+    /// with [`streaming_workgroup_size`] invocations; `zero_nonfinite` turns NaN and ±inf
+    /// into 0 as it goes.
     pub fn new(device: &wgpu::Device, mode: ClipMode, zero_nonfinite: bool) -> Result<Self> {
         let layout = layout(
             device,

@@ -26,7 +26,8 @@ impl CopyKernel {
     /// Builds the pipeline. `Err(Error::Device)` if the device refuses it.
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         let layout = layout(device, "copy", &[storage_entry(0, true), storage_entry(1, false)]);
-        let constants = [("VEC4S_PER_GROUP", VEC4S_PER_GROUP as f64), ("WG", super::streaming_workgroup_size(device) as f64)];
+        let wg = super::streaming_workgroup_size(device);
+        let constants = [("VEC4S_PER_GROUP", VEC4S_PER_GROUP as f64), ("WG", wg as f64)];
         let pipeline = pipeline(device, &shaders::COPY, "copy", &[&layout], &constants)?;
         Ok(Self { layout, pipeline })
     }
