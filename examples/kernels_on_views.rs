@@ -6,7 +6,8 @@
 //!
 //!   Linear(5→6) → ReLU → BatchNorm1d(6) → Linear(6→3) → cross-entropy, backward through
 //!   all of it, AGC then global-norm clipping, SGD with momentum; and a tanh RNN's whole
-//!   sequence forward and backward beside it.
+//!   sequence forward and backward beside it, its dL/dz clipped where it lies by value, then
+//!   by ZClip's adaptive threshold.
 //!
 //! Every result is checked against the CPU twins; it exits non-zero on a mismatch.
 //!
@@ -20,7 +21,7 @@ use gradguard::kernels::optimizer::{lr_buffer, GradScale, Optimizer, OptimizerBu
 use gradguard::kernels::rnn::{RnnBackward, RnnForward, RnnKernel, RnnShape};
 use gradguard::kernels::View;
 use gradguard::wgpu::{self, util::DeviceExt};
-use gradguard::{cpu, ClipPolicy, GradClip, GradSet, GradView, NonFinitePolicy, NormKind};
+use gradguard::{cpu, AdaptivePolicy, ClipPolicy, GradClip, GradSet, GradView, NonFinitePolicy, NormKind, ZClip};
 
 const B: u32 = 8;
 const I: u32 = 5;
@@ -168,6 +169,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let update = opt.bind(&device, &Optimizer::Sgd(sgd), buffers)?;
     let rnn_fwd = rnnk.bind_forward(&device, &rnn, RnnForward { x: a(rnn_x.at), w_x: a(rnn_wx.at), bias: a(rnn_b.at), w_h: a(rnn_wh.at), pre: c(rnn_pre), hs: c(rnn_hs), last: c(rnn_last) })?;
     let rnn_bwd = rnnk.bind_backward(&device, &rnn, RnnBackward { w_h: a(rnn_wh.at), pre: c(rnn_pre), d_last: c(rnn_dlast.at) })?;
+    // The backward leaves dL/dz in `pre`: clip it there, by value, then under ZClip (still
+    // warming up, so its fixed cap applies).
+    let pre_set = GradSet::new(vec![GradView { buffer: cbuf.clone(), offset: 4 * rnn_pre, len: rnn.pre_len() }]);
+    let value_policy = ClipPolicy::Value { clip_value: 0.02 };
+    let value_clip = GradClip::new(&device, &pre_set, value_policy.clone(), NonFinitePolicy::SkipStep)?;
+    let zclip_policy = ClipPolicy::Adaptive(AdaptivePolicy::ZClip(ZClip { max_norm: Some(0.05), ..ZClip::default() }));
+    let zclip = GradClip::new(&device, &pre_set, zclip_policy.clone(), NonFinitePolicy::SkipStep)?;
 
     // The application's encoder: one pass for the step, clipping in the same pass.
     let mut encoder = device.create_command_encoder(&Default::default());
@@ -188,6 +196,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         opt.encode(&mut pass, &update);
         rnnk.encode(&mut pass, &rnn_fwd);
         rnnk.encode(&mut pass, &rnn_bwd);
+        value_clip.encode_in_pass(&mut pass);
+        zclip.encode_in_pass(&mut pass);
     }
     queue.submit([encoder.finish()]);
     let read = |b: &wgpu::Buffer| gradguard::readback::read_f32s(&device, &queue, b);
@@ -226,6 +236,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let weights = cpu::rnn::RnnWeights { w_x: &rnn_wx.values, bias: &rnn_b.values, w_h: &rnn_wh.values };
     cpu::rnn::forward(&rnn, weights, &rnn_x.values, &mut pre, &mut hs, &mut last);
     cpu::rnn::backward(&rnn, &rnn_wh.values, &mut pre, &rnn_dlast.values);
+    let mut pre_grads = [pre];
+    cpu::clip::clip(&mut pre_grads, &value_policy, None, NonFinitePolicy::SkipStep);
+    let pre_stats = cpu::clip::clip(&mut pre_grads, &zclip_policy, None, NonFinitePolicy::SkipStep);
+    let [pre] = pre_grads;
 
     // Compare, relative to each tensor's largest magnitude.
     let mut bad = Vec::new();
@@ -250,7 +264,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         check(&format!("{name}'s update"), &delta(&got, &params[k].values), &delta(&want_params[k], &params[k].values), 1e-3);
     }
     check("rnn last hidden state", &slice(&gc, rnn_last, rnn.step_len() as usize), &last, 1e-5);
-    check("rnn dL/dz", &slice(&gc, rnn_pre, rnn.pre_len() as usize), &pre, 1e-4);
+    check("rnn dL/dz, clipped by value and ZClip", &slice(&gc, rnn_pre, rnn.pre_len() as usize), &pre, 1e-4);
     // Nothing outside the views was written: the parameter buffer's gaps are still 0.
     let covered: Vec<(u64, u64)> = params.iter().map(|t| (t.at, t.at + t.values.len() as u64)).collect();
     let stray = gp.iter().enumerate().filter(|(i, v)| **v != 0.0 && !covered.iter().any(|&(s, e)| (s..e).contains(&(*i as u64)))).count();
@@ -258,6 +272,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         bad.push(format!("{stray} parameter-buffer words outside every view were written"));
     }
     println!("loss {want_loss:.6}, gradient norm after AGC {:.6}, clipped to 0.05; {} checks", stats.norm, 12 + shapes.len());
+    println!("rnn dL/dz: norm {:.4} after the value clip, scaled by {:.4} under ZClip", pre_stats.norm, pre_stats.clip_coef);
     if !bad.is_empty() {
         return Err(bad.join("\n").into());
     }
