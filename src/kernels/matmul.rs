@@ -173,31 +173,28 @@ impl Tiling {
     }
 
     fn check(&self, limits: &wgpu::Limits) -> Result<()> {
-        if self.wg_m == 0 || self.wg_n == 0 || self.tile_k == 0 {
-            let size = [("wg_m", self.wg_m), ("wg_n", self.wg_n), ("tile_k", self.tile_k)].into_iter().find(|s| s.1 == 0);
-            return Err(Error::OutOfRange { what: size.map_or("tiling", |s| s.0), value: 0.0, expected: "≥ 1" });
+        crate::error::check_sizes(&[("wg_m", self.wg_m), ("wg_n", self.wg_n), ("tile_k", self.tile_k)])?;
+        let shared = match self.staging {
+            Staging::Workgroup => 16 * self.tile_k as u64 * (self.wg_m as u64 + self.wg_n as u64),
+            Staging::Direct => 0,
+        };
+        // What the tiling needs, each against the device limit it must stay within.
+        let needs = [
+            (self.wg_m as u64 * self.wg_n as u64, "invocations", limits.max_compute_invocations_per_workgroup, "the device's max_compute_invocations_per_workgroup"),
+            (self.wg_n as u64, "invocations in x", limits.max_compute_workgroup_size_x, "the device's max_compute_workgroup_size_x"),
+            (self.wg_m as u64, "invocations in y", limits.max_compute_workgroup_size_y, "the device's max_compute_workgroup_size_y"),
+            (shared, "bytes", limits.max_compute_workgroup_storage_size, "the device's max_compute_workgroup_storage_size"),
+        ];
+        match needs.into_iter().find(|&(amount, _, limit, _)| amount > limit as u64) {
+            Some((amount, unit, limit, name)) => Err(Error::TooLarge {
+                what: format!("matmul tiling {self:?}"),
+                amount,
+                unit,
+                limit: limit as u64,
+                limit_name: name,
+            }),
+            None => Ok(()),
         }
-        let what = format!("matmul tiling {self:?}");
-        let too_large = |what, amount, unit, limit, limit_name| Err(Error::TooLarge { what, amount, unit, limit, limit_name });
-        let threads = self.wg_m as u64 * self.wg_n as u64;
-        if threads > limits.max_compute_invocations_per_workgroup as u64 {
-            let limit = limits.max_compute_invocations_per_workgroup as u64;
-            return too_large(what, threads, "invocations", limit, "the device's max_compute_invocations_per_workgroup");
-        }
-        if self.wg_n > limits.max_compute_workgroup_size_x {
-            let limit = limits.max_compute_workgroup_size_x as u64;
-            return too_large(what, self.wg_n as u64, "invocations in x", limit, "the device's max_compute_workgroup_size_x");
-        }
-        if self.wg_m > limits.max_compute_workgroup_size_y {
-            let limit = limits.max_compute_workgroup_size_y as u64;
-            return too_large(what, self.wg_m as u64, "invocations in y", limit, "the device's max_compute_workgroup_size_y");
-        }
-        let shared = 16 * self.tile_k as u64 * (self.wg_m as u64 + self.wg_n as u64);
-        if self.staging == Staging::Workgroup && shared > limits.max_compute_workgroup_storage_size as u64 {
-            let limit = limits.max_compute_workgroup_storage_size as u64;
-            return too_large(what, shared, "bytes", limit, "the device's max_compute_workgroup_storage_size");
-        }
-        Ok(())
     }
 }
 
